@@ -1,0 +1,398 @@
+//! Typed configuration: built-in defaults, then the config file, then `DUEHOOK_*`
+//! environment variables, validated once at start.
+//!
+//! Errors name the key and where its value came from (the file path, the environment
+//! variable or the built-in defaults), so an operator can fix them without guessing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+/// The shipped `config.toml`, which documents every key; it is also the defaults.
+pub const DEFAULTS: &str = include_str!("../config.toml");
+
+const DEFAULTS_ORIGIN: &str = "built-in defaults";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub clock: ClockConfig,
+    pub auth: AuthConfig,
+    pub schedule: ScheduleConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    System,
+    Manual,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    pub mode: ClockMode,
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<String>,
+    #[serde(default)]
+    pub admin_tokens: Option<Vec<String>>,
+}
+
+// Tokens are secrets: never print them, not even in a debug dump of the config.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field(
+                "admin_tokens",
+                &self
+                    .admin_tokens
+                    .as_ref()
+                    .map(|t| format!("[{} redacted]", t.len())),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub allow_private_destinations: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// A configuration error, naming the key and where its value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: key `{key}`: {message}")]
+    Key {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Minimum length of a bearer token; shorter ones are guessable.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        // The defaults are our own file, checked by a unit test; failing here is a build defect.
+        Self::from_layers(None, std::iter::empty()).expect("built-in defaults are valid")
+    }
+
+    /// Defaults, then the file at `path` (a missing file is an error only when
+    /// `required`), then the process environment.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let file = match std::fs::read_to_string(path) {
+            Ok(text) => Some((path.display().to_string(), text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::from_layers(file, std::env::vars())
+    }
+
+    /// Builds a config from an optional `(origin, toml text)` file layer and environment
+    /// pairs (only `DUEHOOK_<SECTION>_<KEY>` for known sections are read).
+    pub fn from_layers(
+        file: Option<(String, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut origins = BTreeMap::new();
+        let mut merged = parse_table(DEFAULTS_ORIGIN, DEFAULTS)?;
+        record_origins(&merged, "", DEFAULTS_ORIGIN, &mut origins);
+
+        if let Some((origin, text)) = file {
+            let table = parse_table(&origin, &text)?;
+            record_origins(&table, "", &origin, &mut origins);
+            merge(&mut merged, table);
+        }
+
+        let sections: Vec<String> = merged.keys().cloned().collect();
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("DUEHOOK_") else {
+                continue;
+            };
+            let lower = rest.to_ascii_lowercase();
+            let Some(section) = sections
+                .iter()
+                .find(|s| lower.starts_with(&format!("{s}_")))
+            else {
+                continue;
+            };
+            let key = lower[section.len() + 1..].to_string();
+            let value = parse_env_value(&raw);
+            let origin = format!("environment variable {name}");
+            origins.insert(format!("{section}.{key}"), origin);
+            if let Some(toml::Value::Table(t)) = merged.get_mut(section.as_str()) {
+                t.insert(key, value);
+            }
+        }
+
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Key {
+                    origin: origin_of(&origins, &key),
+                    message: e.into_inner().to_string(),
+                    key,
+                }
+            })?;
+        config.validate(&origins)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origins: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError::Key {
+            origin: origin_of(origins, key),
+            key: key.to_string(),
+            message,
+        };
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(fail(
+                "store.url",
+                format!("`{url}` is neither sqlite://PATH nor postgres://…"),
+            ));
+        }
+        if self.store.max_connections == 0 {
+            return Err(fail("store.max_connections", "must be at least 1".into()));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(fail(
+                "server.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.auth.tokens.is_empty() {
+            return Err(fail("auth.tokens", "at least one token is required".into()));
+        }
+        for (key, tokens) in [
+            ("auth.tokens", Some(&self.auth.tokens)),
+            ("auth.admin_tokens", self.auth.admin_tokens.as_ref()),
+        ] {
+            for (i, token) in tokens.into_iter().flatten().enumerate() {
+                if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace()) {
+                    return Err(fail(
+                        key,
+                        format!(
+                            "token #{} must be at least {MIN_TOKEN_LEN} characters without spaces",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(fail("log.level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// True when the shipped placeholder token is still in use.
+    pub fn uses_default_token(&self) -> bool {
+        self.auth.tokens.iter().any(|t| t == "dev-token-change-me")
+    }
+}
+
+fn parse_table(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn record_origins(
+    table: &toml::Table,
+    prefix: &str,
+    origin: &str,
+    out: &mut BTreeMap<String, String>,
+) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let toml::Value::Table(t) = v {
+            record_origins(t, &key, origin, out);
+        }
+        out.insert(key, origin.to_string());
+    }
+}
+
+/// Where the value of `key` (or its closest parent) came from.
+fn origin_of(origins: &BTreeMap<String, String>, key: &str) -> String {
+    let mut k = key;
+    loop {
+        if let Some(o) = origins.get(k) {
+            return o.clone();
+        }
+        match k.rfind('.') {
+            Some(i) => k = &k[..i],
+            None => return DEFAULTS_ORIGIN.to_string(),
+        }
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Option<(String, String)> {
+        Some(("/etc/duehook/config.toml".into(), text.into()))
+    }
+
+    #[test]
+    fn shipped_defaults_are_valid() {
+        let c = Config::defaults();
+        assert_eq!(c.store.url, "sqlite://duehook.db");
+        assert_eq!(c.clock.mode, ClockMode::System);
+        assert!(c.uses_default_token());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let c = Config::from_layers(
+            file("[store]\nurl = \"sqlite:///tmp/x.db\"\n[clock]\nmode = \"manual\"\nstart = \"2030-01-01T00:00:00Z\""),
+            [
+                ("DUEHOOK_SERVER_MAX_BODY_BYTES".to_string(), "4096".to_string()),
+                ("DUEHOOK_AUTH_TOKENS".to_string(), r#"["0123456789abcdef"]"#.to_string()),
+                ("DUEHOOK_TEST_POSTGRES_URL".to_string(), "ignored".to_string()),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.store.url, "sqlite:///tmp/x.db");
+        assert_eq!(c.clock.mode, ClockMode::Manual);
+        assert_eq!(c.server.max_body_bytes, 4096);
+        assert_eq!(c.auth.tokens, vec!["0123456789abcdef".to_string()]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = Config::from_layers(file("[server]\nlistne = \"x\""), []).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/duehook/config.toml"), "{msg}");
+        assert!(msg.contains("listne"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_origin() {
+        let err = Config::from_layers(file("[schedule]\ntimezone = \"Mars/Olympus\""), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("schedule.timezone") && err.contains("/etc/duehook/config.toml"),
+            "{err}"
+        );
+        let err = Config::from_layers(None, [("DUEHOOK_STORE_URL".into(), "mysql://x".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.url") && err.contains("DUEHOOK_STORE_URL"),
+            "{err}"
+        );
+        let err = Config::from_layers(file("[auth]\ntokens = [\"short\"]"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.tokens") && !err.contains("short"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_file() {
+        let err = Config::from_layers(file("[server\n"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/duehook/config.toml: not valid TOML"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Contacts: the people who reserve and check out.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DomainError, input};
+
+/// Body of `PUT /v1/contacts/{id}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+impl ContactInput {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("email", &self.email),
+            ("phone", &self.phone),
+        ] {
+            if value.as_ref().is_some_and(|v| v.len() > 500) {
+                return Err(DomainError::invalid(
+                    field,
+                    "must be at most 500 characters",
+                ));
+            }
+        }
+        if let Some(email) = &self.email
+            && !email.contains('@')
+        {
+            return Err(DomainError::invalid("email", "is not an e-mail address"));
+        }
+        input::check_timezone("timezone", self.timezone.as_deref())?;
+        input::check_data(&self.data)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub timezone: Option<String>,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Contact {
+    pub fn create(id: &str, input: ContactInput, now: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_string(),
+            name: input.name,
+            email: input.email,
+            phone: input.phone,
+            timezone: input.timezone,
+            data: input::data_or_empty(input.data),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub fn matches(&self, input: &ContactInput) -> bool {
+        self.name == input.name
+            && self.email == input.email
+            && self.phone == input.phone
+            && self.timezone == input.timezone
+            && self.data == input::data_or_empty(input.data.clone())
+    }
+
+    pub fn update(&mut self, input: ContactInput, now: DateTime<Utc>) {
+        let created_at = self.created_at;
+        *self = Self::create(&self.id, input, now);
+        self.created_at = created_at;
+    }
+}

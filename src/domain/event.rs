@@ -1,0 +1,66 @@
+//! The event record: what goes into the outbox and, rendered, onto the wire.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A new event, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub data: Value,
+    /// For a time-based event: the instant its timer was due.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// For a time-based event: the timer that produced it (one event per timer).
+    pub timer_id: Option<i64>,
+}
+
+impl NewEvent {
+    pub fn immediate(
+        event_type: &str,
+        entity_kind: &str,
+        entity_id: &str,
+        data: impl Serialize,
+    ) -> Self {
+        Self {
+            event_type: event_type.to_string(),
+            entity_kind: entity_kind.to_string(),
+            entity_id: entity_id.to_string(),
+            // Serialising our own plain structs cannot fail; Null keeps the type total.
+            data: serde_json::to_value(data).unwrap_or(Value::Null),
+            scheduled_at: None,
+            timer_id: None,
+        }
+    }
+}
+
+/// A stored event, in the default wire envelope's shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub data: Value,
+    #[serde(skip)]
+    pub seq: i64,
+    #[serde(skip)]
+    pub entity_kind: String,
+    #[serde(skip)]
+    pub entity_id: String,
+}
+
+/// A fresh event id: `evt_` and a time-ordered UUID (v7) stamped with `now` from the
+/// service's clock (not the wall clock), so ids sort by creation even on a manual clock.
+pub fn new_event_id(now: DateTime<Utc>) -> String {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        now.timestamp().max(0) as u64,
+        now.timestamp_subsec_nanos(),
+    );
+    format!("evt_{}", uuid::Uuid::new_v7(ts).simple())
+}

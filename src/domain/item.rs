@@ -1,0 +1,72 @@
+//! Items: equipment that may expire (a certificate, an inspection) at `expires_at`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DomainError, input};
+
+/// Body of `PUT /v1/items/{id}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInput {
+    pub name: String,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+impl ItemInput {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if self.name.trim().is_empty() || self.name.len() > 500 {
+            return Err(DomainError::invalid("name", "must be 1 to 500 characters"));
+        }
+        input::check_timezone("timezone", self.timezone.as_deref())?;
+        input::check_data(&self.data)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub timezone: Option<String>,
+    /// Set by the scheduler when `expires_at` passes (`item.expire`).
+    pub expired: bool,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Item {
+    pub fn create(id: &str, input: ItemInput, now: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_string(),
+            name: input.name,
+            expires_at: input.expires_at,
+            timezone: input.timezone,
+            expired: false,
+            data: input::data_or_empty(input.data),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub fn matches(&self, input: &ItemInput) -> bool {
+        self.name == input.name
+            && self.expires_at == input.expires_at
+            && self.timezone == input.timezone
+            && self.data == input::data_or_empty(input.data.clone())
+    }
+
+    pub fn update(&mut self, input: ItemInput, now: DateTime<Utc>) {
+        let (expired, created_at) = (self.expired, self.created_at);
+        *self = Self::create(&self.id, input, now);
+        self.expired = expired;
+        self.created_at = created_at;
+    }
+}

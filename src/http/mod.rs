@@ -1,0 +1,89 @@
+//! The HTTP API: router, shared state, authentication and error mapping.
+//! Route handlers live in one submodule per area.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod json;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post, put};
+
+use crate::clock::SharedClock;
+use crate::ingest::Ingest;
+use crate::store::Store;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub ingest: Ingest,
+}
+
+/// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.
+pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/v1/reservations/{id}",
+            put(ingest::put_reservation).get(ingest::get_reservation),
+        )
+        .route(
+            "/v1/reservations/{id}/cancel",
+            post(ingest::cancel_reservation),
+        )
+        .route(
+            "/v1/orders/{id}",
+            put(ingest::put_order)
+                .patch(ingest::patch_order)
+                .get(ingest::get_order),
+        )
+        .route("/v1/orders/{id}/checkout", post(ingest::checkout))
+        .route("/v1/orders/{id}/checkin", post(ingest::checkin))
+        .route("/v1/orders/{id}/undo-checkout", post(ingest::undo_checkout))
+        .route(
+            "/v1/unit-rentals/{id}",
+            put(ingest::put_unit_rental).get(ingest::get_unit_rental),
+        )
+        .route(
+            "/v1/invoices/{id}",
+            put(ingest::put_invoice).get(ingest::get_invoice),
+        )
+        .route(
+            "/v1/items/{id}",
+            put(ingest::put_item).get(ingest::get_item),
+        )
+        .route(
+            "/v1/contacts/{id}",
+            put(ingest::put_contact).get(ingest::get_contact),
+        )
+        .route("/v1/events", post(ingest::post_event))
+        .route("/v1/event-types", get(ingest::event_types))
+        .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see /openapi.json)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

@@ -1,0 +1,226 @@
+//! Queries for the entity tables. Each entity is stored as its API representation
+//! (`body`, JSON) plus the columns the scheduler and admin queries filter on; both are
+//! written together from the domain value, so they cannot disagree.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+
+use super::{StoreError, Tx, to_ms};
+use crate::domain::contact::Contact;
+use crate::domain::item::Item;
+use crate::domain::order::Order;
+use crate::domain::reservation::Reservation;
+use crate::domain::unit_rental::{Invoice, UnitRental};
+
+fn to_body(v: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_body<T: DeserializeOwned>(table: &str, id: &str, body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{table} {id}: {e}")))
+}
+
+async fn load_body<T: DeserializeOwned>(
+    tx: &mut Tx,
+    sql: &'static str,
+    table: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| {
+        let body: String = r.try_get("body")?;
+        from_body(table, id, &body)
+    })
+    .transpose()
+}
+
+pub async fn load_contact(tx: &mut Tx, id: &str) -> Result<Option<Contact>, StoreError> {
+    load_body(tx, "SELECT body FROM contacts WHERE id = $1", "contact", id).await
+}
+
+pub async fn save_contact(tx: &mut Tx, c: &Contact) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO contacts (id, body, created_at, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(c.id.clone())
+    .bind(to_body(c)?)
+    .bind(to_ms(c.created_at))
+    .bind(to_ms(c.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_item(tx: &mut Tx, id: &str) -> Result<Option<Item>, StoreError> {
+    load_body(tx, "SELECT body FROM items WHERE id = $1", "item", id).await
+}
+
+pub async fn save_item(tx: &mut Tx, i: &Item) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO items (id, name, expires_at, expired, body, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, expires_at = excluded.expires_at,
+           expired = excluded.expired, body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(i.id.clone())
+    .bind(i.name.clone())
+    .bind(i.expires_at.map(to_ms))
+    .bind(i64::from(i.expired))
+    .bind(to_body(i)?)
+    .bind(to_ms(i.created_at))
+    .bind(to_ms(i.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_reservation(tx: &mut Tx, id: &str) -> Result<Option<Reservation>, StoreError> {
+    load_body(
+        tx,
+        "SELECT body FROM reservations WHERE id = $1",
+        "reservation",
+        id,
+    )
+    .await
+}
+
+pub async fn save_reservation(tx: &mut Tx, r: &Reservation) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO reservations (id, contact_id, starts_at, ends_at, timezone, status, body, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id, starts_at = excluded.starts_at,
+           ends_at = excluded.ends_at, timezone = excluded.timezone, status = excluded.status,
+           body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(r.id.clone())
+    .bind(r.contact_id.clone())
+    .bind(to_ms(r.starts_at))
+    .bind(to_ms(r.ends_at))
+    .bind(r.timezone.clone())
+    .bind(r.status.as_str())
+    .bind(to_body(r)?)
+    .bind(to_ms(r.created_at))
+    .bind(to_ms(r.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_order(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError> {
+    load_body(tx, "SELECT body FROM orders WHERE id = $1", "order", id).await
+}
+
+pub async fn save_order(tx: &mut Tx, o: &Order) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO orders (id, contact_id, due_at, reservation_id, timezone, status, checked_out_at,
+           closed_at, body, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id, due_at = excluded.due_at,
+           reservation_id = excluded.reservation_id, timezone = excluded.timezone, status = excluded.status,
+           checked_out_at = excluded.checked_out_at, closed_at = excluded.closed_at,
+           body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(o.id.clone())
+    .bind(o.contact_id.clone())
+    .bind(to_ms(o.due_at))
+    .bind(o.reservation_id.clone())
+    .bind(o.timezone.clone())
+    .bind(o.status.as_str())
+    .bind(o.checked_out_at.map(to_ms))
+    .bind(o.closed_at.map(to_ms))
+    .bind(to_body(o)?)
+    .bind(to_ms(o.created_at))
+    .bind(to_ms(o.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    // Per-item check-in state, queryable by item ("which orders hold item X?").
+    sqlx::query("DELETE FROM order_items WHERE order_id = $1")
+        .bind(o.id.clone())
+        .execute(&mut **tx)
+        .await?;
+    for (pos, item) in o.items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_items (order_id, item_id, position, checked_in_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(o.id.clone())
+        .bind(item.id.clone())
+        .bind(pos as i64)
+        .bind(item.checked_in_at.map(to_ms))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn load_unit_rental(tx: &mut Tx, id: &str) -> Result<Option<UnitRental>, StoreError> {
+    load_body(
+        tx,
+        "SELECT body FROM unit_rentals WHERE id = $1",
+        "unit rental",
+        id,
+    )
+    .await
+}
+
+pub async fn save_unit_rental(tx: &mut Tx, r: &UnitRental) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO unit_rentals (id, timezone, overdue, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET timezone = excluded.timezone, overdue = excluded.overdue,
+           body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(r.id.clone())
+    .bind(r.timezone.clone())
+    .bind(i64::from(r.overdue))
+    .bind(to_body(r)?)
+    .bind(to_ms(r.created_at))
+    .bind(to_ms(r.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_invoice(tx: &mut Tx, id: &str) -> Result<Option<Invoice>, StoreError> {
+    load_body(tx, "SELECT body FROM invoices WHERE id = $1", "invoice", id).await
+}
+
+pub async fn load_invoices_of_rental(
+    tx: &mut Tx,
+    rental_id: &str,
+) -> Result<Vec<Invoice>, StoreError> {
+    let rows =
+        sqlx::query("SELECT id, body FROM invoices WHERE unit_rental_id = $1 ORDER BY due_at, id")
+            .bind(rental_id.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            let body: String = r.try_get("body")?;
+            from_body("invoice", &id, &body)
+        })
+        .collect()
+}
+
+pub async fn save_invoice(tx: &mut Tx, i: &Invoice) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO invoices (id, unit_rental_id, due_at, state, body, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, state = excluded.state,
+           body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(i.id.clone())
+    .bind(i.unit_rental_id.clone())
+    .bind(to_ms(i.due_at))
+    .bind(i.state.as_str())
+    .bind(to_body(i)?)
+    .bind(to_ms(i.created_at))
+    .bind(to_ms(i.updated_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

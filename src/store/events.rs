@@ -1,0 +1,99 @@
+//! Queries for the outbox (`events`).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{StoreError, Tx, from_ms, to_ms};
+use crate::domain::event::{Event, NewEvent, new_event_id};
+
+/// Inserts an event created at `now` and returns it as stored.
+pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Event, StoreError> {
+    let id = new_event_id(now);
+    let data = serde_json::to_string(&ev.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+    )
+    .bind(id.clone())
+    .bind(ev.event_type.clone())
+    .bind(ev.entity_kind.clone())
+    .bind(ev.entity_id.clone())
+    .bind(to_ms(now))
+    .bind(ev.scheduled_at.map(to_ms))
+    .bind(ev.timer_id)
+    .bind(data)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Event {
+        id,
+        event_type: ev.event_type,
+        created: now,
+        scheduled_at: ev.scheduled_at,
+        data: ev.data,
+        seq,
+        entity_kind: ev.entity_kind,
+        entity_id: ev.entity_id,
+    })
+}
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "seq, id, type, entity_kind, entity_id, created_at, scheduled_at, data";
+
+pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event, StoreError> {
+    let data: String = r.try_get("data")?;
+    Ok(Event {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        event_type: r.try_get("type")?,
+        entity_kind: r.try_get("entity_kind")?,
+        entity_id: r.try_get("entity_id")?,
+        created: from_ms(r.try_get("created_at")?)?,
+        scheduled_at: r
+            .try_get::<Option<i64>, _>("scheduled_at")?
+            .map(from_ms)
+            .transpose()?,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+/// Events about one entity, oldest first.
+pub async fn for_entity(
+    pool: &sqlx::AnyPool,
+    entity_kind: &str,
+    entity_id: &str,
+) -> Result<Vec<Event>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE entity_kind = $1 AND entity_id = $2 ORDER BY seq"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(entity_kind.to_string())
+        .bind(entity_id.to_string())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Events with `seq` greater than `after`, oldest first (for tests and the admin API).
+pub async fn list_after(
+    pool: &sqlx::AnyPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub async fn get(pool: &sqlx::AnyPool, id: &str) -> Result<Option<Event>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(event_from_row).transpose()
+}

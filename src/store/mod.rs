@@ -1,0 +1,204 @@
+//! The store: one sqlx pool on SQLite (embedded, the default) or PostgreSQL, its
+//! migrations, and the queries of each table (one submodule per table group).
+//!
+//! Both backends speak the same SQL through sqlx's `Any` driver: `$N` placeholders
+//! (SQLite accepts them too), instants as i64 milliseconds, JSON as text. Where the
+//! dialects differ (claiming with `FOR UPDATE SKIP LOCKED`, write locks) the code asks
+//! [`Store::backend`].
+
+pub mod entities;
+pub mod events;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+/// A transaction on the store.
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store error: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                StoreError::Unavailable(e)
+            }
+            _ => StoreError::Query(e),
+        }
+    }
+}
+
+/// Database error codes that mean "try again later", not "your query is wrong":
+/// SQLite busy/locked/full/IO errors and PostgreSQL connection and shutdown classes.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    match code {
+        // SQLite primary result codes: BUSY, LOCKED, IOERR, FULL, CANTOPEN (and extended ones).
+        Some(c)
+            if c.parse::<i32>()
+                .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14)) =>
+        {
+            true
+        }
+        // PostgreSQL: connection exceptions (08), insufficient resources (53), operator intervention (57).
+        Some(c) => c.starts_with("08") || c.starts_with("53") || c.starts_with("57"),
+        None => false,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects (creating a missing SQLite file) without migrating.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalise_url(url);
+        let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Unavailable)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; NORMAL is durable
+                        // in WAL mode across process crashes (not power loss mid-checkpoint).
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Connects and applies every pending migration.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let store = Self::connect(url, max_connections).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Migrations known to this binary that the database has not applied yet.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
+    /// with SQLITE_BUSY when another writer got there first, whatever the busy timeout.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Serialises changes to one entity until `tx` ends. Two requests about the same
+    /// entity must not both read "absent" and both emit a create event. SQLite needs
+    /// nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
+    pub async fn lock_entity(&self, tx: &mut Tx, kind: &str, id: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text AS locked")
+                .bind(format!("{kind}/{id}"))
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// True when the store answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Makes `sqlite://path` create the file when missing, and tells the backend.
+fn normalise_url(url: &str) -> (String, Backend) {
+    if url.starts_with("sqlite:") {
+        let url = if url.contains("mode=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        (url, Backend::Sqlite)
+    } else {
+        (url.to_string(), Backend::Postgres)
+    }
+}
+
+/// Milliseconds since the epoch for a UTC instant (how instants are stored).
+pub fn to_ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The UTC instant of stored milliseconds.
+pub fn from_ms(ms: i64) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("instant {ms} out of range")))
+}
