@@ -45,6 +45,8 @@ pub struct App {
     clock: SharedClock,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
+    /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl App {
@@ -77,6 +79,7 @@ impl App {
         );
 
         let shutdown = CancellationToken::new();
+        let tasks: Vec<JoinHandle<()>> = Vec::new();
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -94,6 +97,7 @@ impl App {
             clock,
             shutdown,
             server,
+            tasks,
         })
     }
 
@@ -126,6 +130,11 @@ impl App {
         if let Err(e) = self.server.await {
             tracing::warn!(error = %e, "HTTP server task ended abnormally");
         }
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "background task ended abnormally");
+            }
+        }
         self.store.close().await;
     }
 
@@ -133,5 +142,8 @@ impl App {
     /// released. What the store committed is all that survives.
     pub fn abort(self) {
         self.server.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
