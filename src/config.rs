@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
+
+use crate::schedule::rules::{self, Offset, Rule, RuleConfig};
 
 /// The shipped `config.toml`, which documents every key; it is also the defaults.
 pub const DEFAULTS: &str = include_str!("../config.toml");
@@ -86,6 +88,31 @@ impl std::fmt::Debug for AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub timezone: Tz,
+    /// How far ahead the driver loads pending timers into its in-memory wheel.
+    #[serde(deserialize_with = "de_duration")]
+    pub horizon: TimeDelta,
+    /// A timer found this late (downtime, a clock jump) follows its rule's misfire policy.
+    #[serde(deserialize_with = "de_duration")]
+    pub misfire_after: TimeDelta,
+    /// Added to an invoice's due date before `unitRental.markOverdue` fires.
+    #[serde(deserialize_with = "de_duration")]
+    pub invoice_grace: TimeDelta,
+    /// Fired, cancelled and skipped timers, and events, older than this are purged.
+    pub retention_days: u32,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A duration written like an exact rule offset: `10m`, `90s`, `2h`.
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Error> {
+    let text = String::deserialize(d)?;
+    match Offset::parse(&text) {
+        Ok(Offset::Exact(t)) if t >= TimeDelta::zero() => Ok(t),
+        Ok(_) => Err(serde::de::Error::custom(format!(
+            "`{text}`: use a positive duration in s, m or h"
+        ))),
+        Err(e) => Err(serde::de::Error::custom(e)),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,10 +273,21 @@ impl Config {
                 }
             }
         }
+        if self.schedule.horizon < TimeDelta::seconds(10) {
+            return Err(fail("schedule.horizon", "must be at least 10s".into()));
+        }
+        if let Err((key, message)) = self.rules() {
+            return Err(fail(&key, message));
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(fail("log.level", e.to_string()));
         }
         Ok(())
+    }
+
+    /// The rule set: defaults plus `[[schedule.rules]]`; errors name `schedule.rules[i].key`.
+    pub fn rules(&self) -> Result<Vec<Rule>, (String, String)> {
+        rules::build(self.schedule.invoice_grace, &self.schedule.rules)
     }
 
     /// True when the shipped placeholder token is still in use.
@@ -383,6 +421,30 @@ mod tests {
             err.contains("auth.tokens") && !err.contains("short"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rules_are_validated_with_their_key() {
+        let err = Config::from_layers(
+            file("[[schedule.rules]]\nname = \"order.overdue_3_days\"\nentity = \"order\"\noffset = \"+3 fortnights\""),
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("schedule.rules[0].offset") && err.contains("/etc/duehook/config.toml"),
+            "{err}"
+        );
+        let err = Config::from_layers(file("[[schedule.rules]]\nname = \"x\"\nwhen = 1"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("when"), "{err}");
+        let ok = Config::from_layers(
+            file("[[schedule.rules]]\nname = \"order.overdue_3_days\"\nentity = \"order\"\noffset = \"+3 days\""),
+            [],
+        )
+        .expect("valid");
+        assert_eq!(ok.rules().expect("rules").len(), 11);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod schedule;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -29,6 +30,8 @@ use store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("configuration: key `{0}`: {1}")]
+    Config(String, String),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -65,12 +68,27 @@ impl App {
             source,
         })?;
 
+        let rules = config.rules().map_err(|(k, m)| StartError::Config(k, m))?;
         let outbox = Arc::new(Notify::new());
-        let ingest = ingest::Ingest::new(store.clone(), clock.clone(), outbox);
+        let planner = schedule::plan::Planner {
+            rules: Arc::new(rules),
+            default_tz: config.schedule.timezone,
+            horizon: config.schedule.horizon,
+            wake: Arc::new(Notify::new()),
+        };
+        let driver_stats = Arc::new(schedule::driver::DriverStats::default());
+        let ingest = ingest::Ingest::new(
+            store.clone(),
+            clock.clone(),
+            outbox.clone(),
+            planner.clone(),
+        );
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
             ingest,
+            planner: planner.clone(),
+            driver_stats: driver_stats.clone(),
         };
         let router = http::router(
             state,
@@ -79,7 +97,16 @@ impl App {
         );
 
         let shutdown = CancellationToken::new();
-        let tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let driver = schedule::driver::Driver {
+            store: store.clone(),
+            clock: clock.clone(),
+            planner,
+            misfire_after: config.schedule.misfire_after,
+            outbox: outbox.clone(),
+            stats: driver_stats,
+        };
+        tasks.push(tokio::spawn(driver.run(shutdown.clone())));
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {

@@ -1,11 +1,14 @@
 //! The HTTP API: router, shared state, authentication and error mapping.
 //! Route handlers live in one submodule per area.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod json;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -15,6 +18,8 @@ use axum::routing::{get, post, put};
 
 use crate::clock::SharedClock;
 use crate::ingest::Ingest;
+use crate::schedule::driver::DriverStats;
+use crate::schedule::plan::Planner;
 use crate::store::Store;
 use error::ApiError;
 
@@ -24,6 +29,8 @@ pub struct AppState {
     pub store: Store,
     pub clock: SharedClock,
     pub ingest: Ingest,
+    pub planner: Planner,
+    pub driver_stats: Arc<DriverStats>,
 }
 
 /// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.
@@ -64,6 +71,10 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         )
         .route("/v1/events", post(ingest::post_event))
         .route("/v1/event-types", get(ingest::event_types))
+        .route("/admin/clock", get(admin::get_clock))
+        .route("/admin/clock/advance", post(admin::advance_clock))
+        .route("/admin/schedule", get(admin::schedule))
+        .route("/admin/schedule/stats", get(admin::stats))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 
     Router::new()

@@ -17,6 +17,7 @@ use crate::domain::order::{CheckinInput, Order, OrderInput, OrderStatus};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::domain::{DomainError, EntityKind, catalogue, input};
+use crate::schedule::plan::{Planner, Subject};
 use crate::store::{Store, StoreError, Tx, entities as db, events};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,25 +53,47 @@ pub struct Ingest {
     clock: SharedClock,
     /// Poked after every commit that wrote an event, so fan-out need not poll.
     outbox: Arc<Notify>,
+    planner: Planner,
 }
 
 impl Ingest {
-    pub fn new(store: Store, clock: SharedClock, outbox: Arc<Notify>) -> Self {
+    pub fn new(store: Store, clock: SharedClock, outbox: Arc<Notify>, planner: Planner) -> Self {
         Self {
             store,
             clock,
             outbox,
+            planner,
         }
+    }
+
+    /// Re-plans `subject`'s timers in `tx`; remembers whether the driver must be woken.
+    async fn replan(
+        &self,
+        tx: &mut Tx,
+        subject: Subject<'_>,
+        now: DateTime<Utc>,
+        wake: &mut bool,
+    ) -> Result<(), IngestError> {
+        *wake |= self.planner.replan(tx, subject, now).await?;
+        Ok(())
     }
 
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
-    async fn commit<T>(&self, tx: Tx, applied: Applied<T>) -> Result<Applied<T>, IngestError> {
+    async fn commit<T>(
+        &self,
+        tx: Tx,
+        applied: Applied<T>,
+        wake: bool,
+    ) -> Result<Applied<T>, IngestError> {
         tx.commit().await.map_err(StoreError::from)?;
         if applied.event.is_some() {
             self.outbox.notify_one();
+        }
+        if wake {
+            self.planner.wake.notify_one();
         }
         Ok(applied)
     }
@@ -125,6 +148,9 @@ impl Ingest {
             now,
         )
         .await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Reservation(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -132,6 +158,7 @@ impl Ingest {
                 event,
                 created,
             },
+            wake,
         )
         .await
     }
@@ -154,6 +181,9 @@ impl Ingest {
             now,
         )
         .await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Reservation(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -161,6 +191,7 @@ impl Ingest {
                 event,
                 created: false,
             },
+            wake,
         )
         .await
     }
@@ -198,6 +229,9 @@ impl Ingest {
         };
         db::save_order(&mut tx, &entity).await?;
         let event = Self::emit(&mut tx, event_type, EntityKind::Order, id, &entity, now).await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -205,6 +239,7 @@ impl Ingest {
                 event,
                 created,
             },
+            wake,
         )
         .await
     }
@@ -234,6 +269,9 @@ impl Ingest {
         db::save_order(&mut tx, &entity).await?;
         let event =
             Self::emit(&mut tx, "order.update", EntityKind::Order, id, &entity, now).await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -241,6 +279,7 @@ impl Ingest {
                 event,
                 created: false,
             },
+            wake,
         )
         .await
     }
@@ -251,12 +290,16 @@ impl Ingest {
         self.store.lock_entity(&mut tx, "order", id).await?;
         let mut entity = Self::load_order_or_404(&mut tx, id).await?;
         entity.checkout(now)?;
-        // Checking out an order made from a reservation is its pickup.
+        let mut wake = false;
+        // Checking out an order made from a reservation is its pickup: the
+        // reservation's pickup reminders stop.
         if let Some(rid) = &entity.reservation_id
             && let Some(mut reservation) = db::load_reservation(&mut tx, rid).await?
         {
             reservation.pick_up(now);
             db::save_reservation(&mut tx, &reservation).await?;
+            self.replan(&mut tx, Subject::Reservation(&reservation), now, &mut wake)
+                .await?;
         }
         db::save_order(&mut tx, &entity).await?;
         let event = Self::emit(
@@ -268,6 +311,8 @@ impl Ingest {
             now,
         )
         .await?;
+        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -275,6 +320,7 @@ impl Ingest {
                 event,
                 created: false,
             },
+            wake,
         )
         .await
     }
@@ -301,6 +347,9 @@ impl Ingest {
             );
         }
         let event = Self::emit(&mut tx, "order.checkin", EntityKind::Order, id, data, now).await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -308,6 +357,7 @@ impl Ingest {
                 event,
                 created: false,
             },
+            wake,
         )
         .await
     }
@@ -328,6 +378,9 @@ impl Ingest {
             now,
         )
         .await?;
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -335,6 +388,7 @@ impl Ingest {
                 event,
                 created: false,
             },
+            wake,
         )
         .await
     }
@@ -359,8 +413,28 @@ impl Ingest {
             }
             None => (Item::create(id, input, now), "item.create", true),
         };
+        let mut entity = entity;
+        // An expired item whose expiry is cleared or moved into the future is unexpired.
+        let unexpire = entity.expired && entity.expires_at.is_none_or(|at| at > now);
+        if unexpire {
+            entity.expired = false;
+        }
         db::save_item(&mut tx, &entity).await?;
         let event = Self::emit(&mut tx, event_type, EntityKind::Item, id, &entity, now).await?;
+        if unexpire {
+            Self::emit(
+                &mut tx,
+                "item.undoexpire",
+                EntityKind::Item,
+                id,
+                &entity,
+                now,
+            )
+            .await?;
+        }
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Item(&entity), now, &mut wake)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -368,6 +442,7 @@ impl Ingest {
                 event,
                 created,
             },
+            wake,
         )
         .await
     }
@@ -405,6 +480,7 @@ impl Ingest {
                 event,
                 created,
             },
+            false,
         )
         .await
     }
@@ -450,6 +526,7 @@ impl Ingest {
                 event,
                 created,
             },
+            false,
         )
         .await
     }
@@ -531,6 +608,11 @@ impl Ingest {
             }
         };
         let created = matches!(&event, Some(e) if e.event_type == "unitRental.invoice.created");
+        let mut wake = false;
+        self.replan(&mut tx, Subject::Invoice(&entity, &rental), now, &mut wake)
+            .await?;
+        self.unmark_overdue_if_settled(&mut tx, rental, &entity, now)
+            .await?;
         self.commit(
             tx,
             Applied {
@@ -538,8 +620,49 @@ impl Ingest {
                 event,
                 created,
             },
+            wake,
         )
         .await
+    }
+
+    /// A rental marked overdue stops being overdue once none of its invoices is unpaid
+    /// past its due date plus grace (`unitRental.unmarkOverdue`, Storeganise's event).
+    async fn unmark_overdue_if_settled(
+        &self,
+        tx: &mut Tx,
+        mut rental: UnitRental,
+        changed: &Invoice,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        if !rental.overdue {
+            return Ok(());
+        }
+        let grace = self.planner.invoice_grace();
+        let still_overdue = db::load_invoices_of_rental(tx, &rental.id)
+            .await?
+            .iter()
+            .any(|i| i.state.is_unpaid() && i.due_at + grace <= now);
+        if still_overdue {
+            return Ok(());
+        }
+        rental.overdue = false;
+        rental.updated_at = now;
+        db::save_unit_rental(tx, &rental).await?;
+        let mut data =
+            serde_json::to_value(&rental).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Value::Object(m) = &mut data {
+            m.insert("invoice".into(), json!(changed));
+        }
+        Self::emit(
+            tx,
+            "unitRental.unmarkOverdue",
+            EntityKind::UnitRental,
+            &rental.id,
+            data,
+            now,
+        )
+        .await?;
+        Ok(())
     }
 
     /// `POST /v1/events`: any catalogue type, with the application's own data.

@@ -8,6 +8,7 @@
 
 pub mod entities;
 pub mod events;
+pub mod timers;
 
 use std::str::FromStr;
 use std::time::Duration;

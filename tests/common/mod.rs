@@ -246,6 +246,51 @@ impl TestApp {
         self.request(Method::GET, path, None).await
     }
 
+    /// `POST /admin/clock/advance {seconds}`: lives through every timer on the way.
+    pub async fn advance(&self, seconds: i64) -> Reply {
+        let r = self
+            .request_as(
+                Method::POST,
+                "/admin/clock/advance",
+                Some(serde_json::json!({ "seconds": seconds })),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "advance: {}", r.body);
+        r
+    }
+
+    /// `POST /admin/clock/advance {to}`.
+    pub async fn advance_to(&self, to: &str) -> Reply {
+        let r = self
+            .request_as(
+                Method::POST,
+                "/admin/clock/advance",
+                Some(serde_json::json!({ "to": to })),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "advance: {}", r.body);
+        r
+    }
+
+    /// `GET /admin/...` with the admin token.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.request_as(Method::GET, path, None, Some(ADMIN_TOKEN))
+            .await
+    }
+
+    /// Timers of one entity, from `GET /admin/schedule`.
+    pub async fn timers_of(&self, kind: &str, id: &str) -> Vec<Value> {
+        let r = self
+            .admin_get(&format!(
+                "/admin/schedule?entity_kind={kind}&entity_id={id}&limit=1000"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["timers"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Every event in the outbox, oldest first.
     pub async fn events(&self) -> Vec<duehook::domain::event::Event> {
         duehook::store::events::list_after(self.app().store().pool(), 0, 1_000_000)

@@ -1,0 +1,243 @@
+//! Admin routes (`/admin/*`): the manual clock and schedule inspection.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::JsonBody;
+use crate::domain::EntityKind;
+use crate::schedule::advance::{AdvanceError, live_through};
+use crate::store::timers::{self, Timer, TimerFilter, TimerState};
+use crate::store::{StoreError, from_ms};
+
+/// `GET /admin/clock`
+pub async fn get_clock(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "mode": s.clock.mode(), "now": s.clock.now() }))
+}
+
+/// Body of `POST /admin/clock/advance`: exactly one of `seconds` and `to`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceBody {
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    #[serde(default)]
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Longest single advance: a year, so a typo cannot spin for ages.
+const MAX_ADVANCE_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
+
+/// `POST /admin/clock/advance`: manual clock only. Lives through every timer on the
+/// way, each at its own instant, before answering.
+pub async fn advance_clock(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<AdvanceBody>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(clock) = s.clock.as_manual() else {
+        return Err(ApiError::conflict(
+            "the clock is the system clock; advancing needs [clock] mode = \"manual\"",
+        ));
+    };
+    let now = clock_now(&s);
+    let target = match (body.seconds, body.to) {
+        (Some(secs), None) => {
+            if !(0.0..=MAX_ADVANCE_SECONDS).contains(&secs) || !secs.is_finite() {
+                return Err(ApiError::invalid(
+                    "seconds",
+                    "must be between 0 and one year",
+                ));
+            }
+            now + TimeDelta::milliseconds((secs * 1000.0).round() as i64)
+        }
+        (None, Some(to)) => {
+            if to < now {
+                return Err(ApiError::invalid(
+                    "to",
+                    format!("must not be before the current time {}", now.to_rfc3339()),
+                ));
+            }
+            if (to - now).num_seconds() as f64 > MAX_ADVANCE_SECONDS {
+                return Err(ApiError::invalid("to", "at most one year ahead per call"));
+            }
+            to
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "body",
+                "give exactly one of `seconds` and `to`",
+            ));
+        }
+    };
+    let advanced = live_through(&s.store, clock, target, |_| async {
+        Ok::<_, StoreError>(None)
+    })
+    .await
+    .map_err(|e| match e {
+        AdvanceError::Store(e) => ApiError::from(e),
+        AdvanceError::Stuck(..) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_settled",
+            e.to_string(),
+        ),
+    })?;
+    Ok(Json(
+        json!({ "mode": "manual", "now": clock_now(&s), "from": advanced.from, "steps": advanced.steps }),
+    ))
+}
+
+fn clock_now(s: &AppState) -> DateTime<Utc> {
+    s.clock.now()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub entity_kind: Option<String>,
+    pub entity_id: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SchedulePage {
+    pub timers: Vec<Timer>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+fn instant(field: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::invalid(field, format!("`{s}` is not an RFC 3339 instant: {e}"))
+                })
+        })
+        .transpose()
+}
+
+/// `GET /admin/schedule`: timers sorted by `fire_at`, filtered, paged by cursor.
+pub async fn schedule(
+    State(s): State<AppState>,
+    query: Result<Query<ScheduleQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SchedulePage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match &q.limit {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")))?,
+    };
+    let state = q
+        .state
+        .as_deref()
+        .map(|st| {
+            TimerState::parse(st).ok_or_else(|| {
+                ApiError::invalid("state", "use pending, fired, cancelled or skipped")
+            })
+        })
+        .transpose()?;
+    if let Some(k) = &q.entity_kind
+        && EntityKind::parse(k).is_none()
+    {
+        return Err(ApiError::invalid(
+            "entity_kind",
+            "use reservation, order, invoice, unitRental, item or contact",
+        ));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.split_once('.')
+                .and_then(|(a, b)| Some((from_ms(a.parse().ok()?).ok()?, b.parse::<i64>().ok()?)))
+                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))
+        })
+        .transpose()?;
+    let filter = TimerFilter {
+        from: instant("from", &q.from)?,
+        to: instant("to", &q.to)?,
+        event_type: q.event_type,
+        entity_kind: q.entity_kind,
+        entity_id: q.entity_id,
+        state,
+        after,
+        limit: limit + 1,
+    };
+    let mut timers = timers::list(s.store.pool(), &filter).await?;
+    let next_cursor = if timers.len() as i64 > limit {
+        timers.truncate(limit as usize);
+        timers
+            .last()
+            .map(|t| format!("{}.{}", t.fire_at.timestamp_millis(), t.id))
+    } else {
+        None
+    };
+    Ok(Json(SchedulePage {
+        timers,
+        next_cursor,
+    }))
+}
+
+/// `GET /admin/schedule/stats`
+pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = s.clock.now();
+    let by_state: serde_json::Map<String, Value> = timers::count_by_state(s.store.pool())
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let oldest_due = timers::list(
+        s.store.pool(),
+        &TimerFilter {
+            state: Some(TimerState::Pending),
+            to: Some(now + TimeDelta::milliseconds(1)),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let lag_ms = oldest_due
+        .first()
+        .map_or(0, |t| (now - t.fire_at).num_milliseconds().max(0));
+    let next_pending = timers::next_pending(s.store.pool()).await?;
+    let d = &s.driver_stats;
+    Ok(Json(json!({
+        "now": now,
+        "clock": s.clock.mode(),
+        "timers": by_state,
+        "in_wheel": d.in_wheel.load(Ordering::Relaxed),
+        "wheel_bytes": d.wheel_bytes.load(Ordering::Relaxed),
+        "horizon_seconds": s.planner.horizon.num_seconds(),
+        "next_fire_at": next_pending,
+        "lag_ms": lag_ms,
+        "fired_since_start": d.fired.load(Ordering::Relaxed),
+        "fired_late_since_start": d.late.load(Ordering::Relaxed),
+        "cancelled_at_fire_since_start": d.cancelled.load(Ordering::Relaxed),
+        "skipped_since_start": d.skipped.load(Ordering::Relaxed),
+        "rules": s.planner.rules.iter().map(|r| json!({
+            "name": r.name, "entity": r.entity, "type": r.event_type, "offset": r.offset_text,
+            "condition": r.condition, "misfire": r.misfire,
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,202 @@
+//! The driver: keeps the timing wheel filled with the pending timers due within the
+//! horizon, sleeps on the Clock until the next one, and fires each in its own
+//! transaction. It is woken at once when ingest plans a timer inside the horizon.
+//!
+//! The wheel may hold stale entries (a timer cancelled or re-planned since it was
+//! loaded): firing re-reads the timer and does nothing unless it is still pending, so
+//! staleness costs a query, never a wrong event.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::fire::{Fired, fire};
+use super::plan::Planner;
+use super::wheel::TimingWheel;
+use crate::clock::SharedClock;
+use crate::store::{Store, StoreError, timers};
+
+/// Most timers loaded into the wheel per refill; the next refill continues from there.
+const LOAD_BATCH: i64 = 50_000;
+/// Pause after a store error before trying again (real time: the store's outage is real).
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Figures the driver publishes for `/admin/schedule/stats` and metrics.
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    pub in_wheel: AtomicU64,
+    pub wheel_bytes: AtomicU64,
+    /// Next deadline in the wheel (ms since epoch), or -1.
+    pub next_fire_ms: AtomicI64,
+    pub fired: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub skipped: AtomicU64,
+    pub late: AtomicU64,
+    /// End of what is loaded (ms since epoch).
+    pub loaded_until_ms: AtomicI64,
+}
+
+pub struct Driver {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub planner: Planner,
+    pub misfire_after: TimeDelta,
+    /// Poked after each fired event, so fan-out starts at once.
+    pub outbox: Arc<Notify>,
+    pub stats: Arc<DriverStats>,
+}
+
+fn ms(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+impl Driver {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.planner.wake.clone();
+        let horizon = self.planner.horizon;
+        let mut wheel: TimingWheel<i64> = TimingWheel::new(ms(self.clock.now()));
+        let mut loaded: HashSet<i64> = HashSet::new();
+        let mut refill_at: Option<DateTime<Utc>> = None;
+        let mut expired = Vec::new();
+
+        loop {
+            let now = self.clock.now();
+            if refill_at.is_none_or(|at| now >= at) {
+                match self.refill(&mut wheel, &mut loaded, now, horizon).await {
+                    Ok(at) => refill_at = Some(at),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot load timers; retrying");
+                        refill_at = None;
+                        if pause(&shutdown, STORE_RETRY).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+
+            wheel.advance(ms(now), &mut expired);
+            let mut wrote_event = false;
+            let mut failed = false;
+            for (_, id) in expired.drain(..) {
+                loaded.remove(&id);
+                if failed {
+                    // Left pending in the store: the next refill loads it again.
+                    continue;
+                }
+                match self.fire_one(id, now).await {
+                    Ok(event) => wrote_event |= event,
+                    Err(e) => {
+                        tracing::warn!(timer = id, error = %e, "firing failed; the timer stays pending and is retried");
+                        failed = true;
+                    }
+                }
+            }
+            if wrote_event {
+                self.outbox.notify_one();
+            }
+            self.publish(&wheel, refill_at);
+            if failed {
+                refill_at = None;
+                if pause(&shutdown, STORE_RETRY).await {
+                    return;
+                }
+                continue;
+            }
+
+            let next = match (wheel.next_deadline(), refill_at) {
+                (Some(d), Some(r)) => {
+                    DateTime::from_timestamp_millis(d as i64).map_or(r, |d| d.min(r))
+                }
+                (None, Some(r)) => r,
+                (Some(d), None) => DateTime::from_timestamp_millis(d as i64).unwrap_or(now),
+                (None, None) => now + horizon,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => refill_at = None,
+                _ = self.clock.sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// Loads pending timers due before `now + horizon` that are not in the wheel yet.
+    /// Returns when the next refill is due.
+    async fn refill(
+        &self,
+        wheel: &mut TimingWheel<i64>,
+        loaded: &mut HashSet<i64>,
+        now: DateTime<Utc>,
+        horizon: TimeDelta,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let until = now + horizon;
+        let rows = timers::pending_until(self.store.pool(), until, LOAD_BATCH).await?;
+        let full = rows.len() as i64 == LOAD_BATCH;
+        let last = rows.last().map(|(_, at)| *at);
+        for (id, fire_at) in rows {
+            if loaded.insert(id) {
+                wheel.insert(ms(fire_at), id);
+            }
+        }
+        self.stats
+            .loaded_until_ms
+            .store(until.timestamp_millis(), Ordering::Relaxed);
+        Ok(match (full, last) {
+            // More are due inside the horizon than one batch: continue once this batch is fired.
+            (true, Some(last)) => last,
+            _ => now + horizon / 2,
+        })
+    }
+
+    /// Fires one timer; true when it wrote an event.
+    async fn fire_one(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let span = tracing::info_span!("fire", timer = id);
+        let _enter = span.enter();
+        let outcome = fire(&self.store, &self.planner, self.misfire_after, id, now).await?;
+        match &outcome {
+            Fired::Event { event_id, late } => {
+                self.stats.fired.fetch_add(1, Ordering::Relaxed);
+                if *late {
+                    self.stats.late.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(event = %event_id, late, "timer fired");
+            }
+            Fired::Cancelled(why) => {
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(reason = %why, "timer cancelled at fire time");
+            }
+            Fired::Skipped(why) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(reason = %why, "timer skipped");
+            }
+            Fired::Nothing => {}
+        }
+        Ok(matches!(outcome, Fired::Event { .. }))
+    }
+
+    fn publish(&self, wheel: &TimingWheel<i64>, _refill_at: Option<DateTime<Utc>>) {
+        self.stats
+            .in_wheel
+            .store(wheel.len() as u64, Ordering::Relaxed);
+        self.stats
+            .wheel_bytes
+            .store(wheel.memory_bytes() as u64, Ordering::Relaxed);
+        self.stats.next_fire_ms.store(
+            wheel.next_deadline().map_or(-1, |d| d as i64),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Sleeps `d` unless shutdown comes first; true when shutting down.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

@@ -1,0 +1,237 @@
+//! Planning: turns an entity's current state into its pending timers, inside the
+//! transaction that changed the entity. A moved anchor cancels the old timers (with the
+//! reason) and plans new ones; a state that no longer qualifies cancels them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use tokio::sync::Notify;
+
+use super::rules::{Anchor, Condition, Misfire, Rule};
+use crate::domain::EntityKind;
+use crate::domain::item::Item;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::reservation::{Reservation, ReservationStatus};
+use crate::domain::unit_rental::{Invoice, UnitRental};
+use crate::store::timers::{self, NewTimer, TimerState};
+use crate::store::{StoreError, Tx};
+
+/// An entity whose timers are planned, as it now is.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Reservation(&'a Reservation),
+    Order(&'a Order),
+    /// An invoice, planned for its unit rental's rules (`unitRental.markOverdue`).
+    Invoice(&'a Invoice, &'a UnitRental),
+    Item(&'a Item),
+}
+
+impl Subject<'_> {
+    /// The rules' entity kind.
+    pub fn rule_kind(&self) -> EntityKind {
+        match self {
+            Subject::Reservation(_) => EntityKind::Reservation,
+            Subject::Order(_) => EntityKind::Order,
+            Subject::Invoice(..) => EntityKind::UnitRental,
+            Subject::Item(_) => EntityKind::Item,
+        }
+    }
+
+    /// What timers are stored against: the invoice itself for rental rules, since a
+    /// rental has one overdue moment per invoice.
+    pub fn timer_key(&self) -> (&'static str, &str) {
+        match self {
+            Subject::Reservation(r) => ("reservation", &r.id),
+            Subject::Order(o) => ("order", &o.id),
+            Subject::Invoice(i, _) => ("invoice", &i.id),
+            Subject::Item(i) => ("item", &i.id),
+        }
+    }
+
+    pub fn anchor(&self, anchor: Anchor) -> Option<DateTime<Utc>> {
+        match (self, anchor) {
+            (Subject::Reservation(r), Anchor::StartsAt) => Some(r.starts_at),
+            (Subject::Order(o), Anchor::DueAt) => Some(o.due_at),
+            (Subject::Invoice(i, _), Anchor::InvoiceDueAt) => Some(i.due_at),
+            (Subject::Item(i), Anchor::ExpiresAt) => i.expires_at,
+            _ => None,
+        }
+    }
+
+    fn timezone(&self) -> Option<&str> {
+        match self {
+            Subject::Reservation(r) => r.timezone.as_deref(),
+            Subject::Order(o) => o.timezone.as_deref(),
+            Subject::Invoice(_, rental) => rental.timezone.as_deref(),
+            Subject::Item(i) => i.timezone.as_deref(),
+        }
+    }
+
+    /// Whether `condition` holds; when not, a human reason why.
+    pub fn check(&self, condition: Condition) -> Result<(), String> {
+        match (self, condition) {
+            (Subject::Reservation(r), Condition::Reserved) => match r.status {
+                ReservationStatus::Reserved => Ok(()),
+                s => Err(format!("reservation is {}", s.as_str())),
+            },
+            (Subject::Order(o), Condition::CheckedOut) => match o.status {
+                OrderStatus::CheckedOut => Ok(()),
+                OrderStatus::Closed => Err("order is fully checked in".into()),
+                OrderStatus::Open => Err("order is not checked out".into()),
+            },
+            (Subject::Invoice(i, _), Condition::Unpaid) => {
+                if i.state.is_unpaid() {
+                    Ok(())
+                } else {
+                    Err(format!("invoice is {}", i.state.as_str()))
+                }
+            }
+            (Subject::Item(i), Condition::NotExpired) => {
+                if i.expired {
+                    Err("item is already expired".into())
+                } else {
+                    Ok(())
+                }
+            }
+            (_, c) => Err(format!("condition {c:?} does not apply to this entity")),
+        }
+    }
+}
+
+/// Plans timers from rules. Shared by ingest (planning) and the driver (firing).
+#[derive(Clone)]
+pub struct Planner {
+    pub rules: Arc<Vec<Rule>>,
+    pub default_tz: Tz,
+    pub horizon: TimeDelta,
+    /// Poked when a timer is planned inside the horizon, so the driver loads it now.
+    pub wake: Arc<Notify>,
+}
+
+impl Planner {
+    pub fn tz_of(&self, subject: &Subject<'_>) -> Tz {
+        subject
+            .timezone()
+            .and_then(|name| name.parse().ok())
+            .unwrap_or(self.default_tz)
+    }
+
+    /// The grace of `unitRental.markOverdue` (its exact offset), zero when not configured.
+    pub fn invoice_grace(&self) -> TimeDelta {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.entity == EntityKind::UnitRental && r.event_type == "unitRental.markOverdue"
+            })
+            .and_then(|r| match r.offset {
+                super::rules::Offset::Exact(d) => Some(d),
+                super::rules::Offset::CalendarDays(_) => None,
+            })
+            .unwrap_or_else(TimeDelta::zero)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The instant `rule` fires for `subject`, if it has the anchor.
+    pub fn fire_at(
+        &self,
+        rule: &Rule,
+        subject: &Subject<'_>,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let anchor = subject.anchor(rule.anchor)?;
+        Some((anchor, rule.offset.apply(anchor, self.tz_of(subject))))
+    }
+
+    /// Brings the subject's pending timers in line with its state. Call inside the
+    /// transaction that changed the subject; the driver is woken after commit by the
+    /// caller when this returns true.
+    pub async fn replan(
+        &self,
+        tx: &mut Tx,
+        subject: Subject<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (kind, id) = subject.timer_key();
+        let mut wanted = Vec::new();
+        let mut not_wanted_because = None;
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.entity == subject.rule_kind())
+        {
+            if let Err(why) = subject.check(rule.condition) {
+                not_wanted_because = Some(why);
+                continue;
+            }
+            if let Some((anchor_at, fire_at)) = self.fire_at(rule, &subject) {
+                wanted.push((rule, anchor_at, fire_at));
+            }
+        }
+
+        for pending in timers::of_entity(tx, kind, id, TimerState::Pending).await? {
+            let keep = wanted
+                .iter()
+                .position(|(r, _, fire_at)| r.name == pending.rule && *fire_at == pending.fire_at);
+            match keep {
+                Some(i) => {
+                    wanted.remove(i);
+                }
+                None => {
+                    let reason = match wanted.iter().find(|(r, ..)| r.name == pending.rule) {
+                        Some((_, anchor_at, fire_at)) => format!(
+                            "re-planned: anchor moved from {} to {} (now fires at {})",
+                            pending.anchor_at.to_rfc3339(),
+                            anchor_at.to_rfc3339(),
+                            fire_at.to_rfc3339()
+                        ),
+                        None => match (&not_wanted_because, self.rule(&pending.rule)) {
+                            (_, None) => "rule no longer configured".to_string(),
+                            (Some(why), _) => format!("no longer applies: {why}"),
+                            (None, Some(_)) => "no longer applies: anchor removed".to_string(),
+                        },
+                    };
+                    timers::close(tx, pending.id, TimerState::Cancelled, &reason, now).await?;
+                }
+            }
+        }
+
+        let mut wake = false;
+        for (rule, anchor_at, fire_at) in wanted {
+            let t = NewTimer {
+                entity_kind: kind,
+                entity_id: id,
+                rule: &rule.name,
+                event_type: &rule.event_type,
+                anchor_at,
+                fire_at,
+            };
+            if timers::already_done(tx, &t).await? {
+                continue;
+            }
+            // A moment already gone when the entity reached this state is not owed:
+            // "due in 1 day" for an order checked out 3 hours before its due date
+            // would be wrong. Overdue-style rules (fire_late) still fire, at once.
+            if fire_at < now && rule.misfire != Misfire::FireLate {
+                timers::insert_skipped(
+                    tx,
+                    &t,
+                    &format!(
+                        "its moment ({}) had passed when it was planned",
+                        fire_at.to_rfc3339()
+                    ),
+                    now,
+                )
+                .await?;
+                continue;
+            }
+            if timers::insert_pending(tx, &t, now).await?.is_some() && fire_at < now + self.horizon
+            {
+                wake = true;
+            }
+        }
+        Ok(wake)
+    }
+}

@@ -1,0 +1,366 @@
+//! Queries for `timers`: planned time-based events. A timer is `pending` until it is
+//! `fired` (with its event id), `cancelled` (with why) or `skipped` (with why).
+//! `plan_key` is unique while a timer is pending or fired, so planning twice plans
+//! once and a fired moment is never planned again; it is cleared on cancel and skip.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{StoreError, Tx, from_ms, to_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerState {
+    Pending,
+    Fired,
+    Cancelled,
+    Skipped,
+}
+
+impl TimerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Fired => "fired",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Fired, Self::Cancelled, Self::Skipped]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timer {
+    pub id: i64,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub rule: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub anchor_at: DateTime<Utc>,
+    pub fire_at: DateTime<Utc>,
+    pub state: TimerState,
+    pub reason: Option<String>,
+    pub event_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const COLUMNS: &str = "id, entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, event_id, created_at, updated_at";
+
+pub fn from_row(r: &AnyRow) -> Result<Timer, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(Timer {
+        id: r.try_get("id")?,
+        entity_kind: r.try_get("entity_kind")?,
+        entity_id: r.try_get("entity_id")?,
+        rule: r.try_get("rule")?,
+        event_type: r.try_get("event_type")?,
+        anchor_at: from_ms(r.try_get("anchor_at")?)?,
+        fire_at: from_ms(r.try_get("fire_at")?)?,
+        state: TimerState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("timer state `{state}`")))?,
+        reason: r.try_get("reason")?,
+        event_id: r.try_get("event_id")?,
+        created_at: from_ms(r.try_get("created_at")?)?,
+        updated_at: from_ms(r.try_get("updated_at")?)?,
+    })
+}
+
+/// A timer to plan.
+#[derive(Debug, Clone)]
+pub struct NewTimer<'a> {
+    pub entity_kind: &'a str,
+    pub entity_id: &'a str,
+    pub rule: &'a str,
+    pub event_type: &'a str,
+    pub anchor_at: DateTime<Utc>,
+    pub fire_at: DateTime<Utc>,
+}
+
+impl NewTimer<'_> {
+    pub fn plan_key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.entity_kind,
+            self.entity_id,
+            self.rule,
+            to_ms(self.fire_at)
+        )
+    }
+}
+
+/// Timers of one entity in the given state.
+pub async fn of_entity(
+    tx: &mut Tx,
+    entity_kind: &str,
+    entity_id: &str,
+    state: TimerState,
+) -> Result<Vec<Timer>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM timers WHERE entity_kind = $1 AND entity_id = $2 AND state = $3 ORDER BY fire_at, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(entity_kind.to_string())
+        .bind(entity_id.to_string())
+        .bind(state.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// True when this exact moment of this rule already fired or was skipped for the
+/// entity: it is not planned again (and a skip is not recorded twice).
+pub async fn already_done(tx: &mut Tx, t: &NewTimer<'_>) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM timers WHERE entity_kind = $1 AND entity_id = $2 AND rule = $3 AND fire_at = $4
+           AND state IN ('fired', 'skipped')",
+    )
+    .bind(t.entity_kind.to_string())
+    .bind(t.entity_id.to_string())
+    .bind(t.rule.to_string())
+    .bind(to_ms(t.fire_at))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Plans a pending timer; a repeat of the same plan is a no-op. Returns its id when new.
+pub async fn insert_pending(
+    tx: &mut Tx,
+    t: &NewTimer<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, plan_key, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8)
+         ON CONFLICT (plan_key) DO NOTHING RETURNING id",
+    )
+    .bind(t.entity_kind.to_string())
+    .bind(t.entity_id.to_string())
+    .bind(t.rule.to_string())
+    .bind(t.event_type.to_string())
+    .bind(to_ms(t.anchor_at))
+    .bind(to_ms(t.fire_at))
+    .bind(t.plan_key())
+    .bind(to_ms(now))
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// Records a timer that was skipped when it was planned (its moment had already passed).
+pub async fn insert_skipped(
+    tx: &mut Tx,
+    t: &NewTimer<'_>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'skipped', $7, $8, $8)",
+    )
+    .bind(t.entity_kind.to_string())
+    .bind(t.entity_id.to_string())
+    .bind(t.rule.to_string())
+    .bind(t.event_type.to_string())
+    .bind(to_ms(t.anchor_at))
+    .bind(to_ms(t.fire_at))
+    .bind(reason.to_string())
+    .bind(to_ms(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a pending timer to cancelled or skipped. False when it was no longer pending.
+pub async fn close(
+    tx: &mut Tx,
+    id: i64,
+    state: TimerState,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE timers SET state = $1, reason = $2, plan_key = NULL, updated_at = $3 WHERE id = $4 AND state = 'pending'",
+    )
+    .bind(state.as_str())
+    .bind(reason.to_string())
+    .bind(to_ms(now))
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Marks a pending timer fired with its event. False when it was no longer pending
+/// (another node or an earlier run fired it): the caller must then roll back.
+pub async fn mark_fired(
+    tx: &mut Tx,
+    id: i64,
+    event_id: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE timers SET state = 'fired', event_id = $1, reason = $2, updated_at = $3 WHERE id = $4 AND state = 'pending'",
+    )
+    .bind(event_id.to_string())
+    .bind(reason.map(str::to_string))
+    .bind(to_ms(now))
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// A pending timer by id, locked for the rest of the transaction on PostgreSQL.
+pub async fn pending_for_fire(
+    tx: &mut Tx,
+    id: i64,
+    lock: bool,
+) -> Result<Option<Timer>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM timers WHERE id = $1 AND state = 'pending'{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Pending timers due before `until`: what the driver loads into its wheel.
+pub async fn pending_until(
+    pool: &sqlx::AnyPool,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
+    let rows = sqlx::query("SELECT id, fire_at FROM timers WHERE state = 'pending' AND fire_at < $1 ORDER BY fire_at, id LIMIT $2")
+        .bind(to_ms(until))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("fire_at")?)?)))
+        .collect()
+}
+
+/// The earliest pending fire instant, if any.
+pub async fn next_pending(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let ms: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(fire_at) FROM timers WHERE state = 'pending'")
+            .fetch_one(pool)
+            .await?;
+    ms.map(from_ms).transpose()
+}
+
+/// How many pending timers are due at or before `at`.
+pub async fn due_count(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'pending' AND fire_at <= $1")
+            .bind(to_ms(at))
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Timer counts per state.
+pub async fn count_by_state(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM timers GROUP BY state ORDER BY state")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// Filters of `GET /admin/schedule`.
+#[derive(Debug, Default, Clone)]
+pub struct TimerFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+    pub entity_kind: Option<String>,
+    pub entity_id: Option<String>,
+    pub state: Option<TimerState>,
+    /// Cursor: only timers after this (fire_at, id).
+    pub after: Option<(DateTime<Utc>, i64)>,
+    pub limit: i64,
+}
+
+/// Timers matching `f`, sorted by (fire_at, id).
+pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM timers WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = |cond: &str, sql: &mut String| {
+        n += 1;
+        sql.push_str(&cond.replace('?', &format!("${n}")));
+    };
+    if f.from.is_some() {
+        next(" AND fire_at >= ?", &mut sql);
+    }
+    if f.to.is_some() {
+        next(" AND fire_at < ?", &mut sql);
+    }
+    if f.event_type.is_some() {
+        next(" AND event_type = ?", &mut sql);
+    }
+    if f.entity_kind.is_some() {
+        next(" AND entity_kind = ?", &mut sql);
+    }
+    if f.entity_id.is_some() {
+        next(" AND entity_id = ?", &mut sql);
+    }
+    if f.state.is_some() {
+        next(" AND state = ?", &mut sql);
+    }
+    if f.after.is_some() {
+        // (fire_at, id) > (a, b), written out: row values are not portable to every SQLite.
+        n += 1;
+        let a = n;
+        n += 1;
+        let b = n;
+        sql.push_str(&format!(
+            " AND (fire_at > ${a} OR (fire_at = ${a} AND id > ${b}))"
+        ));
+    }
+    n += 1;
+    sql.push_str(&format!(" ORDER BY fire_at, id LIMIT ${n}"));
+
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(v) = f.from {
+        q = q.bind(to_ms(v));
+    }
+    if let Some(v) = f.to {
+        q = q.bind(to_ms(v));
+    }
+    if let Some(v) = &f.event_type {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = &f.entity_kind {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = &f.entity_id {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = f.state {
+        q = q.bind(v.as_str());
+    }
+    if let Some((at, id)) = f.after {
+        q = q.bind(to_ms(at)).bind(id);
+    }
+    q = q.bind(f.limit);
+    let rows = q.fetch_all(pool).await?;
+    rows.iter().map(from_row).collect()
+}
