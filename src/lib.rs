@@ -69,6 +69,15 @@ impl App {
         })?;
 
         let rules = config.rules().map_err(|(k, m)| StartError::Config(k, m))?;
+        let catalogue = Arc::new(domain::catalogue::Catalogue::new(rules.iter().map(|r| {
+            (
+                r.event_type.as_str(),
+                format!(
+                    "Configured rule `{}`: {} {} {:?}",
+                    r.name, r.entity, r.offset_text, r.anchor
+                ),
+            )
+        })));
         let outbox = Arc::new(Notify::new());
         let planner = schedule::plan::Planner {
             rules: Arc::new(rules),
@@ -82,6 +91,7 @@ impl App {
             clock.clone(),
             outbox.clone(),
             planner.clone(),
+            catalogue.clone(),
         );
         let state = http::AppState {
             store: store.clone(),
@@ -89,6 +99,7 @@ impl App {
             ingest,
             planner: planner.clone(),
             driver_stats: driver_stats.clone(),
+            catalogue,
         };
         let router = http::router(
             state,

@@ -642,7 +642,63 @@ async fn advancing_the_system_clock_is_refused(backend: Backend) {
     app.shutdown().await;
 }
 
+async fn configured_rules_add_and_change_reminders(backend: Backend) {
+    let Some(store) = common::StoreHandle::new(backend).await else {
+        return;
+    };
+    let mut config = common::test_config(store.url());
+    config.schedule.rules = toml::from_str::<toml::Table>(
+        r#"
+        [[rules]]
+        name = "order.overdue_3_days"
+        entity = "order"
+        offset = "+3 days"
+        [[rules]]
+        name = "order.due_in_1_hour"
+        offset = "-90m"
+        [[rules]]
+        name = "order.due_in_1_day"
+        enabled = false
+        "#,
+    )
+    .expect("toml")["rules"]
+        .clone()
+        .try_into()
+        .expect("rules");
+    let app = TestApp::spawn_with(store, config).await;
+    let types = app.get("/v1/event-types").await;
+    assert!(
+        types.body["event_types"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["type"] == "order.overdue_3_days")
+    );
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    app.advance(7 * DAY).await;
+    let f = fired(&app).await;
+    let at = |ty: &str| f.iter().find(|x| x.0 == ty).map(|x| x.2);
+    assert_eq!(at("order.overdue_3_days"), Some(t("2030-03-05T12:00:00Z")));
+    assert_eq!(at("order.due_in_1_hour"), Some(t("2030-03-02T10:30:00Z")));
+    assert_eq!(at("order.due_in_1_day"), None, "disabled");
+    assert_eq!(f.len(), 4);
+    // A subscriber could also post the configured type by hand.
+    let r = app
+        .post(
+            "/v1/events",
+            Some(json!({"type": "order.overdue_3_days", "data": {"id": "o-9"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
 both_backends!(
+    configured_rules_add_and_change_reminders,
     every_default_rule_fires_once_at_its_instant,
     changes_cancel_and_replan,
     paying_an_overdue_invoice_unmarks_the_rental,

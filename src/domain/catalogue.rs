@@ -218,9 +218,60 @@ pub const CATALOGUE: &[EventType] = &[
     imm("booking.update", "checkfront", "A booking was updated"),
 ];
 
-/// Looks a type up in the catalogue.
+/// Looks a type up in the built-in catalogue.
 pub fn find(name: &str) -> Option<&'static EventType> {
     CATALOGUE.iter().find(|t| t.name == name)
+}
+
+/// One entry of a running service's catalogue: the built-in types plus those that
+/// configured rules add (e.g. `order.overdue_3_days`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Entry {
+    #[serde(rename = "type")]
+    pub name: String,
+    pub trigger: Trigger,
+    pub origin: String,
+    pub description: String,
+}
+
+/// The catalogue of a running service.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    entries: Vec<Entry>,
+}
+
+impl Catalogue {
+    /// The built-in types plus `(event type, description)` pairs from configured rules.
+    pub fn new<'a>(extra: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let mut entries: Vec<Entry> = CATALOGUE
+            .iter()
+            .map(|t| Entry {
+                name: t.name.to_string(),
+                trigger: t.trigger,
+                origin: t.origin.to_string(),
+                description: t.description.to_string(),
+            })
+            .collect();
+        for (name, description) in extra {
+            if !entries.iter().any(|e| e.name == name) {
+                entries.push(Entry {
+                    name: name.to_string(),
+                    trigger: Trigger::Scheduled,
+                    origin: "config".to_string(),
+                    description,
+                });
+            }
+        }
+        Self { entries }
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
-use crate::domain::catalogue::{CATALOGUE, EventType};
+use crate::domain::catalogue::Entry;
 use crate::domain::contact::ContactInput;
 use crate::domain::item::ItemInput;
 use crate::domain::order::{CheckinInput, OrderInput, OrderPatch};
@@ -137,14 +137,16 @@ pub async fn post_event(
 }
 
 #[derive(Serialize)]
-pub struct EventTypes {
-    pub event_types: &'static [EventType],
+pub struct EventTypes<'a> {
+    pub event_types: &'a [Entry],
 }
 
-pub async fn event_types() -> Json<EventTypes> {
+/// `GET /v1/event-types`: the built-in catalogue plus types added by configured rules.
+pub async fn event_types(State(s): State<AppState>) -> Response {
     Json(EventTypes {
-        event_types: CATALOGUE,
+        event_types: s.catalogue.entries(),
     })
+    .into_response()
 }
 
 /// `GET /v1/{kind}/{id}`: the entity as the API returns it.

@@ -17,6 +17,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 use crate::clock::SharedClock;
+use crate::domain::catalogue::Catalogue;
 use crate::ingest::Ingest;
 use crate::schedule::driver::DriverStats;
 use crate::schedule::plan::Planner;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub ingest: Ingest,
     pub planner: Planner,
     pub driver_stats: Arc<DriverStats>,
+    pub catalogue: Arc<Catalogue>,
 }
 
 /// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.

@@ -10,13 +10,14 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
+use crate::domain::catalogue::Catalogue;
 use crate::domain::contact::{Contact, ContactInput};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::item::{Item, ItemInput};
 use crate::domain::order::{CheckinInput, Order, OrderInput, OrderStatus};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
-use crate::domain::{DomainError, EntityKind, catalogue, input};
+use crate::domain::{DomainError, EntityKind, input};
 use crate::schedule::plan::{Planner, Subject};
 use crate::store::{Store, StoreError, Tx, entities as db, events};
 
@@ -54,15 +55,23 @@ pub struct Ingest {
     /// Poked after every commit that wrote an event, so fan-out need not poll.
     outbox: Arc<Notify>,
     planner: Planner,
+    catalogue: Arc<Catalogue>,
 }
 
 impl Ingest {
-    pub fn new(store: Store, clock: SharedClock, outbox: Arc<Notify>, planner: Planner) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        outbox: Arc<Notify>,
+        planner: Planner,
+        catalogue: Arc<Catalogue>,
+    ) -> Self {
         Self {
             store,
             clock,
             outbox,
             planner,
+            catalogue,
         }
     }
 
@@ -667,7 +676,7 @@ impl Ingest {
 
     /// `POST /v1/events`: any catalogue type, with the application's own data.
     pub async fn post_event(&self, event_type: &str, data: Value) -> Result<Event, IngestError> {
-        let known = catalogue::find(event_type).ok_or_else(|| {
+        let known = self.catalogue.find(event_type).ok_or_else(|| {
             DomainError::invalid(
                 "type",
                 format!("unknown event type `{event_type}` (see GET /v1/event-types)"),
@@ -687,7 +696,7 @@ impl Ingest {
                 return Err(DomainError::invalid("data.id", "must be a string or a number").into());
             }
         };
-        let kind = known.name.split('.').next().unwrap_or(known.name);
+        let kind = known.name.split('.').next().unwrap_or(&known.name);
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let ev = NewEvent {
