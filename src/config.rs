@@ -101,6 +101,25 @@ pub struct ScheduleConfig {
     pub retention_days: u32,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    pub digest: DigestConfig,
+}
+
+/// `[schedule.digest]`: a daily `order.overdue_digest` event per time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    pub enabled: bool,
+    /// Local time of day, `HH:MM`.
+    #[serde(deserialize_with = "de_time_of_day")]
+    pub at: chrono::NaiveTime,
+    /// Zones to send a digest for; empty: `[schedule] timezone`.
+    pub timezones: Vec<Tz>,
+}
+
+fn de_time_of_day<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::NaiveTime, D::Error> {
+    let text = String::deserialize(d)?;
+    chrono::NaiveTime::parse_from_str(&text, "%H:%M")
+        .map_err(|_| serde::de::Error::custom(format!("`{text}`: use HH:MM, e.g. 08:00")))
 }
 
 /// A duration written like an exact rule offset: `10m`, `90s`, `2h`.
@@ -272,6 +291,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.schedule.retention_days == 0 {
+            return Err(fail("schedule.retention_days", "must be at least 1".into()));
         }
         if self.schedule.horizon < TimeDelta::seconds(10) {
             return Err(fail("schedule.horizon", "must be at least 10s".into()));

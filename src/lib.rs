@@ -84,6 +84,15 @@ impl App {
             default_tz: config.schedule.timezone,
             horizon: config.schedule.horizon,
             wake: Arc::new(Notify::new()),
+            retention: chrono::TimeDelta::days(i64::from(config.schedule.retention_days)),
+            digest: config.schedule.digest.enabled.then(|| {
+                let zones = if config.schedule.digest.timezones.is_empty() {
+                    vec![config.schedule.timezone]
+                } else {
+                    config.schedule.digest.timezones.clone()
+                };
+                (config.schedule.digest.at, zones)
+            }),
         };
         let driver_stats = Arc::new(schedule::driver::DriverStats::default());
         let ingest = ingest::Ingest::new(
@@ -117,6 +126,13 @@ impl App {
             outbox: outbox.clone(),
             stats: driver_stats,
         };
+        tasks.push(tokio::spawn(schedule::cron::run(
+            store.clone(),
+            clock.clone(),
+            driver.planner.clone(),
+            chrono::TimeDelta::days(i64::from(config.schedule.retention_days)),
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(driver.run(shutdown.clone())));
         let server = {
             let shutdown = shutdown.clone();

@@ -5,7 +5,7 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{ADMIN_TOKEN, Backend, START, TOKEN, TestApp, t};
+use common::{ADMIN_TOKEN, Backend, ClockExt, START, TOKEN, TestApp, t};
 use duehook::domain::event::Event;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -697,7 +697,111 @@ async fn configured_rules_add_and_change_reminders(backend: Backend) {
     assert_eq!(r.status, StatusCode::CREATED);
 }
 
+async fn daily_digest_lists_overdue_orders_once_a_day(backend: Backend) {
+    let Some(store) = common::StoreHandle::new(backend).await else {
+        return;
+    };
+    let mut config = common::test_config(store.url());
+    config.schedule.digest.enabled = true;
+    config.schedule.digest.timezones = vec!["Europe/Brussels".parse().expect("zone")];
+    let mut app = TestApp::spawn_with(store, config).await;
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-01T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    // 08:00 Brussels (CET) is 07:00Z; the service started at 09:00 local on the 1st.
+    app.advance_to("2030-03-03T12:00:00Z").await;
+    let digests: Vec<_> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "order.overdue_digest")
+        .collect();
+    assert_eq!(digests.len(), 2, "the 2nd and the 3rd");
+    assert_eq!(digests[0].scheduled_at, Some(t("2030-03-02T07:00:00Z")));
+    assert_eq!(digests[0].data["id"], "Europe/Brussels/2030-03-02");
+    assert_eq!(
+        (
+            digests[0].data["count"].clone(),
+            digests[0].data["orders"][0]["id"].clone()
+        ),
+        (json!(1), json!("o-1"))
+    );
+    app.post("/v1/orders/o-1/checkin", None).await;
+    app.advance_to("2030-03-04T12:00:00Z").await;
+    let last = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "order.overdue_digest")
+        .last()
+        .expect("digest");
+    assert_eq!(
+        (last.scheduled_at, last.data["count"].clone()),
+        (Some(t("2030-03-04T07:00:00Z")), json!(0))
+    );
+    // Down for two days: the missed digests are skipped, the chain goes on.
+    if let Some(a) = app.app.take() {
+        a.shutdown().await;
+    }
+    app.clock.set(t("2030-03-06T12:00:00Z"));
+    app.restart().await;
+    app.advance_to("2030-03-07T12:00:00Z").await;
+    let digests: Vec<_> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "order.overdue_digest")
+        .collect();
+    assert_eq!(digests.len(), 4, "2nd, 3rd, 4th, then the 7th");
+    assert_eq!(digests[3].scheduled_at, Some(t("2030-03-07T07:00:00Z")));
+    let timers = app.timers_of("digest", "Europe/Brussels").await;
+    assert_eq!(
+        timers.iter().filter(|t| t["state"] == "skipped").count(),
+        1,
+        "{timers:#?}"
+    );
+    assert_eq!(
+        timers.iter().filter(|t| t["state"] == "pending").count(),
+        1,
+        "the next one"
+    );
+}
+
+async fn purged_history_never_refires(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    app.advance(40 * DAY).await;
+    assert_eq!(fired(&app).await.len(), 4);
+    let purged = duehook::schedule::cron::purge(
+        app.app().store(),
+        app.clock.now_utc() - TimeDelta::days(30),
+    )
+    .await
+    .expect("purge");
+    assert!(
+        purged >= 4,
+        "settled timers older than the retention are gone ({purged})"
+    );
+    // A later change re-plans the order: its old overdue moments must not fire again.
+    app.put("/v1/orders/o-1", json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z", "data": {"note": "x"}}))
+        .await;
+    app.advance(DAY).await;
+    assert_eq!(fired(&app).await.len(), 4);
+}
+
 both_backends!(
+    daily_digest_lists_overdue_orders_once_a_day,
+    purged_history_never_refires,
     configured_rules_add_and_change_reminders,
     every_default_rule_fires_once_at_its_instant,
     changes_cancel_and_replan,

@@ -181,6 +181,11 @@ pub const CATALOGUE: &[EventType] = &[
         "duehook",
         "A check-out's due date, items or data changed",
     ),
+    sched(
+        "order.overdue_digest",
+        "duehook",
+        "Daily digest at a configured local time listing every check-out still overdue",
+    ),
     // Storeganise: unit rentals and invoices
     sched(
         "unitRental.markOverdue",

@@ -159,10 +159,11 @@ pub async fn schedule(
         .transpose()?;
     if let Some(k) = &q.entity_kind
         && EntityKind::parse(k).is_none()
+        && k != crate::schedule::digest::ENTITY_KIND
     {
         return Err(ApiError::invalid(
             "entity_kind",
-            "use reservation, order, invoice, unitRental, item or contact",
+            "use reservation, order, invoice, unitRental, item, contact or digest",
         ));
     }
     let after = q

@@ -64,6 +64,14 @@ impl Driver {
         let mut refill_at: Option<DateTime<Utc>> = None;
         let mut expired = Vec::new();
 
+        if let Some((at, zones)) = &self.planner.digest {
+            // Retried at the next start if the store is down now; the digest is not critical.
+            if let Err(e) = super::digest::plan_all(&self.store, zones, *at, self.clock.now()).await
+            {
+                tracing::warn!(error = %e, "cannot plan the daily digest");
+            }
+        }
+
         loop {
             let now = self.clock.now();
             if refill_at.is_none_or(|at| now >= at) {

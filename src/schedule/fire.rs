@@ -6,6 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use super::digest;
 use super::plan::{Planner, Subject};
 use super::rules::Misfire;
 use crate::domain::event::NewEvent;
@@ -81,6 +82,9 @@ async fn decide(
     timer: &Timer,
     now: DateTime<Utc>,
 ) -> Result<Fired, StoreError> {
+    if timer.entity_kind == digest::ENTITY_KIND {
+        return fire_digest(tx, planner, misfire_after, timer, now).await;
+    }
     let Some(rule) = planner.rule(&timer.rule).cloned() else {
         return Ok(Fired::Cancelled("rule no longer configured".into()));
     };
@@ -171,6 +175,42 @@ async fn decide(
         return Ok(m);
     }
     write_event(tx, timer, kind, &entity_id, data, now, misfire_after).await
+}
+
+/// A digest: skipped when missed (a stale list helps nobody), fired otherwise; either
+/// way the next day's digest is planned in the same transaction.
+async fn fire_digest(
+    tx: &mut Tx,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    timer: &Timer,
+    now: DateTime<Utc>,
+) -> Result<Fired, StoreError> {
+    let Some((at, zones)) = &planner.digest else {
+        return Ok(Fired::Cancelled("the daily digest is disabled".into()));
+    };
+    let Some(tz) = zones.iter().find(|z| z.name() == timer.entity_id).copied() else {
+        return Ok(Fired::Cancelled(format!(
+            "zone {} is no longer configured for the digest",
+            timer.entity_id
+        )));
+    };
+    digest::plan_next(tx, tz, *at, now.max(timer.fire_at)).await?;
+    if let Some(skip) = misfire(&Misfire::Skip, misfire_after, timer, now) {
+        return Ok(skip);
+    }
+    let data = digest::data(tx, tz, timer.fire_at, now).await?;
+    let id = data["id"].as_str().unwrap_or_default().to_string();
+    write_event(
+        tx,
+        timer,
+        digest::ENTITY_KIND,
+        &id,
+        data,
+        now,
+        misfire_after,
+    )
+    .await
 }
 
 /// The guard: the rule's condition must still hold and the anchor must not have moved.

@@ -4,6 +4,8 @@
 //! entity and writes exactly one event.
 
 pub mod advance;
+pub mod cron;
+pub mod digest;
 pub mod driver;
 pub mod fire;
 pub mod plan;

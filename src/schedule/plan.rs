@@ -107,6 +107,11 @@ pub struct Planner {
     pub horizon: TimeDelta,
     /// Poked when a timer is planned inside the horizon, so the driver loads it now.
     pub wake: Arc<Notify>,
+    /// Settled timers are purged after this long; a moment older than that is treated
+    /// as done, so a purge can never make an old reminder fire again.
+    pub retention: TimeDelta,
+    /// The daily overdue digest, when enabled: its local time and zones.
+    pub digest: Option<(chrono::NaiveTime, Vec<Tz>)>,
 }
 
 impl Planner {
@@ -208,7 +213,7 @@ impl Planner {
                 anchor_at,
                 fire_at,
             };
-            if timers::already_done(tx, &t).await? {
+            if fire_at < now - self.retention || timers::already_done(tx, &t).await? {
                 continue;
             }
             // A moment already gone when the entity reached this state is not owed:

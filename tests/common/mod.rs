@@ -111,6 +111,18 @@ pub fn t(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The manual clock's current instant, for tests.
+pub trait ClockExt {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+
+impl ClockExt for Arc<ManualClock> {
+    fn now_utc(&self) -> DateTime<Utc> {
+        use duehook::clock::Clock;
+        self.as_ref().now()
+    }
+}
+
 pub const START: &str = "2030-03-01T08:00:00Z";
 
 pub fn test_config(store_url: &str) -> Config {
