@@ -735,8 +735,8 @@ async fn daily_digest_lists_overdue_orders_once_a_day(backend: Backend) {
         .events()
         .await
         .into_iter()
-        .filter(|e| e.event_type == "order.overdue_digest")
-        .last()
+        .rev()
+        .find(|e| e.event_type == "order.overdue_digest")
         .expect("digest");
     assert_eq!(
         (last.scheduled_at, last.data["count"].clone()),
