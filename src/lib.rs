@@ -46,6 +46,7 @@ pub struct App {
     addr: SocketAddr,
     store: Store,
     clock: SharedClock,
+    planner: schedule::plan::Planner,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
@@ -68,6 +69,8 @@ impl App {
             source,
         })?;
 
+        // Install the metrics recorder before anything records.
+        let _ = telemetry::prometheus();
         let rules = config.rules().map_err(|(k, m)| StartError::Config(k, m))?;
         let catalogue = Arc::new(domain::catalogue::Catalogue::new(rules.iter().map(|r| {
             (
@@ -102,6 +105,7 @@ impl App {
             planner.clone(),
             catalogue.clone(),
         );
+        let state_planner = planner.clone();
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -149,6 +153,7 @@ impl App {
             addr,
             store,
             clock,
+            planner: state_planner,
             shutdown,
             server,
             tasks,
@@ -167,6 +172,11 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The planner ingest uses (rules, zones, horizon), for in-process bulk planning.
+    pub fn planner(&self) -> &schedule::plan::Planner {
+        &self.planner
     }
 
     pub fn clock(&self) -> &SharedClock {

@@ -242,3 +242,125 @@ pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         })).collect::<Vec<_>>(),
     })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastQuery {
+    pub until: Option<String>,
+}
+
+/// `GET /admin/schedule/forecast?until=`: what would fire between now and `until` if
+/// nothing changes (the pending timers, which ingest keeps in line with every change),
+/// per type and per hour. Reads only.
+pub async fn forecast(
+    State(s): State<AppState>,
+    query: Result<Query<ForecastQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let now = s.clock.now();
+    let until = instant("until", &q.until)?
+        .ok_or_else(|| ApiError::invalid("until", "required (RFC 3339)"))?;
+    if until < now {
+        return Err(ApiError::invalid("until", "must not be before now"));
+    }
+    let rows = timers::forecast(s.store.pool(), until).await?;
+    let mut by_type = serde_json::Map::new();
+    let mut by_hour: Vec<(i64, serde_json::Map<String, Value>, i64)> = Vec::new();
+    let mut total = 0;
+    for (event_type, hour, n) in rows {
+        total += n;
+        let e = by_type.entry(event_type.clone()).or_insert(json!(0));
+        *e = json!(e.as_i64().unwrap_or(0) + n);
+        match by_hour.last_mut() {
+            Some((h, m, c)) if *h == hour => {
+                m.insert(event_type, json!(n));
+                *c += n;
+            }
+            _ => {
+                let mut m = serde_json::Map::new();
+                m.insert(event_type, json!(n));
+                by_hour.push((hour, m, n));
+            }
+        }
+    }
+    let by_hour: Vec<Value> = by_hour
+        .into_iter()
+        .map(|(h, m, c)| {
+            json!({
+                "hour": DateTime::from_timestamp(h * 3600, 0),
+                "count": c,
+                "by_type": m,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "now": now, "until": until, "total": total, "by_type": by_type, "by_hour": by_hour }),
+    ))
+}
+
+/// `GET /admin/entities/{kind}/{id}/timeline`: everything about one entity in time
+/// order: the changes received (its immediate events), its timers planned, cancelled,
+/// skipped and fired (with why), and the time-based events.
+pub async fn timeline(
+    State(s): State<AppState>,
+    axum::extract::Path((kind, id)): axum::extract::Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    if EntityKind::parse(&kind).is_none() && kind != crate::schedule::digest::ENTITY_KIND {
+        return Err(ApiError::invalid(
+            "kind",
+            "use reservation, order, invoice, unitRental, item, contact or digest",
+        ));
+    }
+    let mut entries: Vec<(DateTime<Utc>, u8, Value)> = Vec::new();
+    let events = crate::store::events::for_entity(s.store.pool(), &kind, &id).await?;
+    for ev in &events {
+        let what = if ev.scheduled_at.is_some() {
+            "event.scheduled"
+        } else {
+            "event.change"
+        };
+        entries.push((
+            ev.created,
+            2,
+            json!({ "at": ev.created, "what": what, "type": ev.event_type, "event_id": ev.id, "scheduled_at": ev.scheduled_at }),
+        ));
+    }
+    let timers = timers::list(
+        s.store.pool(),
+        &TimerFilter {
+            entity_kind: Some(kind.clone()),
+            entity_id: Some(id.clone()),
+            limit: 10_000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for t in &timers {
+        entries.push((
+            t.created_at,
+            1,
+            json!({ "at": t.created_at, "what": "timer.planned", "timer_id": t.id, "type": t.event_type, "rule": t.rule, "fire_at": t.fire_at }),
+        ));
+        if t.state != TimerState::Pending {
+            entries.push((
+                t.updated_at,
+                3,
+                json!({
+                    "at": t.updated_at, "what": format!("timer.{}", t.state.as_str()), "timer_id": t.id,
+                    "type": t.event_type, "fire_at": t.fire_at, "reason": t.reason, "event_id": t.event_id,
+                }),
+            ));
+        }
+    }
+    if entries.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "nothing is known about {kind} {id}"
+        )));
+    }
+    entries.sort_by_key(|(at, order, _)| (*at, *order));
+    Ok(Json(json!({
+        "entity_kind": kind,
+        "entity_id": id,
+        "timeline": entries.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
+    })))
+}

@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod json;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -77,15 +78,19 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/admin/clock/advance", post(admin::advance_clock))
         .route("/admin/schedule", get(admin::schedule))
         .route("/admin/schedule/stats", get(admin::stats))
+        .route("/admin/schedule/forecast", get(admin::forecast))
+        .route("/admin/entities/{kind}/{id}/timeline", get(admin::timeline))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(metrics::observe))
         .with_state(state)
 }
 

@@ -98,7 +98,9 @@ impl Ingest {
         wake: bool,
     ) -> Result<Applied<T>, IngestError> {
         tx.commit().await.map_err(StoreError::from)?;
-        if applied.event.is_some() {
+        if let Some(ev) = &applied.event {
+            metrics::counter!(crate::telemetry::names::EVENTS, "type" => ev.event_type.clone(), "trigger" => "immediate")
+                .increment(1);
             self.outbox.notify_one();
         }
         if wake {

@@ -166,8 +166,22 @@ impl Driver {
         let span = tracing::info_span!("fire", timer = id);
         let _enter = span.enter();
         let outcome = fire(&self.store, &self.planner, self.misfire_after, id, now).await?;
+        let label = match &outcome {
+            Fired::Event { late: true, .. } => "fired_late",
+            Fired::Event { .. } => "fired",
+            Fired::Cancelled(_) => "cancelled",
+            Fired::Skipped(_) => "skipped",
+            Fired::Nothing => "nothing",
+        };
+        metrics::counter!(crate::telemetry::names::TIMER_OUTCOMES, "outcome" => label).increment(1);
         match &outcome {
-            Fired::Event { event_id, late } => {
+            Fired::Event {
+                event_id,
+                late,
+                lag,
+            } => {
+                metrics::histogram!(crate::telemetry::names::TIMER_LAG)
+                    .record(lag.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
                 self.stats.fired.fetch_add(1, Ordering::Relaxed);
                 if *late {
                     self.stats.late.fetch_add(1, Ordering::Relaxed);

@@ -20,6 +20,8 @@ pub enum Fired {
     Event {
         event_id: String,
         late: bool,
+        /// How long after its instant the timer fired.
+        lag: TimeDelta,
     },
     Cancelled(String),
     Skipped(String),
@@ -49,7 +51,7 @@ pub async fn fire(
         .await?;
     let outcome = decide(&mut tx, planner, misfire_after, &timer, now).await?;
     let done = match &outcome {
-        Fired::Event { event_id, late } => {
+        Fired::Event { event_id, late, .. } => {
             let reason = late.then(|| {
                 format!(
                     "fired late by {}s (misfire policy)",
@@ -282,6 +284,7 @@ async fn write_event(
     Ok(Fired::Event {
         event_id: event.id,
         late: now - timer.fire_at >= misfire_after,
+        lag: now - timer.fire_at,
     })
 }
 

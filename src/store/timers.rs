@@ -364,3 +364,26 @@ pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, S
     let rows = q.fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
 }
+
+/// Pending timers due up to `until`, counted per (event type, hour since the epoch).
+pub async fn forecast(
+    pool: &sqlx::AnyPool,
+    until: DateTime<Utc>,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_type, fire_at / 3600000 AS hour, COUNT(*) AS n FROM timers
+         WHERE state = 'pending' AND fire_at <= $1 GROUP BY event_type, fire_at / 3600000 ORDER BY hour, event_type",
+    )
+    .bind(to_ms(until))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("event_type")?,
+                r.try_get("hour")?,
+                r.try_get("n")?,
+            ))
+        })
+        .collect()
+}

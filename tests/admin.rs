@@ -1,0 +1,208 @@
+//! Operator views: forecast, entity timeline, metrics.
+
+mod common;
+
+use common::{Backend, TestApp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const DAY: i64 = 86_400;
+
+async fn forecast_equals_what_then_fires(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    for i in 0..12 {
+        app.put(&format!("/v1/orders/o-{i}"), json!({"contact_id": "c", "item_ids": ["a"], "due_at": format!("2030-03-0{}T1{}:00:00Z", 2 + i % 4, i % 6)}))
+            .await;
+        app.post(&format!("/v1/orders/o-{i}/checkout"), None).await;
+    }
+    app.put(
+        "/v1/items/cert",
+        json!({"name": "c", "expires_at": "2030-03-03T00:30:00Z"}),
+    )
+    .await;
+    // One order is checked in: its reminders leave the forecast.
+    app.post("/v1/orders/o-0/checkin", None).await;
+    let until = "2030-03-04T12:00:00Z";
+    let f = app
+        .admin_get(&format!("/admin/schedule/forecast?until={until}"))
+        .await;
+    assert_eq!(f.status, StatusCode::OK, "{}", f.body);
+    let before = app.events().await.len();
+    app.advance_to(until).await;
+    let fired: Vec<_> = app
+        .events()
+        .await
+        .into_iter()
+        .skip(before)
+        .filter(|e| e.scheduled_at.is_some())
+        .collect();
+    assert!(!fired.is_empty());
+    assert_eq!(f.body["total"], json!(fired.len()), "{}", f.body);
+    for (ty, n) in f.body["by_type"].as_object().expect("map") {
+        assert_eq!(
+            n,
+            &json!(fired.iter().filter(|e| &e.event_type == ty).count()),
+            "{ty}"
+        );
+    }
+    // Per hour, too: each event fired in the hour the forecast said.
+    for hour in f.body["by_hour"].as_array().expect("list") {
+        let start = common::t(hour["hour"].as_str().expect("hour"));
+        let in_hour = fired
+            .iter()
+            .filter(|e| e.created >= start && e.created < start + chrono::TimeDelta::hours(1))
+            .count();
+        assert_eq!(hour["count"], json!(in_hour), "{hour}");
+    }
+    let r = app.admin_get("/admin/schedule/forecast").await;
+    assert_eq!(
+        (r.status, r.body["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("until"))
+    );
+}
+
+async fn timeline_tells_the_story_of_one_entity(backend: Backend) {
+    let Some(mut app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-03T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    // Extended: the first four timers are cancelled (anchor moved).
+    app.request(
+        reqwest::Method::PATCH,
+        "/v1/orders/o-1",
+        Some(json!({"due_at": "2030-03-05T12:00:00Z"})),
+    )
+    .await;
+    // Down over the due_in_1_hour moment and past the anchor: skipped on restart.
+    if let Some(a) = app.app.take() {
+        a.shutdown().await;
+    }
+    app.clock.set(common::t("2030-03-05T12:30:00Z"));
+    app.restart().await;
+    app.advance(2 * DAY).await;
+    let r = app.admin_get("/admin/entities/order/o-1/timeline").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let tl = r.body["timeline"].as_array().expect("list");
+    let whats: Vec<&str> = tl
+        .iter()
+        .map(|e| e["what"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        whats.iter().filter(|w| **w == "event.change").count(),
+        3,
+        "create, checkout, update: {whats:?}"
+    );
+    assert_eq!(
+        whats.iter().filter(|w| **w == "timer.cancelled").count(),
+        4,
+        "{whats:?}"
+    );
+    assert_eq!(
+        whats.iter().filter(|w| **w == "timer.skipped").count(),
+        2,
+        "{whats:?}"
+    );
+    assert_eq!(
+        whats.iter().filter(|w| **w == "timer.fired").count(),
+        2,
+        "{whats:?}"
+    );
+    assert_eq!(
+        whats.iter().filter(|w| **w == "event.scheduled").count(),
+        2,
+        "{whats:?}"
+    );
+    let skip = tl
+        .iter()
+        .find(|e| e["what"] == "timer.skipped")
+        .expect("skip");
+    assert!(
+        skip["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("misfire")),
+        "{skip}"
+    );
+    let cancel = tl
+        .iter()
+        .find(|e| e["what"] == "timer.cancelled")
+        .expect("cancel");
+    assert!(
+        cancel["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("anchor moved")),
+        "{cancel}"
+    );
+    let ats: Vec<&str> = tl.iter().map(|e| e["at"].as_str().unwrap_or("")).collect();
+    let mut sorted = ats.clone();
+    sorted.sort();
+    assert_eq!(ats, sorted, "in time order");
+    assert_eq!(
+        app.admin_get("/admin/entities/order/nope/timeline")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.admin_get("/admin/entities/ufo/x/timeline").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_move_when_things_happen(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let scrape = || async {
+        let r = reqwest::get(app.url("/metrics")).await.expect("scrape");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("text")
+    };
+    let before = scrape().await;
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    app.advance(3 * DAY).await;
+    let after = scrape().await;
+    // Counters are process-wide (other tests run beside this one): they only grow by at least ours.
+    let grew = |name: &str, label: &str, by: f64| {
+        let (a, b) = (metric(&before, name, label), metric(&after, name, label));
+        assert!(
+            b - a >= by,
+            "{name}{{{label}}} grew by {} (< {by})\n{after}",
+            b - a
+        );
+    };
+    grew("duehook_timers_total", "outcome=\"fired\"", 4.0);
+    grew("duehook_events_total", "type=\"order.checkout\"", 1.0);
+    grew(
+        "duehook_http_requests_total",
+        "route=\"/v1/orders/{id}/checkout\"",
+        1.0,
+    );
+    grew("duehook_timer_lag_seconds_count", "", 4.0);
+    assert!(after.contains("duehook_timers{state=\"fired\"}"), "{after}");
+    assert!(after.contains("duehook_db_pool_connections"), "{after}");
+}
+
+both_backends!(
+    forecast_equals_what_then_fires,
+    timeline_tells_the_story_of_one_entity,
+    metrics_move_when_things_happen,
+);
