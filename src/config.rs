@@ -28,7 +28,20 @@ pub struct Config {
     pub auth: AuthConfig,
     pub schedule: ScheduleConfig,
     pub delivery: DeliveryConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
+}
+
+/// `[cluster]`: several nodes on one PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a node's claim on a timer lasts without renewal; a node that dies is
+    /// replaced by the others within about this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: TimeDelta,
+    /// Name of this node in `GET /admin/nodes`; the host name when empty.
+    pub node_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +304,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.cluster.lease < TimeDelta::seconds(3) {
+            return Err(fail("cluster.lease", "must be at least 3s".into()));
         }
         if self.schedule.retention_days == 0 {
             return Err(fail("schedule.retention_days", "must be at least 1".into()));

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod node;
 pub mod schedule;
 pub mod service;
 pub mod store;
@@ -34,6 +35,8 @@ pub enum StartError {
     Config(String, String),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] node::LockError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -47,6 +50,9 @@ pub struct App {
     store: Store,
     clock: SharedClock,
     planner: schedule::plan::Planner,
+    node_id: String,
+    /// Held for the life of the app on SQLite; dropped (released) with it.
+    _sqlite_lock: Option<node::SqliteLock>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
@@ -57,7 +63,10 @@ impl App {
     /// Opens and migrates the store, starts the workers and the HTTP API, and returns
     /// once the API listens (on `config.server.listen`; port 0 picks a free port).
     pub async fn start(config: Config, clock: SharedClock) -> Result<App, StartError> {
+        let sqlite_lock = node::lock_sqlite(&config.store.url)?;
         let store = Store::open(&config.store.url, config.store.max_connections).await?;
+        let (node_id, hostname) = node::new_id(&config.cluster.node_name);
+        store::cluster::register(&store, &node_id, &hostname, clock.now()).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -122,7 +131,23 @@ impl App {
 
         let shutdown = CancellationToken::new();
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        tasks.push(tokio::spawn(schedule::driver::Driver::keep_leases(
+            store.clone(),
+            clock.clone(),
+            node_id.clone(),
+            config.cluster.lease,
+            shutdown.clone(),
+        )));
+        if store.backend() == store::Backend::Postgres {
+            tasks.push(tokio::spawn(node::listen_for_timers(
+                config.store.url.clone(),
+                planner.wake.clone(),
+                shutdown.clone(),
+            )));
+        }
         let driver = schedule::driver::Driver {
+            node: node_id.clone(),
+            lease: config.cluster.lease,
             store: store.clone(),
             clock: clock.clone(),
             planner,
@@ -154,6 +179,8 @@ impl App {
             store,
             clock,
             planner: state_planner,
+            node_id,
+            _sqlite_lock: sqlite_lock,
             shutdown,
             server,
             tasks,
@@ -172,6 +199,11 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This node's id (`GET /admin/nodes`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// The planner ingest uses (rules, zones, horizon), for in-process bulk planning.

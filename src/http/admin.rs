@@ -76,7 +76,7 @@ pub async fn advance_clock(
             ));
         }
     };
-    let advanced = live_through(&s.store, clock, target, |_| async {
+    let advanced = live_through(&s.store, &s.driver_stats, clock, target, |_| async {
         Ok::<_, StoreError>(None)
     })
     .await
@@ -363,4 +363,12 @@ pub async fn timeline(
         "entity_id": id,
         "timeline": entries.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /admin/nodes`: every node that ran on this store (newest first), when each was
+/// last seen, and how many pending timers each holds a live lease on.
+pub async fn nodes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = s.clock.now();
+    let nodes = crate::store::cluster::list(&s.store, now).await?;
+    Ok(Json(json!({ "now": now, "nodes": nodes })))
 }

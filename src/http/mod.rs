@@ -79,6 +79,7 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/admin/schedule", get(admin::schedule))
         .route("/admin/schedule/stats", get(admin::stats))
         .route("/admin/schedule/forecast", get(admin::forecast))
+        .route("/admin/nodes", get(admin::nodes))
         .route("/admin/entities/{kind}/{id}/timeline", get(admin::timeline))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 

@@ -97,6 +97,15 @@ impl Ingest {
         applied: Applied<T>,
         wake: bool,
     ) -> Result<Applied<T>, IngestError> {
+        let mut tx = tx;
+        if wake && self.store.backend() == crate::store::Backend::Postgres {
+            // Delivered at commit to every node's LISTEN: the node that claims the
+            // timer may not be this one.
+            sqlx::query("SELECT pg_notify($1, '')::text AS sent")
+                .bind(crate::node::TIMERS_CHANNEL)
+                .fetch_one(&mut *tx)
+                .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         if let Some(ev) = &applied.event {
             metrics::counter!(crate::telemetry::names::EVENTS, "type" => ev.event_type.clone(), "trigger" => "immediate")

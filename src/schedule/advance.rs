@@ -7,6 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use std::sync::atomic::Ordering;
+
+use super::driver::DriverStats;
 use crate::clock::ManualClock;
 use crate::store::{Store, StoreError, timers};
 
@@ -38,6 +41,7 @@ async fn settled(store: &Store, now: DateTime<Utc>) -> Result<bool, StoreError> 
 /// `extra_settled` lets other workers (delivery) say whether they are done at an instant.
 pub async fn live_through<F, Fut>(
     store: &Store,
+    driver: &DriverStats,
     clock: &ManualClock,
     target: DateTime<Utc>,
     extra_settled: F,
@@ -64,7 +68,7 @@ where
             clock.set(step);
             steps += 1;
         }
-        wait_settled(store, step, &extra_settled).await?;
+        wait_settled(store, driver, step, &extra_settled).await?;
         if step >= target {
             break;
         }
@@ -78,6 +82,7 @@ where
 
 async fn wait_settled<F, Fut>(
     store: &Store,
+    driver: &DriverStats,
     at: DateTime<Utc>,
     extra_settled: &F,
 ) -> Result<(), AdvanceError>
@@ -86,17 +91,23 @@ where
     Fut: std::future::Future<Output = Result<Option<DateTime<Utc>>, StoreError>>,
 {
     let start = tokio::time::Instant::now();
-    let mut pause = Duration::from_micros(200);
     loop {
+        // Ask the store only once this node's driver has caught up with `at` (or after
+        // a short wait, for timers other nodes hold): one query per step, not a spin.
+        let notified = driver.settled.notified();
+        if driver.settled_ms.load(Ordering::Acquire) < at.timestamp_millis() {
+            let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
+        }
         let extra_due = extra_settled(at).await?.is_some_and(|t| t <= at);
-        if settled(store, at).await? && !extra_due {
+        if !extra_due && settled(store, at).await? {
             return Ok(());
         }
         if start.elapsed() > SETTLE_TIMEOUT {
             return Err(AdvanceError::Stuck(SETTLE_TIMEOUT, at));
         }
-        // Real time, briefly: the workers run on other tasks; the manual clock stays put.
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(5));
+        if extra_due || driver.settled_ms.load(Ordering::Acquire) >= at.timestamp_millis() {
+            // Others still working at this instant (delivery, another node): brief pause.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }

@@ -15,14 +15,18 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::fire::{Fired, fire};
+use super::fire::{Fired, fire, fire_batch};
 use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
-use crate::store::{Store, StoreError, timers};
+use crate::store::{Store, StoreError, cluster};
 
-/// Most timers loaded into the wheel per refill; the next refill continues from there.
-const LOAD_BATCH: i64 = 50_000;
+/// Most timers claimed per refill; the next refill continues once they are fired. Small
+/// enough that one node never hoards a burst that several nodes could share.
+const LOAD_BATCH: i64 = 1_000;
+/// Timers fired per transaction: one commit for many fires, short enough that ingest
+/// never waits long for the write lock.
+const FIRE_BATCH: usize = 200;
 /// Pause after a store error before trying again (real time: the store's outage is real).
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -39,9 +43,17 @@ pub struct DriverStats {
     pub late: AtomicU64,
     /// End of what is loaded (ms since epoch).
     pub loaded_until_ms: AtomicI64,
+    /// The instant up to which this driver has fired everything it holds (ms since
+    /// epoch), and a signal when it moves: the manual clock's advance waits on it.
+    pub settled_ms: AtomicI64,
+    pub settled: Notify,
 }
 
 pub struct Driver {
+    /// This node's id in the `nodes` table; claims carry it.
+    pub node: String,
+    /// How long a claim holds without renewal; another node takes over after it.
+    pub lease: TimeDelta,
     pub store: Store,
     pub clock: SharedClock,
     pub planner: Planner,
@@ -91,22 +103,31 @@ impl Driver {
             wheel.advance(ms(now), &mut expired);
             let mut wrote_event = false;
             let mut failed = false;
-            for (_, id) in expired.drain(..) {
-                loaded.remove(&id);
+            let due: Vec<i64> = expired.drain(..).map(|(_, id)| id).collect();
+            for id in &due {
+                loaded.remove(id);
+            }
+            for chunk in due.chunks(FIRE_BATCH) {
                 if failed {
                     // Left pending in the store: the next refill loads it again.
-                    continue;
+                    break;
                 }
-                match self.fire_one(id, now).await {
+                match self.fire_chunk(chunk, now).await {
                     Ok(event) => wrote_event |= event,
                     Err(e) => {
-                        tracing::warn!(timer = id, error = %e, "firing failed; the timer stays pending and is retried");
+                        tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
                         failed = true;
                     }
                 }
             }
             if wrote_event {
                 self.outbox.notify_one();
+            }
+            if !failed {
+                self.stats
+                    .settled_ms
+                    .store(now.timestamp_millis(), Ordering::Release);
+                self.stats.settled.notify_waiters();
             }
             self.publish(&wheel, refill_at);
             if failed {
@@ -143,7 +164,15 @@ impl Driver {
         horizon: TimeDelta,
     ) -> Result<DateTime<Utc>, StoreError> {
         let until = now + horizon;
-        let rows = timers::pending_until(self.store.pool(), until, LOAD_BATCH).await?;
+        let rows = cluster::claim_timers(
+            &self.store,
+            &self.node,
+            now,
+            until,
+            now + self.lease,
+            LOAD_BATCH,
+        )
+        .await?;
         let full = rows.len() as i64 == LOAD_BATCH;
         let last = rows.last().map(|(_, at)| *at);
         for (id, fire_at) in rows {
@@ -157,16 +186,70 @@ impl Driver {
         Ok(match (full, last) {
             // More are due inside the horizon than one batch: continue once this batch is fired.
             (true, Some(last)) => last,
-            _ => now + horizon / 2,
+            // Come back at least once a lease, to take over what a dead node held.
+            _ => now + (horizon / 2).min(self.lease),
         })
     }
 
-    /// Fires one timer; true when it wrote an event.
-    async fn fire_one(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Renews this node's leases and heartbeat every third of a lease (on the service
+    /// clock, like the leases themselves) until shutdown; then releases every claim so
+    /// the other nodes need not wait for the leases to run out.
+    pub async fn keep_leases(
+        store: Store,
+        clock: SharedClock,
+        node: String,
+        lease: TimeDelta,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let now = clock.now();
+            if let Err(e) = cluster::heartbeat(&store, &node, now, now + lease).await {
+                tracing::warn!(error = %e, "heartbeat failed; leases may lapse and other nodes take over");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = clock.sleep_until(now + lease / 3) => {}
+            }
+        }
+        match cluster::release(&store, &node, clock.now()).await {
+            Ok(n) => tracing::info!(released = n, "released timer claims"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release claims; they lapse with their leases")
+            }
+        }
+    }
+
+    /// Fires a chunk of due timers in one transaction; if that fails (a deadlock with
+    /// another node, say), each on its own so one bad timer cannot hold up the rest.
+    /// True when any event was written.
+    async fn fire_chunk(&self, ids: &[i64], now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let outcomes = match fire_batch(&self.store, &self.planner, self.misfire_after, ids, now)
+            .await
+        {
+            Ok(outcomes) => outcomes,
+            Err(e) if ids.len() > 1 => {
+                tracing::info!(error = %e, batch = ids.len(), "batch fire failed; firing one by one");
+                let mut outcomes = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    outcomes
+                        .push(fire(&self.store, &self.planner, self.misfire_after, id, now).await?);
+                }
+                outcomes
+            }
+            Err(e) => return Err(e),
+        };
+        let mut wrote = false;
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            wrote |= self.record(*id, &outcome);
+        }
+        Ok(wrote)
+    }
+
+    /// Logs and counts one timer's outcome; true when it wrote an event.
+    fn record(&self, id: i64, outcome: &Fired) -> bool {
         let span = tracing::info_span!("fire", timer = id);
         let _enter = span.enter();
-        let outcome = fire(&self.store, &self.planner, self.misfire_after, id, now).await?;
-        let label = match &outcome {
+        let label = match outcome {
             Fired::Event { late: true, .. } => "fired_late",
             Fired::Event { .. } => "fired",
             Fired::Cancelled(_) => "cancelled",
@@ -198,7 +281,7 @@ impl Driver {
             }
             Fired::Nothing => {}
         }
-        Ok(matches!(outcome, Fired::Event { .. }))
+        matches!(outcome, Fired::Event { .. })
     }
 
     fn publish(&self, wheel: &TimingWheel<i64>, _refill_at: Option<DateTime<Utc>>) {

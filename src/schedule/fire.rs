@@ -29,7 +29,7 @@ pub enum Fired {
     Nothing,
 }
 
-/// Fires timer `id` at `now`.
+/// Fires timer `id` at `now`, in a transaction of its own.
 pub async fn fire(
     store: &Store,
     planner: &Planner,
@@ -37,9 +37,43 @@ pub async fn fire(
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<Fired, StoreError> {
+    Ok(fire_batch(store, planner, misfire_after, &[id], now)
+        .await?
+        .pop()
+        .unwrap_or(Fired::Nothing))
+}
+
+/// Fires the timers `ids` (sorted by instant) at `now` in one transaction: one commit
+/// (one WAL flush) for the whole batch instead of one per timer. All or nothing: on an
+/// error nothing of the batch is kept and the timers stay pending.
+pub async fn fire_batch(
+    store: &Store,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
+    let mut outcomes = Vec::with_capacity(ids.len());
+    for &id in ids {
+        outcomes.push(fire_in(&mut tx, store, planner, misfire_after, id, now).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn fire_in(
+    tx: &mut Tx,
+    store: &Store,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Fired, StoreError> {
+    // Locked until commit (PostgreSQL: the row; SQLite: the write lock of BEGIN
+    // IMMEDIATE), so nobody can settle it between this read and our write.
     let lock = store.backend() == Backend::Postgres;
-    let Some(timer) = timers::pending_for_fire(&mut tx, id, lock).await? else {
+    let Some(timer) = timers::pending_for_fire(tx, id, lock).await? else {
         return Ok(Fired::Nothing);
     };
     if timer.fire_at > now {
@@ -47,9 +81,9 @@ pub async fn fire(
     }
     // Serialise with ingest changes to the same entity (a check-in racing an overdue).
     store
-        .lock_entity(&mut tx, &timer.entity_kind, &timer.entity_id)
+        .lock_entity(tx, &timer.entity_kind, &timer.entity_id)
         .await?;
-    let outcome = decide(&mut tx, planner, misfire_after, &timer, now).await?;
+    let outcome = decide(tx, planner, misfire_after, &timer, now).await?;
     let done = match &outcome {
         Fired::Event { event_id, late, .. } => {
             let reason = late.then(|| {
@@ -58,22 +92,20 @@ pub async fn fire(
                     (now - timer.fire_at).num_seconds()
                 )
             });
-            timers::mark_fired(&mut tx, timer.id, event_id, reason.as_deref(), now).await?
+            timers::mark_fired(tx, timer.id, event_id, reason.as_deref(), now).await?
         }
         Fired::Cancelled(why) => {
-            timers::close(&mut tx, timer.id, TimerState::Cancelled, why, now).await?
+            timers::close(tx, timer.id, TimerState::Cancelled, why, now).await?
         }
-        Fired::Skipped(why) => {
-            timers::close(&mut tx, timer.id, TimerState::Skipped, why, now).await?
-        }
-        Fired::Nothing => false,
+        Fired::Skipped(why) => timers::close(tx, timer.id, TimerState::Skipped, why, now).await?,
+        Fired::Nothing => return Ok(Fired::Nothing),
     };
     if !done {
-        // Someone else settled it between our read and our write: keep nothing of ours.
-        tx.rollback().await?;
-        return Ok(Fired::Nothing);
+        // Impossible while the lock holds; refuse to commit anything of this batch.
+        return Err(StoreError::Corrupt(format!(
+            "timer {id} changed while locked for firing"
+        )));
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 

@@ -6,6 +6,7 @@
 //! dialects differ (claiming with `FOR UPDATE SKIP LOCKED`, write locks) the code asks
 //! [`Store::backend`].
 
+pub mod cluster;
 pub mod entities;
 pub mod events;
 pub mod timers;

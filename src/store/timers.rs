@@ -240,22 +240,6 @@ pub async fn pending_for_fire(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Pending timers due before `until`: what the driver loads into its wheel.
-pub async fn pending_until(
-    pool: &sqlx::AnyPool,
-    until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
-    let rows = sqlx::query("SELECT id, fire_at FROM timers WHERE state = 'pending' AND fire_at < $1 ORDER BY fire_at, id LIMIT $2")
-        .bind(to_ms(until))
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("fire_at")?)?)))
-        .collect()
-}
-
 /// The earliest pending fire instant, if any.
 pub async fn next_pending(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
     let ms: Option<i64> =

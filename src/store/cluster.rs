@@ -1,0 +1,154 @@
+//! Several nodes on one store: node heartbeats and timer claims with leases.
+//!
+//! A node claims the pending timers it will fire (due within its horizon, unclaimed or
+//! with an expired lease), renews its leases while it holds them and releases them on a
+//! graceful stop. A node that dies stops renewing; once its leases expire the others
+//! claim its timers. Claims only spread the work: exactly-once comes from firing, which
+//! moves a timer from pending to fired in one transaction whoever holds it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, from_ms, to_ms};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub started_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Pending timers it holds a live lease on.
+    pub timers_held: i64,
+}
+
+pub async fn register(
+    store: &Store,
+    id: &str,
+    hostname: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO nodes (id, hostname, pid, started_at, last_seen) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(id.to_string())
+    .bind(hostname.to_string())
+    .bind(i64::from(std::process::id()))
+    .bind(to_ms(now))
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+/// Records that the node is alive and extends the leases on what it holds.
+pub async fn heartbeat(
+    store: &Store,
+    id: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE nodes SET last_seen = $1 WHERE id = $2")
+        .bind(to_ms(now))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let renewed = sqlx::query(
+        "UPDATE timers SET lease_until = $1 WHERE claimed_by = $2 AND state = 'pending'",
+    )
+    .bind(to_ms(lease_until))
+    .bind(id.to_string())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(renewed)
+}
+
+/// Gives back every timer the node holds (graceful stop) and marks it stopped.
+pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    let n = sqlx::query("UPDATE timers SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = $1 AND state = 'pending'")
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("UPDATE nodes SET stopped_at = $1, last_seen = $1 WHERE id = $2")
+        .bind(to_ms(now))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Claims up to `limit` pending timers due before `until` that nobody holds (or whose
+/// lease expired), plus re-reads those this node already holds. Returns (id, fire_at).
+pub async fn claim_timers(
+    store: &Store,
+    node: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
+    // PostgreSQL: rows another node is claiming right now are skipped, not waited on.
+    let lock = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE timers SET claimed_by = $1, lease_until = $2
+         WHERE id IN (
+           SELECT id FROM timers
+           WHERE state = 'pending' AND fire_at < $3
+             AND (claimed_by IS NULL OR claimed_by = $1 OR lease_until < $4)
+           ORDER BY fire_at, id LIMIT $5{lock})
+         RETURNING id, fire_at"
+    );
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(node.to_string())
+        .bind(to_ms(lease_until))
+        .bind(to_ms(until))
+        .bind(to_ms(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut out = rows
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("fire_at")?)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    out.sort_by_key(|(id, at)| (*at, *id));
+    Ok(out)
+}
+
+pub async fn list(store: &Store, now: DateTime<Utc>) -> Result<Vec<Node>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT n.id, n.hostname, n.pid, n.started_at, n.last_seen, n.stopped_at,
+                (SELECT COUNT(*) FROM timers t WHERE t.claimed_by = n.id AND t.state = 'pending' AND t.lease_until >= $1) AS held
+         FROM nodes n ORDER BY n.started_at DESC, n.id LIMIT 100",
+    )
+    .bind(to_ms(now))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Node {
+                id: r.try_get("id")?,
+                hostname: r.try_get("hostname")?,
+                pid: r.try_get("pid")?,
+                started_at: from_ms(r.try_get("started_at")?)?,
+                last_seen: from_ms(r.try_get("last_seen")?)?,
+                stopped_at: r
+                    .try_get::<Option<i64>, _>("stopped_at")?
+                    .map(from_ms)
+                    .transpose()?,
+                timers_held: r.try_get("held")?,
+            })
+        })
+        .collect()
+}

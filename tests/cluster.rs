@@ -1,0 +1,297 @@
+//! Several nodes on one PostgreSQL: exactly once with three nodes, takeover of a dead
+//! node's timers, a cut store connection; and SQLite's single-node lock.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use common::{Backend, StoreHandle, TestApp, t, test_config};
+use duehook::App;
+use duehook::clock::ManualClock;
+use duehook::domain::item::{Item, ItemInput};
+use duehook::schedule::plan::Subject;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+
+/// Plans `n` item expiries on `instants` distinct instants spread over `spread_ms` from
+/// `from`, in one transaction per 1,000, through the same planner ingest uses.
+async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms: i64) {
+    let start = t(from);
+    let mut i = 0;
+    while i < n {
+        let mut tx = app.store().begin().await.expect("tx");
+        for _ in 0..1000.min(n - i) {
+            let item = Item::create(
+                &format!("it-{i}"),
+                ItemInput {
+                    name: "x".into(),
+                    expires_at: Some(
+                        start
+                            + TimeDelta::milliseconds(
+                                ((i % instants) as i64 * spread_ms) / instants as i64,
+                            ),
+                    ),
+                    timezone: None,
+                    data: None,
+                },
+                t(common::START),
+            );
+            duehook::store::entities::save_item(&mut tx, &item)
+                .await
+                .expect("save");
+            app.planner()
+                .replan(&mut tx, Subject::Item(&item), t(common::START))
+                .await
+                .expect("plan");
+            i += 1;
+        }
+        tx.commit().await.expect("commit");
+    }
+}
+
+async fn start_node(store: &StoreHandle, clock: &Arc<ManualClock>) -> App {
+    App::start(test_config(store.url()), Arc::new(clock.clone()))
+        .await
+        .expect("node starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
+    let Some(store) = StoreHandle::new(Backend::Postgres).await else {
+        return;
+    };
+    let clock = ManualClock::shared(t(common::START));
+    let a = start_node(&store, &clock).await;
+    let b = start_node(&store, &clock).await;
+    let c = start_node(&store, &clock).await;
+    // 10,000 timers due in the same minute, 100 at each of 100 instants.
+    plan_items(&a, 10_000, 100, "2030-03-01T09:00:00Z", 59_000).await;
+
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/admin/clock/advance", b.url()))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"to": "2030-03-01T09:05:00Z"}"#)
+        .send()
+        .await
+        .expect("advance");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+
+    let pool = a.store().pool();
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'item.expire'")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    let fired: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        (events, distinct, fired),
+        (10_000, 10_000, 10_000),
+        "each timer fired once"
+    );
+    let early: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE created_at < scheduled_at")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    assert_eq!(early, 0, "never early");
+    // The work spread: every node fired some.
+    let rows = sqlx::query(
+        "SELECT claimed_by, COUNT(*) AS n FROM timers WHERE state = 'fired' GROUP BY claimed_by",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("spread");
+    let per_node: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.get::<String, _>("claimed_by"), r.get::<i64, _>("n")))
+        .collect();
+    for app in [&a, &b, &c] {
+        assert!(
+            per_node.iter().any(|(n, c)| n == app.node_id() && *c > 0),
+            "node {} fired nothing: {per_node:?}",
+            app.node_id()
+        );
+    }
+    let r = client
+        .get(format!("{}/admin/nodes", c.url()))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("nodes");
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(body["nodes"].as_array().map(Vec::len), Some(3), "{body}");
+    for app in [a, b, c] {
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_timers_are_taken_over() {
+    let Some(store) = StoreHandle::new(Backend::Postgres).await else {
+        return;
+    };
+    let clock = ManualClock::shared(t(common::START));
+    let doomed = start_node(&store, &clock).await;
+    plan_items(&doomed, 300, 30, "2030-03-01T08:05:00Z", 60_000).await;
+    // Let the doomed node claim them (it is woken by planning through its own planner).
+    doomed.planner().wake.notify_one();
+    let pool = doomed.store().pool().clone();
+    let mut held = 0;
+    for _ in 0..200 {
+        held = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM timers WHERE claimed_by = $1")
+            .bind(doomed.node_id().to_string())
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if held == 300 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, 300, "the doomed node holds every timer");
+    // It dies without releasing anything.
+    doomed.abort();
+    let survivor = start_node(&store, &clock).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/clock/advance", survivor.url()))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"to": "2030-03-01T08:10:00Z"}"#)
+        .send()
+        .await
+        .expect("advance");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let fired: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+    )
+    .fetch_one(survivor.store().pool())
+    .await
+    .expect("count");
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'item.expire'")
+        .fetch_one(survivor.store().pool())
+        .await
+        .expect("count");
+    assert_eq!((fired, events), (300, 300));
+    let by_survivor: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE claimed_by = $1 AND state = 'fired'")
+            .bind(survivor.node_id().to_string())
+            .fetch_one(survivor.store().pool())
+            .await
+            .expect("count");
+    assert_eq!(by_survivor, 300, "taken over once the leases lapsed");
+    survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_store_connections_lose_nothing() {
+    let Some(mut app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    for i in 0..30 {
+        app.put(
+            &format!("/v1/orders/o-{i}"),
+            json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+        )
+        .await;
+        app.post(&format!("/v1/orders/o-{i}/checkout"), None).await;
+    }
+    app.advance(3600).await;
+    // Cut every connection to this test's database (as a PostgreSQL restart would).
+    let StoreHandle::Postgres { admin_url, db, .. } = &app.store else {
+        unreachable!("postgres")
+    };
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+        .await
+        .expect("admin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid)::text AS t FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate");
+    // The next requests may meet a dead pooled connection once: a clear 503, never a lie.
+    let mut ok = false;
+    for _ in 0..50 {
+        let r = app
+            .put(
+                "/v1/orders/late",
+                json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+            )
+            .await;
+        assert!(
+            r.status == StatusCode::CREATED
+                || r.status == StatusCode::OK
+                || r.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            r.body
+        );
+        if r.status.is_success() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the pool reconnected");
+    app.advance(3 * 86_400).await;
+    let f: Vec<_> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.scheduled_at.is_some())
+        .collect();
+    assert_eq!(
+        f.len(),
+        30 * 4,
+        "every reminder of every checked-out order, once"
+    );
+    let mut keys: Vec<_> = f
+        .iter()
+        .map(|e| (e.event_type.clone(), e.entity_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 120);
+    app.restart().await;
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
+    let store = StoreHandle::new(Backend::Sqlite).await.expect("sqlite");
+    let clock = ManualClock::shared(t(common::START));
+    let first = start_node(&store, &clock).await;
+    let err = App::start(test_config(store.url()), Arc::new(clock.clone()))
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("another duehook process") && msg.contains("PostgreSQL"),
+        "{msg}"
+    );
+    first.shutdown().await;
+    // Once the first is gone, a new one starts.
+    let again = start_node(&store, &clock).await;
+    again.shutdown().await;
+}
