@@ -108,4 +108,4 @@ CREATE TABLE timers (
 );
 CREATE UNIQUE INDEX timers_plan_key ON timers (plan_key);
 CREATE INDEX timers_pending ON timers (state, fire_at);
-CREATE INDEX timers_by_entity ON timers (entity_kind, entity_id);
+CREATE INDEX timers_by_entity ON timers (entity_kind, entity_id, state, fire_at);
