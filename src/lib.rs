@@ -12,6 +12,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod node;
+pub mod progress;
 pub mod schedule;
 pub mod service;
 pub mod store;
