@@ -113,9 +113,18 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
-    /// Connects and applies every pending migration.
+    /// Connects and applies every pending migration (named in the log first, so an
+    /// operator sees what an upgrade did to the store).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let store = Self::connect(url, max_connections).await?;
+        let pending = store.pending_migration_list().await?;
+        if !pending.is_empty() {
+            let names: Vec<String> = pending
+                .iter()
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect();
+            tracing::info!(count = pending.len(), migrations = %names.join(", "), "applying store migrations");
+        }
         store.migrate().await?;
         Ok(store)
     }
