@@ -57,11 +57,23 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let deadline = config.server.shutdown_timeout;
     let clock = clock_from_config(&config);
     status("starting: opening the store and applying migrations");
-    let app = match App::start(config, clock).await {
-        Ok(app) => app,
-        Err(e) => {
-            status(&format!("failed to start: {e}"));
-            return Err(e);
+    // A stop during start (a long migration) should not wait for the start to end:
+    // dropping it mid-way rolls the running migration back, like any transaction.
+    let app = tokio::select! {
+        started = App::start(config, clock) => match started {
+            Ok(app) => app,
+            Err(e) => {
+                status(&format!("failed to start: {e}"));
+                return Err(e);
+            }
+        },
+        _ = signals.recv() => {
+            tracing::info!("stop requested while starting; not starting");
+            notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status("stopped while starting"),
+            ]);
+            return Ok(());
         }
     };
     let _watchdog = watchdog::spawn(app.heartbeat(), app.shutdown_token());
@@ -107,13 +119,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// `30s`, `2m`, `1m30s`: the way durations are written in config.toml.
+/// `30s`, `2m`, `90s`: the way durations are written in config.toml.
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    match (s / 60, s % 60) {
-        (0, s) => format!("{s}s"),
-        (m, 0) => format!("{m}m"),
-        (m, s) => format!("{m}m{s}s"),
+    if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }
 
@@ -181,6 +193,6 @@ mod tests {
     fn durations_read_like_config() {
         assert_eq!(human(Duration::from_secs(30)), "30s");
         assert_eq!(human(Duration::from_secs(120)), "2m");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(90)), "90s");
     }
 }
