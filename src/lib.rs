@@ -181,7 +181,7 @@ impl App {
             heartbeat: heartbeat.clone(),
         };
         tasks.spawn(
-            "cron (refill nudge, retention purge, digest)",
+            "cron (refill nudge, retention purge)",
             schedule::cron::run(
                 store.clone(),
                 clock.clone(),
