@@ -68,8 +68,10 @@ impl Tasks {
             }
         }
         let mut aborted = Vec::with_capacity(late.len());
+        // One bound for all of them: they unwind concurrently.
+        let unwound_by = Instant::now() + UNWIND;
         for (name, task) in late {
-            if tokio::time::timeout(UNWIND, task).await.is_err() {
+            if tokio::time::timeout_at(unwound_by, task).await.is_err() {
                 tracing::warn!(task = %name, "aborted task did not unwind; leaving it behind");
             }
             aborted.push(name);
