@@ -49,6 +49,10 @@ pub struct ClusterConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests and background work
+    /// before it aborts what is left (uncommitted work stays pending in the store).
+    #[serde(deserialize_with = "de_std_duration")]
+    pub shutdown_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +151,17 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeDelta, D::E
     }
 }
 
+/// [`de_duration`] as a `std::time::Duration`, for timeouts measured on the monotonic clock.
+fn de_std_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::time::Duration, D::Error> {
+    let delta = de_duration(d)?;
+    // de_duration only returns non-negative durations, so this cannot fail.
+    delta
+        .to_std()
+        .map_err(|_| serde::de::Error::custom("use a positive duration in s, m or h"))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
@@ -187,6 +202,12 @@ pub enum ConfigError {
 
 /// Minimum length of a bearer token; shorter ones are guessable.
 const MIN_TOKEN_LEN: usize = 16;
+
+/// Bounds of `[server] shutdown_timeout`. Zero would abort every in-flight request on
+/// each stop; more than ten minutes outlives any sane `TimeoutStopSec`, after which
+/// systemd kills the process anyway and the deadline means nothing.
+const MIN_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Config {
     /// The built-in defaults alone.
@@ -284,6 +305,18 @@ impl Config {
             return Err(fail(
                 "server.max_body_bytes",
                 "must be at least 1024".into(),
+            ));
+        }
+        if self.server.shutdown_timeout < MIN_SHUTDOWN_TIMEOUT
+            || self.server.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT
+        {
+            return Err(fail(
+                "server.shutdown_timeout",
+                format!(
+                    "must be between {}s and {}s (the systemd unit's TimeoutStopSec must stay above it)",
+                    MIN_SHUTDOWN_TIMEOUT.as_secs(),
+                    MAX_SHUTDOWN_TIMEOUT.as_secs()
+                ),
             ));
         }
         if self.auth.tokens.is_empty() {
@@ -483,6 +516,37 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(ok.rules().expect("rules").len(), 11);
+    }
+
+    #[test]
+    fn shutdown_timeout_is_parsed_and_bounded() {
+        assert_eq!(
+            Config::defaults().server.shutdown_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let c =
+            Config::from_layers(file("[server]\nshutdown_timeout = \"2m\""), []).expect("valid");
+        assert_eq!(
+            c.server.shutdown_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        for bad in ["0s", "11m", "-5s", "soon"] {
+            let err =
+                Config::from_layers(file(&format!("[server]\nshutdown_timeout = \"{bad}\"")), [])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("server.shutdown_timeout") && err.contains("/etc/duehook/config.toml"),
+                "{bad}: {err}"
+            );
+        }
+        let err = Config::from_layers(
+            None,
+            [("DUEHOOK_SERVER_SHUTDOWN_TIMEOUT".into(), "0s".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DUEHOOK_SERVER_SHUTDOWN_TIMEOUT"), "{err}");
     }
 
     #[test]

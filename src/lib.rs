@@ -12,13 +12,17 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod node;
+pub mod progress;
 pub mod schedule;
 pub mod service;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -44,6 +48,9 @@ pub enum StartError {
     },
 }
 
+/// Longest wait for the store's connections to close after a bounded shutdown.
+const STORE_CLOSE: Duration = Duration::from_secs(5);
+
 /// A running duehook.
 pub struct App {
     addr: SocketAddr,
@@ -56,7 +63,17 @@ pub struct App {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
-    tasks: Vec<JoinHandle<()>>,
+    tasks: tasks::Tasks,
+    /// The scheduler driver's signs of life, for the systemd watchdog.
+    heartbeat: Arc<watchdog::Heartbeat>,
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks still running at the deadline, aborted (their uncommitted work stays
+    /// pending in the store and is retried after the next start).
+    pub aborted: Vec<String>,
 }
 
 impl App {
@@ -130,20 +147,27 @@ impl App {
         );
 
         let shutdown = CancellationToken::new();
-        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-        tasks.push(tokio::spawn(schedule::driver::Driver::keep_leases(
-            store.clone(),
-            clock.clone(),
-            node_id.clone(),
-            config.cluster.lease,
-            shutdown.clone(),
-        )));
-        if store.backend() == store::Backend::Postgres {
-            tasks.push(tokio::spawn(node::listen_for_timers(
-                config.store.url.clone(),
-                planner.wake.clone(),
+        let mut tasks = tasks::Tasks::default();
+        let heartbeat = Arc::new(watchdog::Heartbeat::default());
+        tasks.spawn(
+            "lease keeper",
+            schedule::driver::Driver::keep_leases(
+                store.clone(),
+                clock.clone(),
+                node_id.clone(),
+                config.cluster.lease,
                 shutdown.clone(),
-            )));
+            ),
+        );
+        if store.backend() == store::Backend::Postgres {
+            tasks.spawn(
+                "timer listener (PostgreSQL LISTEN)",
+                node::listen_for_timers(
+                    config.store.url.clone(),
+                    planner.wake.clone(),
+                    shutdown.clone(),
+                ),
+            );
         }
         let driver = schedule::driver::Driver {
             node: node_id.clone(),
@@ -154,15 +178,19 @@ impl App {
             misfire_after: config.schedule.misfire_after,
             outbox: outbox.clone(),
             stats: driver_stats,
+            heartbeat: heartbeat.clone(),
         };
-        tasks.push(tokio::spawn(schedule::cron::run(
-            store.clone(),
-            clock.clone(),
-            driver.planner.clone(),
-            chrono::TimeDelta::days(i64::from(config.schedule.retention_days)),
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(driver.run(shutdown.clone())));
+        tasks.spawn(
+            "cron (refill nudge, retention purge)",
+            schedule::cron::run(
+                store.clone(),
+                clock.clone(),
+                driver.planner.clone(),
+                chrono::TimeDelta::days(i64::from(config.schedule.retention_days)),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn("scheduler driver", driver.run(shutdown.clone()));
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -184,6 +212,7 @@ impl App {
             shutdown,
             server,
             tasks,
+            heartbeat,
         })
     }
 
@@ -220,26 +249,57 @@ impl App {
         self.shutdown.clone()
     }
 
+    /// The scheduler driver's signs of life (what the systemd watchdog watches).
+    pub fn heartbeat(&self) -> Arc<watchdog::Heartbeat> {
+        self.heartbeat.clone()
+    }
+
     /// Graceful stop: no new requests, in-flight ones finish, the store is closed.
+    /// Waits as long as that takes; see [`App::shutdown_within`] for a bounded stop.
     pub async fn shutdown(self) {
+        self.stop(None).await;
+    }
+
+    /// Graceful stop within `deadline`: no new connections; in-flight requests and
+    /// background work get until the deadline to finish, then whatever still runs is
+    /// aborted and named in the log and the report. Aborting loses nothing committed:
+    /// a transaction cut short rolls back and its timer or delivery stays pending.
+    pub async fn shutdown_within(self, deadline: Duration) -> ShutdownReport {
+        self.stop(Some(tokio::time::Instant::now() + deadline))
+            .await
+    }
+
+    async fn stop(self, deadline: Option<tokio::time::Instant>) -> ShutdownReport {
         self.shutdown.cancel();
-        if let Err(e) = self.server.await {
-            tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        // They all run at once; waiting for them one after the other against a single
+        // deadline bounds the whole wait by that deadline.
+        let mut all = tasks::Tasks::default();
+        all.push_named("HTTP server (in-flight requests)", self.server);
+        all.extend(self.tasks);
+        let aborted = all.join_until(deadline).await;
+        for name in &aborted {
+            tracing::warn!(task = %name, "still running at the shutdown deadline: aborted; its uncommitted work stays pending in the store");
         }
-        for task in self.tasks {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "background task ended abnormally");
+        // Connections held by work cut short are released as it unwinds; do not hang
+        // on one that never comes back (a stuck request of the HTTP server, whose
+        // connection tasks are not ours to abort).
+        if deadline.is_some() {
+            if tokio::time::timeout(STORE_CLOSE, self.store.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("store connections still busy at exit; closing anyway");
             }
+        } else {
+            self.store.close().await;
         }
-        self.store.close().await;
+        ShutdownReport { aborted }
     }
 
     /// Simulates a crash: every task is dropped where it stands, nothing is flushed or
     /// released. What the store committed is all that survives.
     pub fn abort(self) {
         self.server.abort();
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.abort_all();
     }
 }

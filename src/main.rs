@@ -61,29 +61,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Migrate => match duehook::store::Store::connect(&config.store.url, 1).await {
-            Ok(store) => {
-                let pending = store.pending_migrations().await.unwrap_or(usize::MAX);
-                match store.migrate().await {
-                    Ok(()) => {
-                        if pending == usize::MAX {
-                            println!("migrations applied");
-                        } else {
-                            println!("{pending} migration(s) applied");
-                        }
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("duehook: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("duehook: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Migrate => migrate(&config.store.url).await,
         Command::CheckConfig => {
             println!("configuration OK ({})", cli.config.display());
             println!("  listen:  {}", config.server.listen);
@@ -101,6 +79,62 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `duehook migrate`: applies the pending migrations one by one, naming each (stdout),
+/// with a progress line on stderr while one takes long, then the count.
+async fn migrate(url: &str) -> ExitCode {
+    let fail = |e: duehook::store::StoreError| {
+        eprintln!("duehook: {e}");
+        ExitCode::FAILURE
+    };
+    let store = match duehook::store::Store::connect(url, 1).await {
+        Ok(store) => store,
+        Err(e) => return fail(e),
+    };
+    let pending = match store.pending_migration_list().await {
+        Ok(pending) => pending,
+        Err(e) => return fail(e),
+    };
+    if pending.is_empty() {
+        println!(
+            "store is up to date: no pending migrations ({})",
+            redact_url(url)
+        );
+        store.close().await;
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} pending migration(s) for {}",
+        pending.len(),
+        redact_url(url)
+    );
+    for (i, m) in pending.iter().enumerate() {
+        println!(
+            "applying {}/{}: {} {}",
+            i + 1,
+            pending.len(),
+            m.version,
+            m.description
+        );
+        let label = format!("migration {} {}", m.version, m.description);
+        if let Err(e) = duehook::progress::with_progress(&label, store.migrate_to(m.version)).await
+        {
+            eprintln!(
+                "duehook: migration {} {} failed: {e}",
+                m.version, m.description
+            );
+            println!(
+                "{i} of {} migration(s) applied before the failure",
+                pending.len()
+            );
+            store.close().await;
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{} migration(s) applied", pending.len());
+    store.close().await;
+    ExitCode::SUCCESS
 }
 
 /// A store URL without its password.

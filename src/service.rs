@@ -1,11 +1,19 @@
-//! Running as a service: the clock chosen by config, systemd notifications, and
-//! shutdown on SIGTERM/SIGINT (a second signal exits at once).
+//! Running as a service: the clock chosen by config, systemd notifications, the
+//! watchdog, and shutdown on SIGTERM/SIGINT (a second signal exits at once).
+//!
+//! What systemd hears (a no-op without `NOTIFY_SOCKET`):
+//! - `STATUS=` lines saying what the service is doing (`systemctl status` shows them);
+//! - `READY=1` once the store is migrated and the API listens;
+//! - `WATCHDOG=1` while the scheduler driver is alive, when the unit sets
+//!   `WatchdogSec=` (see [`crate::watchdog`]);
+//! - `STOPPING=1` as soon as a stop signal arrives.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::config::{ClockMode, Config};
-use crate::{App, StartError};
+use crate::{App, StartError, watchdog};
 
 /// The clock `[clock]` asks for.
 pub fn clock_from_config(config: &Config) -> SharedClock {
@@ -18,56 +26,173 @@ pub fn clock_from_config(config: &Config) -> SharedClock {
     }
 }
 
-/// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise).
-fn notify(state: sd_notify::NotifyState) {
-    if let Err(e) = sd_notify::notify(false, &[state]) {
+/// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise). Failures are
+/// logged, never fatal: systemd may simply not be listening.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
         tracing::debug!(error = %e, "systemd notification failed");
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+fn status(text: &str) {
+    notify(&[sd_notify::NotifyState::Status(text)]);
+}
+
+/// Exit status after a second stop signal: 128 + SIGINT, what shells report for an
+/// interrupted program, so scripts and systemd see an interrupted (not clean) stop.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully within
+/// `[server] shutdown_timeout`. A second signal during the shutdown exits the process
+/// at once with [`EXIT_INTERRUPTED`].
 pub async fn serve(config: Config) -> Result<(), StartError> {
     if config.uses_default_token() {
         tracing::warn!(
             "[auth] tokens still holds the shipped placeholder token: change it before exposing the service"
         );
     }
+    // Listen before READY=1: a stop that arrives right after readiness must be a
+    // graceful one, not the default action of SIGTERM (death by signal).
+    let mut signals = Signals::new();
+    let deadline = config.server.shutdown_timeout;
     let clock = clock_from_config(&config);
-    let app = App::start(config, clock).await?;
-    notify(sd_notify::NotifyState::Ready);
+    status("starting: opening the store and applying migrations");
+    // A stop during start (a long migration) should not wait for the start to end:
+    // dropping it mid-way rolls the running migration back, like any transaction.
+    let app = tokio::select! {
+        started = App::start(config, clock) => match started {
+            Ok(app) => app,
+            Err(e) => {
+                status(&format!("failed to start: {e}"));
+                return Err(e);
+            }
+        },
+        _ = signals.recv() => {
+            tracing::info!("stop requested while starting; not starting");
+            notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status("stopped while starting"),
+            ]);
+            return Ok(());
+        }
+    };
+    let _watchdog = watchdog::spawn(app.heartbeat(), app.shutdown_token());
+    let serving = format!(
+        "serving on {} ({} clock); scheduler running",
+        app.addr(),
+        app.clock().mode()
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&serving),
+    ]);
 
-    wait_for_signal().await;
-    tracing::info!("shutdown requested; finishing in-flight work (a second signal exits at once)");
-    notify(sd_notify::NotifyState::Stopping);
+    signals.recv().await;
+    tracing::info!(
+        deadline_s = deadline.as_secs_f64(),
+        "shutdown requested; finishing in-flight work (a second signal exits at once)"
+    );
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status(&format!(
+            "stopping: finishing in-flight work (at most {}; a second signal exits at once)",
+            human(deadline)
+        )),
+    ]);
     tokio::select! {
-        _ = app.shutdown() => tracing::info!("stopped cleanly"),
-        _ = wait_for_signal() => {
+        report = app.shutdown_within(deadline) => {
+            if report.aborted.is_empty() {
+                tracing::info!("stopped cleanly");
+                status("stopped cleanly");
+            } else {
+                let names = report.aborted.join(", ");
+                tracing::warn!(aborted = %names, "stopped at the shutdown deadline; uncommitted work stays pending in the store");
+                status(&format!("stopped at the deadline; aborted: {names}"));
+            }
+        }
+        _ = signals.recv() => {
             tracing::warn!("second signal: exiting at once");
-            std::process::exit(130);
+            status("second signal: exiting at once");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     }
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// `30s`, `2m`, `90s`: the way durations are written in config.toml.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// SIGTERM and SIGINT, listened for once for the whole life of the service, so a
+/// second signal is never lost between two waits.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            Signals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_config() {
+        assert_eq!(human(Duration::from_secs(30)), "30s");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+        assert_eq!(human(Duration::from_secs(90)), "90s");
     }
 }

@@ -20,6 +20,7 @@ use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, cluster};
+use crate::watchdog::Heartbeat;
 
 /// Most timers claimed per refill; the next refill continues once they are fired. Small
 /// enough that one node never hoards a burst that several nodes could share.
@@ -61,6 +62,8 @@ pub struct Driver {
     /// Poked after each fired event, so fan-out starts at once.
     pub outbox: Arc<Notify>,
     pub stats: Arc<DriverStats>,
+    /// Signs of life for the systemd watchdog (see `crate::watchdog`).
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 fn ms(t: DateTime<Utc>) -> u64 {
@@ -69,6 +72,7 @@ fn ms(t: DateTime<Utc>) -> u64 {
 
 impl Driver {
     pub async fn run(self, shutdown: CancellationToken) {
+        let _running = self.heartbeat.running();
         let wake = self.planner.wake.clone();
         let horizon = self.planner.horizon;
         let mut wheel: TimingWheel<i64> = TimingWheel::new(ms(self.clock.now()));
@@ -85,6 +89,7 @@ impl Driver {
         }
 
         loop {
+            self.heartbeat.beat();
             let now = self.clock.now();
             if refill_at.is_none_or(|at| now >= at) {
                 match self.refill(&mut wheel, &mut loaded, now, horizon).await {
@@ -108,6 +113,7 @@ impl Driver {
                 loaded.remove(id);
             }
             for chunk in due.chunks(FIRE_BATCH) {
+                self.heartbeat.beat();
                 if failed {
                     // Left pending in the store: the next refill loads it again.
                     break;
@@ -146,11 +152,14 @@ impl Driver {
                 (Some(d), None) => DateTime::from_timestamp_millis(d as i64).unwrap_or(now),
                 (None, None) => now + horizon,
             };
+            // Waiting here is healthy however long it lasts (see crate::watchdog).
+            let parked = self.heartbeat.park();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => refill_at = None,
                 _ = self.clock.sleep_until(next) => {}
             }
+            drop(parked);
         }
     }
 

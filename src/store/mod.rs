@@ -70,6 +70,13 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
     }
 }
 
+/// A migration the database has not applied yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMigration {
+    pub version: i64,
+    pub description: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
@@ -106,35 +113,76 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
-    /// Connects and applies every pending migration.
+    /// Connects and applies every pending migration (named in the log first, so an
+    /// operator sees what an upgrade did to the store).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let store = Self::connect(url, max_connections).await?;
+        let pending = store.pending_migration_list().await?;
+        if !pending.is_empty() {
+            let names: Vec<String> = pending
+                .iter()
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect();
+            tracing::info!(count = pending.len(), migrations = %names.join(", "), "applying store migrations");
+        }
         store.migrate().await?;
         Ok(store)
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
-        }
+        self.migrator().run(&self.pool).await?;
         Ok(())
     }
 
-    /// Migrations known to this binary that the database has not applied yet.
-    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
-        let migrator = match self.backend {
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// How many migrations known to this binary the database has not applied yet.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        Ok(self.pending_migration_list().await?.len())
+    }
+
+    /// The migrations known to this binary that the database has not applied yet,
+    /// oldest first. A database never migrated (no bookkeeping table) has them all
+    /// pending.
+    pub async fn pending_migration_list(&self) -> Result<Vec<PendingMigration>, StoreError> {
+        let exists_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
         };
-        let applied: Vec<i64> =
+        let exists: i64 = sqlx::query_scalar(exists_sql).fetch_one(&self.pool).await?;
+        let applied: Vec<i64> = if exists > 0 {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
-                .await?;
-        Ok(migrator
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(self
+            .migrator()
             .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .count())
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| PendingMigration {
+                version: m.version,
+                description: m.description.to_string(),
+            })
+            .collect())
+    }
+
+    /// Applies every pending migration up to and including `version` (one at a time
+    /// when called in order over [`Store::pending_migration_list`], so a caller can
+    /// report each one).
+    pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        self.migrator().run_to(version, &self.pool).await?;
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
