@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use duehook::App;
-use duehook::clock::{Clock as _, SystemClock};
+use duehook::clock::SystemClock;
 use duehook::config::Config;
 use duehook::domain::item::{Item, ItemInput};
 use duehook::schedule::plan::Subject;
