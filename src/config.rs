@@ -560,3 +560,21 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any file text gives a config or an error that names where it came from;
+        /// never a panic.
+        #[test]
+        fn any_config_text_is_accepted_or_explained(text in "(\\[[a-z.]{0,12}\\]\n|[a-z_]{1,12} = (\"[^\"\n]{0,10}\"|[0-9]{1,4}|true|\\[\\])\n){0,8}") {
+            match Config::from_layers(Some(("/etc/duehook/config.toml".into(), text)), []) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.to_string().contains("/etc/duehook/config.toml") || e.to_string().contains("built-in defaults"), "{}", e),
+            }
+        }
+    }
+}

@@ -799,7 +799,43 @@ async fn purged_history_never_refires(backend: Backend) {
     assert_eq!(fired(&app).await.len(), 4);
 }
 
+async fn sub_millisecond_instants_fire_and_do_not_churn(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let body =
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00.123456789Z"});
+    let r = app.put("/v1/orders/o-1", body.clone()).await;
+    assert_eq!(
+        r.body["due_at"], "2030-03-02T12:00:00.123Z",
+        "kept at the store's precision"
+    );
+    app.post("/v1/orders/o-1/checkout", None).await;
+    assert_eq!(app.put("/v1/orders/o-1", body).await.status, StatusCode::OK);
+    assert!(
+        app.put(
+            "/v1/orders/o-1",
+            json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00.123Z"})
+        )
+        .await
+        .headers
+        .get("duehook-event-id")
+        .is_none(),
+        "the same instant at ms precision is no change"
+    );
+    app.advance(3 * DAY).await;
+    let timers = app.timers_of("order", "o-1").await;
+    assert_eq!(
+        timers.len(),
+        4,
+        "planned once, never re-planned: {timers:#?}"
+    );
+    assert!(timers.iter().all(|t| t["state"] == "fired"), "{timers:#?}");
+    assert_eq!(timers[2]["fire_at"], "2030-03-02T13:00:00.123Z");
+}
+
 both_backends!(
+    sub_millisecond_instants_fire_and_do_not_churn,
     daily_digest_lists_overdue_orders_once_a_day,
     purged_history_never_refires,
     configured_rules_add_and_change_reminders,

@@ -65,6 +65,12 @@ pub fn check_data(data: &Option<Value>) -> Result<(), DomainError> {
     }
 }
 
+/// An instant at millisecond precision, the precision the store keeps: the API returns
+/// exactly what the scheduler plans from.
+pub fn millis(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// `data` as stored: an object, empty when absent.
 pub fn data_or_empty(data: Option<Value>) -> Value {
     match data {

@@ -47,7 +47,7 @@ impl Item {
         Self {
             id: id.to_string(),
             name: input.name,
-            expires_at: input.expires_at,
+            expires_at: input.expires_at.map(input::millis),
             timezone: input.timezone,
             expired: false,
             data: input::data_or_empty(input.data),
@@ -58,7 +58,7 @@ impl Item {
 
     pub fn matches(&self, input: &ItemInput) -> bool {
         self.name == input.name
-            && self.expires_at == input.expires_at
+            && self.expires_at == input.expires_at.map(input::millis)
             && self.timezone == input.timezone
             && self.data == input::data_or_empty(input.data.clone())
     }

@@ -117,7 +117,7 @@ impl Order {
             contact_id: input.contact_id,
             item_ids: input.item_ids,
             items,
-            due_at: input.due_at,
+            due_at: input::millis(input.due_at),
             reservation_id: input.reservation_id,
             timezone: input.timezone,
             status: OrderStatus::Open,
@@ -133,7 +133,7 @@ impl Order {
     pub fn matches(&self, input: &OrderInput) -> bool {
         self.contact_id == input.contact_id
             && self.item_ids == input.item_ids
-            && self.due_at == input.due_at
+            && self.due_at == input::millis(input.due_at)
             && self.reservation_id == input.reservation_id
             && self.timezone == input.timezone
             && self.data == input::data_or_empty(input.data.clone())
@@ -171,7 +171,7 @@ impl Order {
         }
         self.contact_id = input.contact_id;
         self.item_ids = input.item_ids;
-        self.due_at = input.due_at;
+        self.due_at = input::millis(input.due_at);
         self.reservation_id = input.reservation_id;
         self.timezone = input.timezone;
         self.data = input::data_or_empty(input.data);
@@ -191,6 +191,7 @@ impl Order {
                 self.id
             )));
         }
+        let due_at = input::millis(due_at);
         if self.due_at == due_at {
             return Ok(false);
         }

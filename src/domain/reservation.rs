@@ -74,8 +74,8 @@ impl Reservation {
             id: id.to_string(),
             contact_id: input.contact_id,
             item_ids: input.item_ids,
-            starts_at: input.starts_at,
-            ends_at: input.ends_at,
+            starts_at: input::millis(input.starts_at),
+            ends_at: input::millis(input.ends_at),
             timezone: input.timezone,
             status: ReservationStatus::Reserved,
             data: input::data_or_empty(input.data),
@@ -88,8 +88,8 @@ impl Reservation {
     pub fn matches(&self, input: &ReservationInput) -> bool {
         self.contact_id == input.contact_id
             && self.item_ids == input.item_ids
-            && self.starts_at == input.starts_at
-            && self.ends_at == input.ends_at
+            && self.starts_at == input::millis(input.starts_at)
+            && self.ends_at == input::millis(input.ends_at)
             && self.timezone == input.timezone
             && self.data == input::data_or_empty(input.data.clone())
     }

@@ -152,7 +152,7 @@ impl Invoice {
         Self {
             id: id.to_string(),
             unit_rental_id: input.unit_rental_id,
-            due_at: input.due_at,
+            due_at: input::millis(input.due_at),
             state: input.state,
             data: input::data_or_empty(input.data),
             created_at: now,
@@ -162,7 +162,7 @@ impl Invoice {
 
     pub fn matches(&self, input: &InvoiceInput) -> bool {
         self.unit_rental_id == input.unit_rental_id
-            && self.due_at == input.due_at
+            && self.due_at == input::millis(input.due_at)
             && self.state == input.state
             && self.data == input::data_or_empty(input.data.clone())
     }

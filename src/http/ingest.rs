@@ -153,6 +153,7 @@ pub async fn event_types(State(s): State<AppState>) -> Response {
 macro_rules! getter {
     ($name:ident, $load:path, $what:literal) => {
         pub async fn $name(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+            crate::domain::input::check_id("id", &id)?;
             let mut tx = s.store.pool().begin().await.map_err(StoreError::from)?;
             match $load(&mut tx, &id).await? {
                 Some(entity) => Ok(Json(entity).into_response()),

@@ -61,6 +61,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    // PostgreSQL text cannot hold NUL, and no field of ours needs one: refuse it here
+    // rather than fail in the store.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(ApiError::invalid(
+            "body",
+            "strings must not contain NUL (\\u0000)",
+        ));
+    }
     if nesting_depth(bytes) > MAX_DEPTH {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

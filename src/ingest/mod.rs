@@ -184,6 +184,7 @@ impl Ingest {
     }
 
     pub async fn cancel_reservation(&self, id: &str) -> Result<Applied<Reservation>, IngestError> {
+        input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "reservation", id).await?;
@@ -275,6 +276,7 @@ impl Ingest {
         id: &str,
         due_at: DateTime<Utc>,
     ) -> Result<Applied<Order>, IngestError> {
+        input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "order", id).await?;
@@ -305,6 +307,7 @@ impl Ingest {
     }
 
     pub async fn checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
+        input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "order", id).await?;
@@ -350,6 +353,7 @@ impl Ingest {
         id: &str,
         input: CheckinInput,
     ) -> Result<Applied<Order>, IngestError> {
+        input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "order", id).await?;
@@ -383,6 +387,7 @@ impl Ingest {
     }
 
     pub async fn undo_checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
+        input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "order", id).await?;

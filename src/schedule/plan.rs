@@ -49,14 +49,18 @@ impl Subject<'_> {
         }
     }
 
+    /// The anchor instant, at the store's millisecond precision: timers are stored in
+    /// milliseconds, and an anchor with finer precision would never equal its timer's
+    /// (every re-plan would churn, every fire would see "anchor moved").
     pub fn anchor(&self, anchor: Anchor) -> Option<DateTime<Utc>> {
-        match (self, anchor) {
+        let t = match (self, anchor) {
             (Subject::Reservation(r), Anchor::StartsAt) => Some(r.starts_at),
             (Subject::Order(o), Anchor::DueAt) => Some(o.due_at),
             (Subject::Invoice(i, _), Anchor::InvoiceDueAt) => Some(i.due_at),
             (Subject::Item(i), Anchor::ExpiresAt) => i.expires_at,
             _ => None,
-        }
+        }?;
+        DateTime::from_timestamp_millis(t.timestamp_millis())
     }
 
     fn timezone(&self) -> Option<&str> {

@@ -469,3 +469,28 @@ mod tests {
         assert_eq!(err.0, "schedule.rules[0].event");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The offset parser never panics, and what it accepts round-trips through
+        /// `apply` without overflow for any anchor in a sane range.
+        #[test]
+        fn offset_parser_never_panics(text in ".{0,40}", secs in 0i64..4_000_000_000) {
+            if let Ok(offset) = Offset::parse(&text) {
+                let anchor = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+                let tz: Tz = "Europe/Brussels".parse().unwrap_or(chrono_tz::UTC);
+                let _ = offset.apply(anchor, tz);
+            }
+        }
+
+        #[test]
+        fn offsets_of_the_documented_forms_parse(n in 0i64..10_000, unit in prop::sample::select(vec!["s", "m", "h", " day", " days", " week", " weeks"]), sign in prop::sample::select(vec!["", "+", "-"])) {
+            let text = format!("{sign}{n}{unit}");
+            prop_assert!(Offset::parse(&text).is_ok(), "{}", text);
+        }
+    }
+}
