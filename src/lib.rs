@@ -66,11 +66,19 @@ impl App {
         })?;
 
         let outbox = Arc::new(Notify::new());
-        let ingest = ingest::Ingest::new(store.clone(), clock.clone(), outbox);
+        let ingest = ingest::Ingest::new(store.clone(), clock.clone(), outbox.clone());
+        let pipeline = delivery::pipeline::Pipeline::new(
+            store.clone(),
+            clock.clone(),
+            &config.delivery,
+            &config.alerts,
+            outbox,
+        );
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
             ingest,
+            delivery: pipeline.clone(),
         };
         let router = http::router(
             state,
@@ -79,7 +87,8 @@ impl App {
         );
 
         let shutdown = CancellationToken::new();
-        let tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        tasks.extend(pipeline.spawn_workers(&shutdown));
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {

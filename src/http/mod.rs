@@ -2,6 +2,8 @@
 //! Route handlers live in one submodule per area.
 
 pub mod auth;
+pub mod deliveries;
+pub mod endpoints;
 pub mod error;
 pub mod health;
 pub mod ingest;
@@ -12,6 +14,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
+
+use crate::delivery::pipeline::Pipeline;
 
 use crate::clock::SharedClock;
 use crate::ingest::Ingest;
@@ -24,6 +28,7 @@ pub struct AppState {
     pub store: Store,
     pub clock: SharedClock,
     pub ingest: Ingest,
+    pub delivery: Pipeline,
 }
 
 /// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.
@@ -64,6 +69,28 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         )
         .route("/v1/events", post(ingest::post_event))
         .route("/v1/event-types", get(ingest::event_types))
+        .route(
+            "/v1/endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::get)
+                .patch(endpoints::patch)
+                .delete(endpoints::delete),
+        )
+        .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route("/v1/endpoints/{id}/disable", post(endpoints::disable))
+        .route("/v1/endpoints/{id}/test", post(endpoints::test))
+        .route(
+            "/v1/endpoints/{id}/rotate-secret",
+            post(endpoints::rotate_secret),
+        )
+        .route("/v1/endpoints/{id}/secret", get(endpoints::secret))
+        .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/{id}", get(deliveries::get))
+        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 
     Router::new()

@@ -6,6 +6,9 @@
 //! dialects differ (claiming with `FOR UPDATE SKIP LOCKED`, write locks) the code asks
 //! [`Store::backend`].
 
+pub mod alerts;
+pub mod deliveries;
+pub mod endpoints;
 pub mod entities;
 pub mod events;
 

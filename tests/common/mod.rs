@@ -280,3 +280,29 @@ macro_rules! both_backends {
         }
     };
 }
+
+pub mod receiver;
+
+impl TestApp {
+    /// Starts the app with `config` on a fresh store of `backend`, or None when that
+    /// backend is not configured.
+    pub async fn spawn_config(backend: Backend, edit: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let store = StoreHandle::new(backend).await?;
+        let mut config = test_config(store.url());
+        edit(&mut config);
+        Some(Self::spawn_with(store, config).await)
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, by: chrono::TimeDelta) {
+        self.clock.advance(by);
+    }
+}
