@@ -9,6 +9,7 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::receiver::{Answer, Receiver, SmtpSink, eventually};
 use common::{Backend, TestApp, t};
+use duehook::clock::Clock as _;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -253,11 +254,10 @@ async fn ingest_event_reaches_subscribers_only(backend: Backend) {
 }
 
 async fn formats_and_schemes(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    // Near the real time, so the official library's timestamp tolerance accepts it.
+    let Some(app) = TestApp::spawn_at(backend, Utc::now()).await else {
         return;
     };
-    // Near the real time, so the official library's timestamp tolerance accepts it.
-    app.clock.set(Utc::now());
     let rx = Receiver::start().await;
     let standard = create_endpoint(
         &app,
@@ -795,3 +795,228 @@ both_backends!(
     slow_endpoint_does_not_delay_healthy_one,
     destinations_are_guarded,
 );
+
+async fn time_based_event_carries_scheduled_at(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    create_endpoint(
+        &app,
+        json!({"name": "due", "url": rx.url("/"), "topics": ["order.overdue_1_day"]}),
+    )
+    .await;
+    // What the scheduler writes when a timer fires: an events row with scheduled_at.
+    let due = app.clock.now() - TimeDelta::minutes(3);
+    let store = app.app().store();
+    let mut tx = store.begin().await.expect("begin");
+    let ev = duehook::store::events::insert(
+        &mut tx,
+        duehook::domain::event::NewEvent {
+            event_type: "order.overdue_1_day".into(),
+            entity_kind: "order".into(),
+            entity_id: "o-1".into(),
+            data: json!({"id": "o-1", "status": "checked_out"}),
+            scheduled_at: Some(due),
+            timer_id: None,
+        },
+        app.clock.now(),
+    )
+    .await
+    .expect("insert");
+    tx.commit().await.expect("commit");
+    // Nobody poked the outbox: the fan-out's polling fallback picks the event up.
+    app.advance(TimeDelta::seconds(1));
+    let got = rx.wait_for(1).await;
+    let body = got[0].json();
+    assert_eq!(body["id"], json!(ev.id));
+    assert_eq!(
+        body["scheduled_at"],
+        json!(due.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    );
+    assert_eq!(
+        body["created"],
+        json!(ev.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    );
+    assert_eq!(body["data"]["status"], "checked_out");
+}
+
+async fn interrupted_send_is_sent_again_with_the_same_id(backend: Backend) {
+    let Some(mut app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.script(vec![Answer::status(200).held(), Answer::status(200).held()]);
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "c", "url": rx.url("/"), "topics": ["*"]}),
+    )
+    .await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    let event = emit(&app, "booking.create", json!({"id": "b-1"})).await;
+    rx.wait_for(1).await;
+
+    // Graceful stop while the request hangs: the claim is released, a restart resends.
+    app.restart().await;
+    rx.wait_for(2).await;
+
+    // Crash while the request hangs: the claim expires, then it is sent again.
+    if let Some(running) = app.app.take() {
+        running.abort();
+    }
+    app.app = Some(
+        duehook::App::start(app.config.clone(), std::sync::Arc::new(app.clock.clone()))
+            .await
+            .expect("restart after crash"),
+    );
+    app.advance(TimeDelta::minutes(7));
+    let got = rx.wait_for(3).await;
+    let d = wait_delivery(&app, &ep_id, |d| d["status"] == "succeeded").await;
+    assert_eq!(d["attempt_count"], 1, "interrupted sends leave no attempt");
+    for r in &got {
+        assert_eq!(r.header("webhook-id"), event);
+    }
+    rx.release();
+}
+
+async fn sustained_failure_disables_and_alerts(backend: Backend) {
+    let smtp = SmtpSink::start().await;
+    let port = smtp.addr.port();
+    let Some(app) = TestApp::spawn_config(backend, |c| {
+        c.delivery.disable_after_failed_deliveries = 2;
+        c.alerts.failing_after_attempts = 2;
+        c.alerts.smtp = Some(duehook::config::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            from: "duehook@example.com".into(),
+            username: None,
+            password: None,
+        });
+    })
+    .await
+    else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.set_default(Answer::status(500));
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "flaky", "url": rx.url("/"), "topics": ["*"], "retry": {"schedule": "none"},
+               "alert_emails": ["a@example.com", "b@example.com"]}),
+    )
+    .await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    emit(&app, "booking.create", json!({"id": "b-1"})).await;
+    wait_delivery(&app, &ep_id, |d| d["status"] == "failed").await;
+    let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
+    assert_eq!(
+        (
+            e["enabled"].clone(),
+            e["health"]["failed_deliveries"].clone()
+        ),
+        (json!(true), json!(1))
+    );
+    emit(&app, "booking.update", json!({"id": "b-1"})).await;
+    let e = eventually("the endpoint is disabled", || async {
+        let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
+        (e["enabled"] == false).then_some(e)
+    })
+    .await;
+    assert!(
+        e["disabled_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("2 deliveries in a row"),
+        "{e}"
+    );
+    let mails = smtp.wait_for(2).await;
+    assert!(mails[0].data.contains("is failing"), "{}", mails[0].data);
+    assert!(mails[1].data.contains("was disabled"), "{}", mails[1].data);
+    assert_eq!(mails[0].to.len(), 2);
+}
+
+async fn deliveries_page_with_a_cursor(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "p", "url": rx.url("/"), "topics": ["*"]}),
+    )
+    .await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    for i in 0..3 {
+        emit(&app, "booking.create", json!({"id": format!("b-{i}")})).await;
+    }
+    rx.wait_for(3).await;
+    let page = app
+        .get(&format!("/v1/deliveries?endpoint_id={ep_id}&limit=2"))
+        .await
+        .body;
+    assert_eq!(page["deliveries"].as_array().expect("page").len(), 2);
+    let cursor = page["next_cursor"].as_str().expect("cursor");
+    let rest = app
+        .get(&format!(
+            "/v1/deliveries?endpoint_id={ep_id}&limit=2&cursor={cursor}"
+        ))
+        .await
+        .body;
+    assert_eq!(rest["deliveries"].as_array().expect("page").len(), 1);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let since = app.clock.now() + TimeDelta::seconds(1);
+    let none = deliveries(
+        &app,
+        &format!("since={}", since.to_rfc3339().replace('+', "%2B")),
+    )
+    .await;
+    assert!(none.is_empty());
+}
+
+async fn circuit_breaker_holds_a_dead_endpoint_back(backend: Backend) {
+    let Some(app) = TestApp::spawn_config(backend, |c| {
+        c.delivery.circuit_breaker_failures = 2;
+        c.delivery.circuit_breaker_cooldown_seconds = 600;
+    })
+    .await
+    else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.set_default(Answer::status(500));
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "dead", "url": rx.url("/"), "topics": ["*"], "retry": {"schedule": "1s,1s,1s"}}),
+    )
+    .await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    emit(&app, "booking.create", json!({"id": "b-1"})).await;
+    wait_delivery(&app, &ep_id, attempts(1)).await;
+    app.advance(TimeDelta::seconds(2));
+    let d = wait_delivery(&app, &ep_id, attempts(2)).await;
+    let second = instant(&d["attempts"][1]["started_at"]);
+    let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
+    assert_eq!(
+        instant(&e["health"]["circuit_open_until"]),
+        second + TimeDelta::seconds(600)
+    );
+    // Due after 1 s, but the open circuit holds it until the cooldown ends.
+    rx.set_default(Answer::status(200));
+    app.advance(TimeDelta::seconds(600));
+    let d = wait_delivery(&app, &ep_id, attempts(3)).await;
+    assert_eq!(d["status"], "succeeded");
+    assert!(instant(&d["attempts"][2]["started_at"]) >= second + TimeDelta::seconds(600));
+    let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
+    assert_eq!(e["health"]["circuit_open_until"], Value::Null);
+}
+
+mod more {
+    use super::*;
+    both_backends!(
+        time_based_event_carries_scheduled_at,
+        interrupted_send_is_sent_again_with_the_same_id,
+        sustained_failure_disables_and_alerts,
+        deliveries_page_with_a_cursor,
+        circuit_breaker_holds_a_dead_endpoint_back,
+    );
+}

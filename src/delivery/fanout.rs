@@ -35,8 +35,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
 
 /// Fans out one batch of events; returns how many events it took.
 pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
-    let now = p.clock.now();
     let mut tx = p.store.begin().await?;
+    let now = p.clock.now();
     let events = deliveries::unfanned_events(&mut tx, p.store.backend(), BATCH).await?;
     if events.is_empty() {
         tx.commit().await?;

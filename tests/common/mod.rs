@@ -293,6 +293,23 @@ impl TestApp {
         Some(Self::spawn_with(store, config).await)
     }
 
+    /// Starts the app with its manual clock at `start` instead of [`START`].
+    pub async fn spawn_at(backend: Backend, start: DateTime<Utc>) -> Option<TestApp> {
+        let store = StoreHandle::new(backend).await?;
+        let config = test_config(store.url());
+        let clock = ManualClock::shared(start);
+        let app = App::start(config.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("app starts");
+        Some(TestApp {
+            app: Some(app),
+            clock,
+            client: reqwest::Client::new(),
+            config,
+            store,
+        })
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         self.request(Method::PATCH, path, Some(body)).await
     }
