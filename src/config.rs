@@ -505,6 +505,42 @@ mod tests {
     }
 
     #[test]
+    fn delivery_and_alert_keys() {
+        let c = Config::from_layers(
+            file("[delivery]\nallowed_subnets = [\"10.1.2.0/24\"]\n[alerts]\nwebhook_url = \"https://ops.example.com/a\"\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\nfrom = \"duehook@example.com\"\npassword = \"hunter2hunter2\""),
+            [],
+        )
+        .expect("valid");
+        assert_eq!(c.delivery.allowed_subnets().len(), 1);
+        assert_eq!(c.delivery.default_timeout_ms, 5000);
+        let smtp = c.alerts.smtp.expect("smtp");
+        assert!(
+            !format!("{smtp:?}").contains("hunter2"),
+            "password not printed"
+        );
+        let err = Config::from_layers(file("[delivery]\nallowed_subnets = [\"ten\"]"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delivery.allowed_subnets"), "{err}");
+        let err = Config::from_layers(
+            file("[alerts.smtp]\nhost = \"h\"\nport = 25\nfrom = \"nope\""),
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("alerts.smtp.from"), "{err}");
+        let c = Config::from_layers(
+            None,
+            [(
+                "DUEHOOK_ALERTS_SMTP".to_string(),
+                r#"{host = "relay", port = 2525, from = "d@example.com"}"#.to_string(),
+            )],
+        )
+        .expect("smtp from the environment");
+        assert_eq!(c.alerts.smtp.map(|s| s.port), Some(2525));
+    }
+
+    #[test]
     fn syntax_error_names_file() {
         let err = Config::from_layers(file("[server\n"), [])
             .unwrap_err()

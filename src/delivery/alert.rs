@@ -23,6 +23,8 @@ use crate::store::{StoreError, endpoints};
 
 /// Tries per alert before it is given up.
 const MAX_TRIES: i64 = 5;
+/// How long a node holds an alert it is sending (after a crash, another sends it).
+const CLAIM: TimeDelta = TimeDelta::minutes(10);
 
 pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     let client = match reqwest::Client::builder()
@@ -58,6 +60,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
 async fn send_due(p: &Pipeline, client: &reqwest::Client) -> Result<(), StoreError> {
     let now = p.clock.now();
     for alert in alerts::due(p.store.pool(), now, 50).await? {
+        if !alerts::claim(p.store.pool(), &alert, now + CLAIM).await? {
+            continue;
+        }
         let endpoint = endpoints::get(p.store.pool(), &alert.endpoint_id).await?;
         let result = send(p, client, &alert, endpoint.as_ref(), now).await;
         let next = match result {

@@ -15,6 +15,8 @@ pub struct PendingAlert {
     pub detail: String,
     pub created_at: DateTime<Utc>,
     pub tries: i64,
+    /// As read; [`claim`] succeeds only if nobody changed it since.
+    pub next_try_at: i64,
 }
 
 pub async fn insert(
@@ -44,7 +46,7 @@ pub async fn due(
     limit: i64,
 ) -> Result<Vec<PendingAlert>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, endpoint_id, kind, detail, created_at, tries FROM alerts
+        "SELECT id, endpoint_id, kind, detail, created_at, tries, next_try_at FROM alerts
          WHERE sent_at IS NULL AND next_try_at <= $1 ORDER BY id LIMIT $2",
     )
     .bind(to_ms(now))
@@ -60,9 +62,28 @@ pub async fn due(
                 detail: r.try_get("detail")?,
                 created_at: from_ms(r.try_get("created_at")?)?,
                 tries: r.try_get("tries")?,
+                next_try_at: r.try_get("next_try_at")?,
             })
         })
         .collect()
+}
+
+/// Takes the alert for sending until `until` (so that another node does not send it
+/// too). False when someone else took it first.
+pub async fn claim(
+    pool: &sqlx::AnyPool,
+    alert: &PendingAlert,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE alerts SET next_try_at = $3 WHERE id = $1 AND sent_at IS NULL AND next_try_at = $2",
+    )
+    .bind(alert.id)
+    .bind(alert.next_try_at)
+    .bind(to_ms(until))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// The earliest retry of an unsent alert.
