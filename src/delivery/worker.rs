@@ -114,6 +114,11 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                     let mut give_back = Vec::new();
                     let limits = rate_limits(&p, &batch).await;
                     for (delivery, endpoint) in batch {
+                        if claimed.contains(&delivery) {
+                            // Our own send, still in flight past its lease (the clock
+                            // jumped): the claim just renewed the lease; do not send twice.
+                            continue;
+                        }
                         let busy = in_flight.get(&endpoint).copied().unwrap_or(0) >= per_endpoint;
                         let limit = limits.get(&endpoint).copied().flatten();
                         if busy || !limiter.try_take(&endpoint, limit, now) {
@@ -300,6 +305,8 @@ async fn deliver(
         }
     }
     tx.commit().await?;
+    metrics::counter!("duehook_delivery_attempts_total", "result" => state.status).increment(1);
+    metrics::histogram!("duehook_delivery_attempt_seconds").record(sent.duration.as_secs_f64());
     if alerted {
         p.alert.notify_one();
     }
