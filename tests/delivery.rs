@@ -188,6 +188,70 @@ async fn endpoint_crud_and_bad_input(backend: Backend) {
     let r = app.get("/v1/deliveries?colour=1").await;
     assert_eq!(r.body["field"], "colour");
 
+    let r = app
+        .patch(&format!("/v1/endpoints/{id}"), json!({"secret": "whsec_x"}))
+        .await;
+    assert_eq!(
+        r.body["field"], "secret",
+        "rotation has its own route: {}",
+        r.body
+    );
+    let r = app
+        .patch(
+            &format!("/v1/endpoints/{id}"),
+            json!({"topics": ["*", "nope"]}),
+        )
+        .await;
+    assert_eq!(r.body["field"], "topics[1]");
+    let r = app
+        .patch(&format!("/v1/endpoints/{id}"), json!({"rate_limit": -1}))
+        .await;
+    assert_eq!(r.body["field"], "rate_limit");
+    let r = app
+        .patch("/v1/endpoints/ep_nope", json!({"name": "n"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .post(
+            &format!("/v1/endpoints/{id}/disable"),
+            Some(json!({"reason": "maintenance"})),
+        )
+        .await;
+    assert_eq!(
+        (r.body["enabled"].clone(), r.body["disabled_reason"].clone()),
+        (json!(false), json!("maintenance"))
+    );
+    let r = app.post(&format!("/v1/endpoints/{id}/test"), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "no test sends to a disabled endpoint"
+    );
+    let r = app
+        .post(
+            &format!("/v1/endpoints/{id}/rotate-secret"),
+            Some(json!({"grace_seconds": 99999999})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "grace_seconds");
+    let r = app
+        .post(
+            &format!("/v1/endpoints/{id}/rotate-secret"),
+            Some(json!({"secret": "plain-not-whsec-0123456789"})),
+        )
+        .await;
+    assert_eq!(
+        r.body["field"], "secret",
+        "a standard_webhooks secret must be whsec_"
+    );
+    let r = app
+        .post(
+            &format!("/v1/endpoints/{id}/recover"),
+            Some(json!({"since": "2030-03-02T00:00:00Z", "until": "2030-03-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.body["field"], "until");
+
     let r = app.delete(&format!("/v1/endpoints/{id}")).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = app.get(&format!("/v1/endpoints/{id}")).await;
