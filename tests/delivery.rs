@@ -1074,6 +1074,58 @@ async fn circuit_breaker_holds_a_dead_endpoint_back(backend: Backend) {
     assert_eq!(e["health"]["circuit_open_until"], Value::Null);
 }
 
+async fn two_nodes_send_each_delivery_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    // A second node on the same store and clock.
+    let second = duehook::App::start(app.config.clone(), std::sync::Arc::new(app.clock.clone()))
+        .await
+        .expect("second node starts");
+    let rx = Receiver::start().await;
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "n", "url": rx.url("/"), "topics": ["*"]}),
+    )
+    .await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        // Alternate the node that takes the event in.
+        let base = if i % 2 == 0 {
+            app.app().url()
+        } else {
+            second.url()
+        };
+        let r = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(common::TOKEN)
+            .header("content-type", "application/json")
+            .body(json!({"type": "booking.create", "data": {"id": format!("b-{i}")}}).to_string())
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    eventually("20 deliveries succeeded", || async {
+        let done = deliveries(&app, &format!("endpoint_id={ep_id}&status=succeeded")).await;
+        (done.len() == 20).then_some(())
+    })
+    .await;
+    for d in deliveries(&app, &format!("endpoint_id={ep_id}")).await {
+        assert_eq!(d["attempt_count"], 1, "{d}");
+    }
+    let mut ids: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), rx.received().len()), (20, 20));
+    second.shutdown().await;
+}
+
 mod more {
     use super::*;
     both_backends!(
@@ -1082,5 +1134,6 @@ mod more {
         sustained_failure_disables_and_alerts,
         deliveries_page_with_a_cursor,
         circuit_breaker_holds_a_dead_endpoint_back,
+        two_nodes_send_each_delivery_once,
     );
 }
