@@ -436,7 +436,7 @@ async fn retries_keep_the_webhook_id(backend: Backend) {
         "5 s ± 20 %: {next}"
     );
 
-    app.advance(TimeDelta::seconds(7));
+    app.forward(TimeDelta::seconds(7));
     let d = wait_delivery(&app, ep_id, attempts(2)).await;
     assert_eq!(d["attempts"][1]["status_code"], 503);
     let second = instant(&d["attempts"][1]["started_at"]);
@@ -446,7 +446,7 @@ async fn retries_keep_the_webhook_id(backend: Backend) {
         "5 min ± 20 %: {next}"
     );
 
-    app.advance(TimeDelta::minutes(7));
+    app.forward(TimeDelta::minutes(7));
     let d = wait_delivery(&app, ep_id, attempts(3)).await;
     assert_eq!(d["status"], "succeeded");
     let got = rx.wait_for(3).await;
@@ -478,13 +478,13 @@ async fn retry_after_is_honoured(backend: Backend) {
     );
     assert_eq!(d["attempts"][0]["response_headers"]["retry-after"], "600");
 
-    app.advance(TimeDelta::seconds(599));
+    app.forward(TimeDelta::seconds(599));
     let d = app
         .get(&format!("/v1/deliveries/{}", d["id"].as_str().expect("id")))
         .await
         .body;
     assert_eq!(d["attempt_count"], 1, "not before Retry-After");
-    app.advance(TimeDelta::seconds(1));
+    app.forward(TimeDelta::seconds(1));
     let d = wait_delivery(&app, ep_id, attempts(2)).await;
     assert_eq!(d["status"], "succeeded");
 }
@@ -552,9 +552,9 @@ async fn exhausted_retries_fail_then_retry_and_recover(backend: Backend) {
     let ep_id = ep["id"].as_str().expect("id");
     emit(&app, "booking.create", json!({"id": "b-1"})).await;
     wait_delivery(&app, ep_id, attempts(1)).await;
-    app.advance(TimeDelta::seconds(2));
+    app.forward(TimeDelta::seconds(2));
     wait_delivery(&app, ep_id, attempts(2)).await;
-    app.advance(TimeDelta::seconds(2));
+    app.forward(TimeDelta::seconds(2));
     let d = wait_delivery(&app, ep_id, attempts(3)).await;
     assert_eq!(d["status"], "failed");
     assert_eq!(d["next_attempt_at"], Value::Null);
@@ -586,7 +586,7 @@ async fn exhausted_retries_fail_then_retry_and_recover(backend: Backend) {
         .await;
         let d = list.first()?;
         if d["status"] == "pending" && d["attempt_count"] != 0 {
-            app.advance(TimeDelta::seconds(2));
+            app.forward(TimeDelta::seconds(2));
         }
         (d["status"] == "failed").then(|| d.clone())
     })
@@ -639,7 +639,7 @@ async fn rate_limit_holds(backend: Backend) {
         if expected == 7 {
             break;
         }
-        app.advance(TimeDelta::seconds(1));
+        app.forward(TimeDelta::seconds(1));
         seconds += 1;
     }
     let mut starts = Vec::new();
@@ -696,7 +696,7 @@ async fn rotation_sends_two_signatures(backend: Backend) {
     assert_eq!(got[0].json()["type"], "webhook.test");
 
     // After the grace period only the new secret signs.
-    app.advance(TimeDelta::hours(2));
+    app.forward(TimeDelta::hours(2));
     app.post(&format!("/v1/endpoints/{ep_id}/test"), None).await;
     let got = rx.wait_for(2).await;
     assert_eq!(got[1].header("webhook-signature").split(' ').count(), 1);
@@ -890,7 +890,7 @@ async fn time_based_event_carries_scheduled_at(backend: Backend) {
     .expect("insert");
     tx.commit().await.expect("commit");
     // Nobody poked the outbox: the fan-out's polling fallback picks the event up.
-    app.advance(TimeDelta::seconds(1));
+    app.forward(TimeDelta::seconds(1));
     let got = rx.wait_for(1).await;
     let body = got[0].json();
     assert_eq!(body["id"], json!(ev.id));
@@ -933,7 +933,7 @@ async fn interrupted_send_is_sent_again_with_the_same_id(backend: Backend) {
             .await
             .expect("restart after crash"),
     );
-    app.advance(TimeDelta::minutes(7));
+    app.forward(TimeDelta::minutes(7));
     let got = rx.wait_for(3).await;
     let d = wait_delivery(&app, &ep_id, |d| d["status"] == "succeeded").await;
     assert_eq!(d["attempt_count"], 1, "interrupted sends leave no attempt");
@@ -1056,7 +1056,7 @@ async fn circuit_breaker_holds_a_dead_endpoint_back(backend: Backend) {
     let ep_id = ep["id"].as_str().expect("id").to_string();
     emit(&app, "booking.create", json!({"id": "b-1"})).await;
     wait_delivery(&app, &ep_id, attempts(1)).await;
-    app.advance(TimeDelta::seconds(2));
+    app.forward(TimeDelta::seconds(2));
     let d = wait_delivery(&app, &ep_id, attempts(2)).await;
     let second = instant(&d["attempts"][1]["started_at"]);
     let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
@@ -1066,7 +1066,7 @@ async fn circuit_breaker_holds_a_dead_endpoint_back(backend: Backend) {
     );
     // Due after 1 s, but the open circuit holds it until the cooldown ends.
     rx.set_default(Answer::status(200));
-    app.advance(TimeDelta::seconds(600));
+    app.forward(TimeDelta::seconds(600));
     let d = wait_delivery(&app, &ep_id, attempts(3)).await;
     assert_eq!(d["status"], "succeeded");
     assert!(instant(&d["attempts"][2]["started_at"]) >= second + TimeDelta::seconds(600));

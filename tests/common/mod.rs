@@ -318,8 +318,8 @@ impl TestApp {
         self.request(Method::DELETE, path, None).await
     }
 
-    /// Moves the manual clock forward.
-    pub fn advance(&self, by: chrono::TimeDelta) {
+    /// Moves the manual clock forward directly (not through the admin API).
+    pub fn forward(&self, by: chrono::TimeDelta) {
         self.clock.advance(by);
     }
 }
