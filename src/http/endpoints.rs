@@ -49,7 +49,12 @@ pub async fn create(
     let ep = load(&state, &id).await?;
     let mut body = view(&ep);
     body["secret"] = Value::String(ep.secret.clone());
-    tracing::info!(endpoint = %id, url = %ep.settings.url, "endpoint created");
+    // Only the host: some receivers put a token in the URL's path or query.
+    let host = url::Url::parse(&ep.settings.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    tracing::info!(endpoint = %id, %host, "endpoint created");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
