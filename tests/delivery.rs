@@ -1130,6 +1130,39 @@ async fn two_nodes_send_each_delivery_once(backend: Backend) {
     second.shutdown().await;
 }
 
+async fn checkfront_style_disables_after_its_retries(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.set_default(Answer::status(500));
+    let ep = create_endpoint(
+        &app,
+        json!({"name": "cf", "url": rx.url("/"), "topics": ["*"], "envelope": "event_entity",
+               "retry": {"max_attempts": 2, "schedule": "1s", "on_exhausted": "disable"}}),
+    )
+    .await;
+    assert_eq!(ep["retry"]["on_exhausted"], "disable");
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    emit(&app, "booking.create", json!({"id": "b-1"})).await;
+    wait_delivery(&app, &ep_id, attempts(1)).await;
+    app.forward(TimeDelta::seconds(2));
+    let d = wait_delivery(&app, &ep_id, attempts(2)).await;
+    assert_eq!(d["status"], "failed");
+    let e = app.get(&format!("/v1/endpoints/{ep_id}")).await.body;
+    assert_eq!(e["enabled"], false, "{e}");
+    assert!(
+        e["disabled_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("on_exhausted")
+    );
+    let r = app
+        .post("/v1/endpoints", Some(json!({"name": "x", "url": rx.url("/"), "topics": ["*"], "retry": {"on_exhausted": "explode"}})))
+        .await;
+    assert_eq!(r.body["field"], "retry.on_exhausted", "{}", r.body);
+}
+
 mod more {
     use super::*;
     both_backends!(
@@ -1139,5 +1172,6 @@ mod more {
         deliveries_page_with_a_cursor,
         circuit_breaker_holds_a_dead_endpoint_back,
         two_nodes_send_each_delivery_once,
+        checkfront_style_disables_after_its_retries,
     );
 }

@@ -16,6 +16,7 @@ CREATE TABLE endpoints (
     previous_secret_until  INTEGER,
     headers                TEXT NOT NULL,          -- JSON object of extra request headers
     retry_schedule         TEXT NOT NULL,          -- JSON array of delays in ms (attempt 1 first)
+    on_exhausted           TEXT NOT NULL DEFAULT 'fail',  -- fail | disable (the endpoint)
     timeout_ms             INTEGER NOT NULL,
     rate_limit             INTEGER,                -- messages per second; NULL: unlimited
     alert_emails           TEXT NOT NULL,          -- JSON array

@@ -71,6 +71,7 @@ pub struct Settings {
     pub signature_header: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub retry_schedule: Vec<Duration>,
+    pub on_exhausted: OnExhausted,
     pub timeout_ms: u64,
     pub rate_limit: Option<u32>,
     pub alert_emails: Vec<String>,
@@ -122,6 +123,7 @@ impl Endpoint {
             retry: RetryView {
                 max_attempts: u32::try_from(s.retry_schedule.len().max(1)).unwrap_or(u32::MAX),
                 schedule: retry::format_schedule(&s.retry_schedule),
+                on_exhausted: s.on_exhausted,
             },
             timeout_ms: s.timeout_ms,
             rate_limit: s.rate_limit,
@@ -169,6 +171,41 @@ pub struct SignatureView<'a> {
 pub struct RetryView {
     pub max_attempts: u32,
     pub schedule: String,
+    pub on_exhausted: OnExhausted,
+}
+
+/// What a delivery that used up its attempts does to its endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// The delivery fails; the endpoint is disabled only by the `[delivery]` rules
+    /// (Storeganise: "retried 2 more times, then failed").
+    #[default]
+    Fail,
+    /// The delivery fails and the endpoint is disabled at once (Checkfront: "retries up
+    /// to 5 times, then the endpoint is disabled").
+    Disable,
+}
+
+impl OnExhausted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhausted::Fail => "fail",
+            OnExhausted::Disable => "disable",
+        }
+    }
+}
+
+impl std::str::FromStr for OnExhausted {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(OnExhausted::Fail),
+            "disable" => Ok(OnExhausted::Disable),
+            other => Err(format!("unknown on_exhausted {other:?}")),
+        }
+    }
 }
 
 /// `POST /v1/endpoints`.
@@ -214,6 +251,8 @@ pub struct RetryInput {
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub schedule: Option<String>,
+    #[serde(default)]
+    pub on_exhausted: Option<OnExhausted>,
 }
 
 /// `PATCH /v1/endpoints/{id}`: every field optional; `null` clears `rate_limit`.
@@ -279,6 +318,11 @@ impl EndpointInput {
             signature_header: signature.header,
             headers: self.headers.unwrap_or_default(),
             retry_schedule: retry_schedule(self.retry.as_ref(), None)?,
+            on_exhausted: self
+                .retry
+                .as_ref()
+                .and_then(|r| r.on_exhausted)
+                .unwrap_or_default(),
             timeout_ms: self.timeout_ms.unwrap_or(default_timeout_ms),
             rate_limit: self.rate_limit,
             alert_emails: self.alert_emails.unwrap_or_default(),
@@ -333,8 +377,11 @@ impl EndpointPatch {
         if let Some(v) = self.headers {
             s.headers = v;
         }
-        if self.retry.is_some() {
-            s.retry_schedule = retry_schedule(self.retry.as_ref(), Some(&current.retry_schedule))?;
+        if let Some(r) = &self.retry {
+            s.retry_schedule = retry_schedule(Some(r), Some(&current.retry_schedule))?;
+            if let Some(on) = r.on_exhausted {
+                s.on_exhausted = on;
+            }
         }
         if let Some(v) = self.timeout_ms {
             s.timeout_ms = v;
@@ -541,6 +588,7 @@ mod tests {
         let five_retries = RetryInput {
             max_attempts: Some(6),
             schedule: None,
+            on_exhausted: None,
         };
         assert_eq!(
             retry_schedule(Some(&five_retries), None).map(|s| s.len()),
@@ -549,6 +597,7 @@ mod tests {
         let custom = RetryInput {
             max_attempts: None,
             schedule: Some("1s,2s".into()),
+            on_exhausted: None,
         };
         assert_eq!(
             retry_schedule(Some(&custom), None),
@@ -561,6 +610,7 @@ mod tests {
         let bad = RetryInput {
             max_attempts: None,
             schedule: Some("soon".into()),
+            on_exhausted: None,
         };
         assert!(retry_schedule(Some(&bad), None).is_err());
     }

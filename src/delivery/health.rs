@@ -53,9 +53,11 @@ impl AlertKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttemptResult {
     Success,
-    /// Failed; `final_` when the delivery has no attempt left.
+    /// Failed; `final_` when the delivery has no attempt left, `disable` when the
+    /// endpoint asked to be disabled then (`retry.on_exhausted = "disable"`).
     Failed {
         final_: bool,
+        disable: bool,
     },
     /// 410 Gone: the receiver wants nothing more.
     Gone,
@@ -97,7 +99,10 @@ pub fn after_attempt(
     let since = *h.failing_since.get_or_insert(now);
     if matches!(
         result,
-        AttemptResult::Failed { final_: true } | AttemptResult::Gone
+        AttemptResult::Failed {
+            final_: true,
+            disable: false
+        } | AttemptResult::Gone
     ) {
         h.failed_deliveries += 1;
     }
@@ -121,6 +126,14 @@ pub fn after_attempt(
     }
     let disable = if result == AttemptResult::Gone {
         Some("the endpoint answered 410 Gone".to_string())
+    } else if matches!(
+        result,
+        AttemptResult::Failed {
+            final_: true,
+            disable: true
+        }
+    ) {
+        Some("a delivery used up its retries (retry.on_exhausted = \"disable\")".to_string())
     } else if policy.disable_after_failed_deliveries > 0
         && h.failed_deliveries >= i64::from(policy.disable_after_failed_deliveries)
     {
@@ -176,11 +189,35 @@ mod tests {
     fn failing_then_disabled_then_recovered() {
         let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
         let p = policy();
-        let c = after_attempt(&ok(), &p, now, AttemptResult::Failed { final_: false });
+        let c = after_attempt(
+            &ok(),
+            &p,
+            now,
+            AttemptResult::Failed {
+                final_: false,
+                disable: false,
+            },
+        );
         assert!(c.alerts.is_empty() && c.disable.is_none());
-        let c = after_attempt(&c.health, &p, now, AttemptResult::Failed { final_: true });
+        let c = after_attempt(
+            &c.health,
+            &p,
+            now,
+            AttemptResult::Failed {
+                final_: true,
+                disable: false,
+            },
+        );
         assert_eq!(c.alerts[0].0, AlertKind::Failing);
-        let c = after_attempt(&c.health, &p, now, AttemptResult::Failed { final_: true });
+        let c = after_attempt(
+            &c.health,
+            &p,
+            now,
+            AttemptResult::Failed {
+                final_: true,
+                disable: false,
+            },
+        );
         assert!(
             c.health.circuit_open_until.is_none(),
             "closed when disabled"
@@ -193,6 +230,17 @@ mod tests {
     }
 
     #[test]
+    fn exhausted_delivery_disables_when_asked() {
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
+        let failed = AttemptResult::Failed {
+            final_: true,
+            disable: true,
+        };
+        let c = after_attempt(&ok(), &policy(), now, failed);
+        assert!(c.disable.is_some_and(|r| r.contains("on_exhausted")));
+    }
+
+    #[test]
     fn gone_disables_and_hours_disable() {
         let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid");
         let c = after_attempt(&ok(), &policy(), now, AttemptResult::Gone);
@@ -201,14 +249,20 @@ mod tests {
             &ok(),
             &policy(),
             now,
-            AttemptResult::Failed { final_: false },
+            AttemptResult::Failed {
+                final_: false,
+                disable: false,
+            },
         );
         let later = now + TimeDelta::hours(10);
         let c = after_attempt(
             &c.health,
             &policy(),
             later,
-            AttemptResult::Failed { final_: false },
+            AttemptResult::Failed {
+                final_: false,
+                disable: false,
+            },
         );
         assert!(c.disable.is_some_and(|r| r.contains("10 hours")));
     }

@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, OnExhausted};
 use super::guard::GuardError;
 use super::health::{self, AttemptResult};
 use super::pipeline::Pipeline;
@@ -278,8 +278,14 @@ async fn deliver(
     let result = match (outcome, state.status) {
         (Outcome::Success, _) => AttemptResult::Success,
         (Outcome::Gone, _) => AttemptResult::Gone,
-        (_, "failed") => AttemptResult::Failed { final_: true },
-        _ => AttemptResult::Failed { final_: false },
+        (_, "failed") => AttemptResult::Failed {
+            final_: true,
+            disable: endpoint.settings.on_exhausted == OnExhausted::Disable,
+        },
+        _ => AttemptResult::Failed {
+            final_: false,
+            disable: false,
+        },
     };
 
     let mut tx = p.store.begin().await?;

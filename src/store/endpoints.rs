@@ -12,7 +12,7 @@ use super::{StoreError, Tx, from_ms, to_ms};
 use crate::delivery::endpoint::{Endpoint, Health, Settings};
 
 const COLUMNS: &str = "id, name, url, topics, format, envelope, scheme, signature_header, secret, \
-     previous_secret, previous_secret_until, headers, retry_schedule, timeout_ms, rate_limit, \
+     previous_secret, previous_secret_until, headers, retry_schedule, on_exhausted, timeout_ms, rate_limit, \
      alert_emails, enabled, disabled_reason, failing_since, failed_attempts, failed_deliveries, \
      circuit_open_until, alert_state, created_at, updated_at";
 
@@ -53,6 +53,10 @@ fn from_row(r: &AnyRow) -> Result<Endpoint, StoreError> {
         signature_header: r.try_get("signature_header")?,
         headers: serde_json::from_str::<BTreeMap<String, String>>(&headers).map_err(corrupt)?,
         retry_schedule: schedule.into_iter().map(Duration::from_millis).collect(),
+        on_exhausted: r
+            .try_get::<String, _>("on_exhausted")?
+            .parse()
+            .map_err(corrupt)?,
         timeout_ms: u64::try_from(r.try_get::<i64, _>("timeout_ms")?).map_err(corrupt)?,
         rate_limit: r
             .try_get::<Option<i64>, _>("rate_limit")?
@@ -96,8 +100,8 @@ pub async fn insert(
     sqlx::query(
         "INSERT INTO endpoints (id, name, url, topics, format, envelope, scheme, signature_header,
              secret, headers, retry_schedule, timeout_ms, rate_limit, alert_emails, enabled,
-             alert_state, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, 'ok', $15, $15)",
+             alert_state, created_at, updated_at, on_exhausted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, 'ok', $15, $15, $16)",
     )
     .bind(id.to_string())
     .bind(s.name.clone())
@@ -114,6 +118,7 @@ pub async fn insert(
     .bind(s.rate_limit.map(i64::from))
     .bind(json(&s.alert_emails)?)
     .bind(to_ms(now))
+    .bind(s.on_exhausted.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -128,7 +133,8 @@ pub async fn update_settings(
     sqlx::query(
         "UPDATE endpoints SET name = $2, url = $3, topics = $4, format = $5, envelope = $6,
              scheme = $7, signature_header = $8, headers = $9, retry_schedule = $10,
-             timeout_ms = $11, rate_limit = $12, alert_emails = $13, updated_at = $14
+             timeout_ms = $11, rate_limit = $12, alert_emails = $13, updated_at = $14,
+             on_exhausted = $15
          WHERE id = $1",
     )
     .bind(id.to_string())
@@ -145,6 +151,7 @@ pub async fn update_settings(
     .bind(s.rate_limit.map(i64::from))
     .bind(json(&s.alert_emails)?)
     .bind(to_ms(now))
+    .bind(s.on_exhausted.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
