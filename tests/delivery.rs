@@ -289,6 +289,7 @@ async fn ingest_event_reaches_subscribers_only(backend: Backend) {
     })
     .await;
     assert_eq!(d["event_id"], json!(event_id));
+    assert_eq!(d["event"]["data"]["name"], "Camera");
     assert_eq!(d["attempts"][0]["status_code"], 200);
     assert_eq!(d["attempts"][0]["response_body"], "receiver says hi");
     let req = &got[0];

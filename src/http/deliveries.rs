@@ -1,5 +1,5 @@
 //! Delivery routes (`/v1/deliveries…`): list with filters and a cursor, read one with
-//! its attempts, and retry one by hand.
+//! its attempts and event, and retry one by hand.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use crate::store::deliveries::{self, Filter};
+use crate::store::events;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -90,8 +91,12 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
     let attempts = deliveries::attempts(state.store.pool(), &id).await?;
+    let event = events::get(state.store.pool(), &d.event_id).await?;
     let mut body = serde_json::to_value(&d).unwrap_or(Value::Null);
     body["attempts"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
+    // The event as the standard envelope shows it (what was delivered, before the
+    // endpoint's format and envelope were applied).
+    body["event"] = serde_json::to_value(&event).unwrap_or(Value::Null);
     Ok(Json(body))
 }
 
