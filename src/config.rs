@@ -29,6 +29,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub delivery: DeliveryConfig,
     pub cluster: ClusterConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -166,6 +167,76 @@ fn de_std_duration<'de, D: serde::Deserializer<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     pub allow_private_destinations: bool,
+    /// Ranges allowed even when private destinations are not.
+    /// CIDR strings, checked by `validate`; see [`DeliveryConfig::allowed_subnets`].
+    pub allowed_subnets: Vec<String>,
+    pub https_only: bool,
+    /// Most requests in flight at once, all endpoints together.
+    pub max_concurrent_sends: usize,
+    /// Most requests in flight at once to one endpoint.
+    pub max_in_flight_per_endpoint: usize,
+    /// Longest sleep between two looks at the store for due work, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Request timeout of endpoints that set none, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// Disable an endpoint after this many deliveries in a row failed for good (0: never).
+    pub disable_after_failed_deliveries: u32,
+    /// Disable an endpoint that has failed every attempt for this many hours (0: never).
+    pub disable_after_failing_hours: u32,
+    /// Open the circuit after this many failed attempts in a row (0: no breaker).
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit holds an endpoint's deliveries back, in seconds.
+    pub circuit_breaker_cooldown_seconds: u64,
+    /// How long the previous secret keeps signing after a rotation, in seconds.
+    pub rotation_grace_seconds: u64,
+}
+
+impl DeliveryConfig {
+    /// `allowed_subnets`, parsed (invalid entries were refused by validation).
+    pub fn allowed_subnets(&self) -> Vec<ipnet::IpNet> {
+        self.allowed_subnets
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Failed attempts in a row after which an endpoint counts as failing.
+    pub failing_after_attempts: u32,
+    /// Optional URL that receives every alert as a JSON POST.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Outgoing mail server; without it no email is sent.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+// The SMTP password is a secret: never print it.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "redacted"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -349,6 +420,54 @@ impl Config {
         }
         if let Err((key, message)) = self.rules() {
             return Err(fail(&key, message));
+        }
+        for (i, net) in self.delivery.allowed_subnets.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() {
+                return Err(fail(
+                    "delivery.allowed_subnets",
+                    format!(
+                        "entry #{} ({net:?}) is not a CIDR range like 10.1.2.0/24",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if self.delivery.max_concurrent_sends == 0 {
+            return Err(fail(
+                "delivery.max_concurrent_sends",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.delivery.max_in_flight_per_endpoint == 0 {
+            return Err(fail(
+                "delivery.max_in_flight_per_endpoint",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.delivery.poll_interval_ms == 0 {
+            return Err(fail(
+                "delivery.poll_interval_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(100..=300_000).contains(&self.delivery.default_timeout_ms) {
+            return Err(fail(
+                "delivery.default_timeout_ms",
+                "must be between 100 and 300000".into(),
+            ));
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && url::Url::parse(url).is_err()
+        {
+            return Err(fail("alerts.webhook_url", "is not a valid URL".into()));
+        }
+        if let Some(smtp) = &self.alerts.smtp
+            && smtp.from.parse::<lettre::message::Mailbox>().is_err()
+        {
+            return Err(fail(
+                "alerts.smtp.from",
+                "is not a valid email address".into(),
+            ));
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(fail("log.level", e.to_string()));
@@ -547,6 +666,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("DUEHOOK_SERVER_SHUTDOWN_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn delivery_and_alert_keys() {
+        let c = Config::from_layers(
+            file("[delivery]\nallowed_subnets = [\"10.1.2.0/24\"]\n[alerts]\nwebhook_url = \"https://ops.example.com/a\"\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\nfrom = \"duehook@example.com\"\npassword = \"hunter2hunter2\""),
+            [],
+        )
+        .expect("valid");
+        assert_eq!(c.delivery.allowed_subnets().len(), 1);
+        assert_eq!(c.delivery.default_timeout_ms, 5000);
+        let smtp = c.alerts.smtp.expect("smtp");
+        assert!(
+            !format!("{smtp:?}").contains("hunter2"),
+            "password not printed"
+        );
+        let err = Config::from_layers(file("[delivery]\nallowed_subnets = [\"ten\"]"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delivery.allowed_subnets"), "{err}");
+        let err = Config::from_layers(
+            file("[alerts.smtp]\nhost = \"h\"\nport = 25\nfrom = \"nope\""),
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("alerts.smtp.from"), "{err}");
+        let c = Config::from_layers(
+            None,
+            [(
+                "DUEHOOK_ALERTS_SMTP".to_string(),
+                r#"{host = "relay", port = 2525, from = "d@example.com"}"#.to_string(),
+            )],
+        )
+        .expect("smtp from the environment");
+        assert_eq!(c.alerts.smtp.map(|s| s.port), Some(2525));
     }
 
     #[test]

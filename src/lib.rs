@@ -132,6 +132,13 @@ impl App {
             catalogue.clone(),
         );
         let state_planner = planner.clone();
+        let pipeline = delivery::pipeline::Pipeline::new(
+            store.clone(),
+            clock.clone(),
+            &config.delivery,
+            &config.alerts,
+            outbox.clone(),
+        );
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -139,6 +146,7 @@ impl App {
             planner: planner.clone(),
             driver_stats: driver_stats.clone(),
             catalogue,
+            delivery: pipeline.clone(),
         };
         let router = http::router(
             state,
@@ -191,6 +199,9 @@ impl App {
             ),
         );
         tasks.spawn("scheduler driver", driver.run(shutdown.clone()));
+        for handle in pipeline.spawn_workers(&shutdown) {
+            tasks.push_named("delivery worker", handle);
+        }
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {

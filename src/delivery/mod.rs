@@ -9,3 +9,11 @@ pub mod guard;
 pub mod render;
 pub mod retry;
 pub mod sign;
+
+pub mod alert;
+pub mod endpoint;
+pub mod fanout;
+pub mod health;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod worker;

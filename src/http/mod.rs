@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod deliveries;
+pub mod endpoints;
 pub mod error;
 pub mod health;
 pub mod ingest;
@@ -16,6 +18,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post, put};
+
+use crate::delivery::pipeline::Pipeline;
 
 use crate::clock::SharedClock;
 use crate::domain::catalogue::Catalogue;
@@ -34,6 +38,7 @@ pub struct AppState {
     pub planner: Planner,
     pub driver_stats: Arc<DriverStats>,
     pub catalogue: Arc<Catalogue>,
+    pub delivery: Pipeline,
 }
 
 /// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.
@@ -81,6 +86,28 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/admin/schedule/forecast", get(admin::forecast))
         .route("/admin/nodes", get(admin::nodes))
         .route("/admin/entities/{kind}/{id}/timeline", get(admin::timeline))
+        .route(
+            "/v1/endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::get)
+                .patch(endpoints::patch)
+                .delete(endpoints::delete),
+        )
+        .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route("/v1/endpoints/{id}/disable", post(endpoints::disable))
+        .route("/v1/endpoints/{id}/test", post(endpoints::test))
+        .route(
+            "/v1/endpoints/{id}/rotate-secret",
+            post(endpoints::rotate_secret),
+        )
+        .route("/v1/endpoints/{id}/secret", get(endpoints::secret))
+        .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/{id}", get(deliveries::get))
+        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 
     Router::new()

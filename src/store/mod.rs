@@ -6,7 +6,10 @@
 //! dialects differ (claiming with `FOR UPDATE SKIP LOCKED`, write locks) the code asks
 //! [`Store::backend`].
 
+pub mod alerts;
 pub mod cluster;
+pub mod deliveries;
+pub mod endpoints;
 pub mod entities;
 pub mod events;
 pub mod timers;

@@ -337,3 +337,46 @@ macro_rules! both_backends {
         }
     };
 }
+
+pub mod receiver;
+
+impl TestApp {
+    /// Starts the app with `config` on a fresh store of `backend`, or None when that
+    /// backend is not configured.
+    pub async fn spawn_config(backend: Backend, edit: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let store = StoreHandle::new(backend).await?;
+        let mut config = test_config(store.url());
+        edit(&mut config);
+        Some(Self::spawn_with(store, config).await)
+    }
+
+    /// Starts the app with its manual clock at `start` instead of [`START`].
+    pub async fn spawn_at(backend: Backend, start: DateTime<Utc>) -> Option<TestApp> {
+        let store = StoreHandle::new(backend).await?;
+        let config = test_config(store.url());
+        let clock = ManualClock::shared(start);
+        let app = App::start(config.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("app starts");
+        Some(TestApp {
+            app: Some(app),
+            clock,
+            client: reqwest::Client::new(),
+            config,
+            store,
+        })
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Moves the manual clock forward directly (not through the admin API).
+    pub fn forward(&self, by: chrono::TimeDelta) {
+        self.clock.advance(by);
+    }
+}

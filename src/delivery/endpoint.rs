@@ -1,0 +1,617 @@
+//! Endpoints: where webhooks go and how they are shaped, signed and retried.
+//!
+//! This module owns the endpoint record ([`Endpoint`]), the validation of what a
+//! client sends to create or change one ([`EndpointInput`], [`EndpointPatch`] →
+//! [`Settings`], every refusal naming its field), the public view of an endpoint
+//! (never with its secrets) and topic matching ([`topic_matches`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::guard::DestinationGuard;
+use super::render::{Envelope, Format};
+use super::retry::{self, RetryPolicy};
+use super::sign::{self, Scheme};
+use crate::domain::DomainError;
+use crate::domain::catalogue::CATALOGUE;
+
+/// Longest endpoint name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+/// Most topics, extra headers and alert addresses an endpoint may have.
+const MAX_LIST_LEN: usize = 100;
+/// Request timeout bounds, in milliseconds.
+const MIN_TIMEOUT_MS: u64 = 100;
+const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Highest rate limit accepted, in messages per second.
+const MAX_RATE_LIMIT: u32 = 10_000;
+
+/// An endpoint as stored.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub id: String,
+    pub settings: Settings,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub health: Health,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How an endpoint has been doing lately; see [`super::health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// First failed attempt since the last success.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Failed attempts in a row.
+    pub failed_attempts: i64,
+    /// Deliveries failed for good (retries used up) in a row.
+    pub failed_deliveries: i64,
+    /// While set and in the future, the endpoint's deliveries are held back.
+    pub circuit_open_until: Option<DateTime<Utc>>,
+    /// Which alert was sent last: `ok`, `failing` or `disabled`.
+    pub alert_state: String,
+}
+
+/// Everything a client configures about an endpoint, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub name: String,
+    pub url: String,
+    pub topics: Vec<String>,
+    pub format: Format,
+    pub envelope: Envelope,
+    pub scheme: Scheme,
+    pub signature_header: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub retry_schedule: Vec<Duration>,
+    pub on_exhausted: OnExhausted,
+    pub timeout_ms: u64,
+    pub rate_limit: Option<u32>,
+    pub alert_emails: Vec<String>,
+}
+
+impl Endpoint {
+    /// The secrets that sign now, newest first: the previous one only during its
+    /// grace period after a rotation.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_until)
+            && now < until
+        {
+            secrets.push(prev.as_str());
+        }
+        secrets
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            schedule: self.settings.retry_schedule.clone(),
+            jitter: retry::DEFAULT_JITTER,
+        }
+    }
+
+    /// Whether an event of `event_type` goes to this endpoint (enabled or not).
+    pub fn subscribes_to(&self, event_type: &str) -> bool {
+        self.settings
+            .topics
+            .iter()
+            .any(|t| topic_matches(t, event_type))
+    }
+
+    /// The JSON an API client sees: everything but the secrets.
+    pub fn view(&self) -> EndpointView<'_> {
+        let s = &self.settings;
+        EndpointView {
+            id: &self.id,
+            name: &s.name,
+            url: &s.url,
+            topics: &s.topics,
+            format: s.format,
+            envelope: s.envelope,
+            signature: SignatureView {
+                scheme: s.scheme,
+                header: s.signature_header.as_deref(),
+            },
+            headers: &s.headers,
+            retry: RetryView {
+                max_attempts: u32::try_from(s.retry_schedule.len().max(1)).unwrap_or(u32::MAX),
+                schedule: retry::format_schedule(&s.retry_schedule),
+                on_exhausted: s.on_exhausted,
+            },
+            timeout_ms: s.timeout_ms,
+            rate_limit: s.rate_limit,
+            alert_emails: &s.alert_emails,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason.as_deref(),
+            previous_secret_expires_at: self.previous_secret_until,
+            health: &self.health,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EndpointView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub url: &'a str,
+    pub topics: &'a [String],
+    pub format: Format,
+    pub envelope: Envelope,
+    pub signature: SignatureView<'a>,
+    pub headers: &'a BTreeMap<String, String>,
+    pub retry: RetryView,
+    pub timeout_ms: u64,
+    pub rate_limit: Option<u32>,
+    pub alert_emails: &'a [String],
+    pub enabled: bool,
+    pub disabled_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub health: &'a Health,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct SignatureView<'a> {
+    pub scheme: Scheme,
+    pub header: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct RetryView {
+    pub max_attempts: u32,
+    pub schedule: String,
+    pub on_exhausted: OnExhausted,
+}
+
+/// What a delivery that used up its attempts does to its endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// The delivery fails; the endpoint is disabled only by the `[delivery]` rules
+    /// (Storeganise: "retried 2 more times, then failed").
+    #[default]
+    Fail,
+    /// The delivery fails and the endpoint is disabled at once (Checkfront: "retries up
+    /// to 5 times, then the endpoint is disabled").
+    Disable,
+}
+
+impl OnExhausted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhausted::Fail => "fail",
+            OnExhausted::Disable => "disable",
+        }
+    }
+}
+
+impl std::str::FromStr for OnExhausted {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail" => Ok(OnExhausted::Fail),
+            "disable" => Ok(OnExhausted::Disable),
+            other => Err(format!("unknown on_exhausted {other:?}")),
+        }
+    }
+}
+
+/// `POST /v1/endpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    pub name: String,
+    pub url: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub format: Option<Format>,
+    #[serde(default)]
+    pub envelope: Option<Envelope>,
+    #[serde(default)]
+    pub signature: Option<SignatureInput>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub retry: Option<RetryInput>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    #[serde(default)]
+    pub alert_emails: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureInput {
+    #[serde(default)]
+    pub scheme: Scheme,
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryInput {
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub on_exhausted: Option<OnExhausted>,
+}
+
+/// `PATCH /v1/endpoints/{id}`: every field optional; `null` clears `rate_limit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    #[serde(default)]
+    pub format: Option<Format>,
+    #[serde(default)]
+    pub envelope: Option<Envelope>,
+    #[serde(default)]
+    pub signature: Option<SignatureInput>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub retry: Option<RetryInput>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit: Option<Option<u32>>,
+    #[serde(default)]
+    pub alert_emails: Option<Vec<String>>,
+}
+
+/// Tells a present `null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn invalid(field: impl Into<String>, detail: impl Into<String>) -> DomainError {
+    DomainError::invalid(field, detail)
+}
+
+impl EndpointInput {
+    /// Validates the input; returns the settings and the secret (generated when none
+    /// was given).
+    pub fn validate(
+        self,
+        guard: &DestinationGuard,
+        default_timeout_ms: u64,
+    ) -> Result<(Settings, String), DomainError> {
+        let signature = self.signature.unwrap_or(SignatureInput {
+            scheme: Scheme::default(),
+            header: None,
+        });
+        let settings = Settings {
+            name: self.name,
+            url: self.url,
+            topics: self.topics,
+            format: self.format.unwrap_or_default(),
+            envelope: self.envelope.unwrap_or_default(),
+            scheme: signature.scheme,
+            signature_header: signature.header,
+            headers: self.headers.unwrap_or_default(),
+            retry_schedule: retry_schedule(self.retry.as_ref(), None)?,
+            on_exhausted: self
+                .retry
+                .as_ref()
+                .and_then(|r| r.on_exhausted)
+                .unwrap_or_default(),
+            timeout_ms: self.timeout_ms.unwrap_or(default_timeout_ms),
+            rate_limit: self.rate_limit,
+            alert_emails: self.alert_emails.unwrap_or_default(),
+        };
+        settings.validate(guard)?;
+        let secret = match self.secret {
+            Some(secret) => {
+                sign::validate_secret(settings.scheme, &secret)
+                    .map_err(|e| invalid("secret", e.to_string()))?;
+                secret
+            }
+            None => sign::generate_secret(),
+        };
+        Ok((settings, secret))
+    }
+}
+
+impl EndpointPatch {
+    /// `current` with this patch applied, validated; `secret` must still fit the scheme.
+    pub fn apply(
+        self,
+        current: &Settings,
+        secret: &str,
+        guard: &DestinationGuard,
+    ) -> Result<Settings, DomainError> {
+        let mut s = current.clone();
+        if let Some(v) = self.name {
+            s.name = v;
+        }
+        if let Some(v) = self.url {
+            s.url = v;
+        }
+        if let Some(v) = self.topics {
+            s.topics = v;
+        }
+        if let Some(v) = self.format {
+            s.format = v;
+        }
+        if let Some(v) = self.envelope {
+            s.envelope = v;
+        }
+        if let Some(sig) = self.signature {
+            s.scheme = sig.scheme;
+            s.signature_header = sig.header;
+            sign::validate_secret(s.scheme, secret).map_err(|e| {
+                invalid(
+                    "signature.scheme",
+                    format!("the endpoint's secret cannot sign with this scheme ({e}); rotate the secret with one that can"),
+                )
+            })?;
+        }
+        if let Some(v) = self.headers {
+            s.headers = v;
+        }
+        if let Some(r) = &self.retry {
+            s.retry_schedule = retry_schedule(Some(r), Some(&current.retry_schedule))?;
+            if let Some(on) = r.on_exhausted {
+                s.on_exhausted = on;
+            }
+        }
+        if let Some(v) = self.timeout_ms {
+            s.timeout_ms = v;
+        }
+        if let Some(v) = self.rate_limit {
+            s.rate_limit = v;
+        }
+        if let Some(v) = self.alert_emails {
+            s.alert_emails = v;
+        }
+        s.validate(guard)?;
+        Ok(s)
+    }
+}
+
+/// The schedule from a `retry` input: `schedule` (retry delays) or the base (the
+/// default schedule, or the current one on PATCH), cut or extended to `max_attempts`.
+fn retry_schedule(
+    input: Option<&RetryInput>,
+    base: Option<&[Duration]>,
+) -> Result<Vec<Duration>, DomainError> {
+    let base = base.map_or_else(|| retry::DEFAULT_SCHEDULE.to_vec(), <[_]>::to_vec);
+    let Some(input) = input else {
+        return Ok(base);
+    };
+    let schedule = match &input.schedule {
+        Some(text) => RetryPolicy::parse_schedule(text)
+            .map_err(|e| invalid("retry.schedule", e.to_string()))?,
+        None => base,
+    };
+    let mut policy = RetryPolicy {
+        schedule,
+        jitter: retry::DEFAULT_JITTER,
+    };
+    if let Some(n) = input.max_attempts {
+        if !(1..=retry::MAX_ATTEMPTS).contains(&n) {
+            return Err(invalid(
+                "retry.max_attempts",
+                format!("must be between 1 and {}", retry::MAX_ATTEMPTS),
+            ));
+        }
+        policy = policy.with_max_attempts(n);
+    }
+    Ok(policy.schedule)
+}
+
+impl Settings {
+    fn validate(&self, guard: &DestinationGuard) -> Result<(), DomainError> {
+        let name = self.name.trim();
+        if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(invalid(
+                "name",
+                format!("must be 1 to {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err(invalid("name", "must not contain control characters"));
+        }
+        guard
+            .check_url(&self.url)
+            .map_err(|e| invalid("url", e.to_string()))?;
+        if self.topics.is_empty() {
+            return Err(invalid(
+                "topics",
+                "name at least one event type, `prefix.*` or `*`",
+            ));
+        }
+        if self.topics.len() > MAX_LIST_LEN {
+            return Err(invalid("topics", format!("at most {MAX_LIST_LEN} topics")));
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if !topic_is_known(topic) {
+                return Err(invalid(
+                    format!("topics[{i}]"),
+                    format!(
+                        "unknown topic {topic:?}: use an event type from GET /v1/event-types, `prefix.*` or `*`"
+                    ),
+                ));
+            }
+        }
+        if let Some(header) = &self.signature_header {
+            if self.scheme == Scheme::StandardWebhooks {
+                return Err(invalid(
+                    "signature.header",
+                    "standard_webhooks always uses the webhook-signature header; name a header only with hex or base64",
+                ));
+            }
+            sign::validate_header_name(header)
+                .map_err(|e| invalid("signature.header", e.to_string()))?;
+        }
+        if self.headers.len() > MAX_LIST_LEN {
+            return Err(invalid(
+                "headers",
+                format!("at most {MAX_LIST_LEN} headers"),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let field = format!("headers.{name}");
+            sign::validate_header_name(name).map_err(|e| invalid(&field, e.to_string()))?;
+            if self.signature_header.as_deref().is_some_and(|h| {
+                h.eq_ignore_ascii_case(name)
+                    || format!("{h}{}", sign::PREVIOUS_SUFFIX).eq_ignore_ascii_case(name)
+            }) {
+                return Err(invalid(&field, "is the signature header"));
+            }
+            if value.len() > 4096 || HeaderValue::from_str(value).is_err() {
+                return Err(invalid(
+                    &field,
+                    "value must be visible text of at most 4096 bytes, without control characters",
+                ));
+            }
+        }
+        if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(invalid(
+                "timeout_ms",
+                format!("must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if let Some(r) = self.rate_limit
+            && !(1..=MAX_RATE_LIMIT).contains(&r)
+        {
+            return Err(invalid(
+                "rate_limit",
+                format!("messages per second, 1 to {MAX_RATE_LIMIT} (null: unlimited)"),
+            ));
+        }
+        if self.alert_emails.len() > MAX_LIST_LEN {
+            return Err(invalid(
+                "alert_emails",
+                format!("at most {MAX_LIST_LEN} addresses"),
+            ));
+        }
+        for (i, email) in self.alert_emails.iter().enumerate() {
+            if email.parse::<lettre::Address>().is_err() {
+                return Err(invalid(
+                    format!("alert_emails[{i}]"),
+                    "is not an email address",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a URL's host does not resolve only to forbidden addresses (a name such
+/// as `localhost` or one pointing at 127.0.0.1). A name that does not resolve at all is
+/// accepted: DNS may not be set up yet, and the resolver checks again at every send.
+pub async fn check_destination(guard: &DestinationGuard, url: &str) -> Result<(), DomainError> {
+    let parsed = guard
+        .check_url(url)
+        .map_err(|e| invalid("url", e.to_string()))?;
+    if let Some(url::Host::Domain(host)) = parsed.host()
+        && let Err(e @ super::guard::GuardError::NoAllowedAddress { .. }) =
+            guard.resolve_allowed(host).await
+    {
+        return Err(invalid("url", e.to_string()));
+    }
+    Ok(())
+}
+
+/// Whether `topic` names a catalogue type, a `prefix.*` wildcard that matches one,
+/// or `*`.
+pub fn topic_is_known(topic: &str) -> bool {
+    topic == "*"
+        || CATALOGUE
+            .iter()
+            .any(|t| t.name == topic || topic_matches(topic, t.name))
+}
+
+/// Whether a subscription to `topic` covers `event_type`: the same type, `*`, or
+/// `prefix.*` for every type that starts with `prefix.`.
+pub fn topic_matches(topic: &str, event_type: &str) -> bool {
+    if topic == "*" || topic == event_type {
+        return true;
+    }
+    match topic.strip_suffix(".*") {
+        Some(prefix) if !prefix.is_empty() => event_type
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        assert!(topic_matches("*", "order.checkout"));
+        assert!(topic_matches("order.*", "order.checkout"));
+        assert!(topic_matches("unitRental.*", "unitRental.invoice.created"));
+        assert!(!topic_matches("order.*", "orders.checkout"));
+        assert!(!topic_matches("order.checkout", "order.checkin"));
+        assert!(topic_is_known("order.*"));
+        assert!(topic_is_known("order.checkout"));
+        assert!(!topic_is_known("nothing.*"));
+        assert!(!topic_is_known("order.explode"));
+        assert!(!topic_is_known(".*"));
+    }
+
+    #[test]
+    fn retry_overrides() {
+        let five_retries = RetryInput {
+            max_attempts: Some(6),
+            schedule: None,
+            on_exhausted: None,
+        };
+        assert_eq!(
+            retry_schedule(Some(&five_retries), None).map(|s| s.len()),
+            Ok(6)
+        );
+        let custom = RetryInput {
+            max_attempts: None,
+            schedule: Some("1s,2s".into()),
+            on_exhausted: None,
+        };
+        assert_eq!(
+            retry_schedule(Some(&custom), None),
+            Ok(vec![
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ])
+        );
+        let bad = RetryInput {
+            max_attempts: None,
+            schedule: Some("soon".into()),
+            on_exhausted: None,
+        };
+        assert!(retry_schedule(Some(&bad), None).is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! Fan-out: turns each event in the outbox into one delivery per matching enabled
+//! endpoint, in one transaction with marking the event `fanned_out`. Woken by the
+//! outbox Notify after every committed event; polls as a fallback (work written by
+//! another node).
+
+use chrono::TimeDelta;
+use tokio_util::sync::CancellationToken;
+
+use super::pipeline::Pipeline;
+use crate::store::{StoreError, deliveries, endpoints};
+
+/// Events fanned out per transaction.
+const BATCH: i64 = 100;
+
+pub async fn run(p: Pipeline, shutdown: CancellationToken) {
+    loop {
+        let more = match fan_out_batch(&p).await {
+            Ok(n) => n == BATCH as usize,
+            Err(e) => {
+                tracing::warn!(error = %e, "fan-out failed; will retry");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        let deadline = p.clock.now() + p.poll_interval();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = p.outbox.notified() => {}
+            _ = p.clock.sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Fans out one batch of events; returns how many events it took.
+pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
+    let mut tx = p.store.begin().await?;
+    let now = p.clock.now();
+    let events = deliveries::unfanned_events(&mut tx, p.store.backend(), BATCH).await?;
+    if events.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let endpoints = endpoints::list_enabled(&mut tx).await?;
+    let mut created = 0;
+    for ev in &events {
+        for ep in endpoints
+            .iter()
+            .filter(|ep| ep.subscribes_to(&ev.event_type))
+        {
+            let first_delay = ep
+                .settings
+                .retry_schedule
+                .first()
+                .and_then(|d| TimeDelta::from_std(*d).ok())
+                .unwrap_or_default();
+            if deliveries::insert(&mut tx, ev, &ep.id, now + first_delay, now)
+                .await?
+                .is_some()
+            {
+                created += 1;
+            }
+        }
+        deliveries::mark_fanned_out(&mut tx, ev.seq).await?;
+    }
+    tx.commit().await?;
+    if created > 0 {
+        p.work.notify_one();
+    }
+    tracing::debug!(events = events.len(), deliveries = created, "fanned out");
+    Ok(events.len())
+}

@@ -1,0 +1,70 @@
+//! The delivery pipeline's shared handle: what the HTTP handlers and the background
+//! workers (fan-out, delivery, alerts) all need, and the wake-ups between them.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::guard::DestinationGuard;
+use super::health::HealthPolicy;
+use crate::clock::SharedClock;
+use crate::config::{AlertsConfig, DeliveryConfig};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub guard: Arc<DestinationGuard>,
+    pub config: Arc<DeliveryConfig>,
+    pub alerts: Arc<AlertsConfig>,
+    pub health: HealthPolicy,
+    /// Poked by ingest (and the scheduler) after each committed event: fan-out waits on it.
+    pub outbox: Arc<Notify>,
+    /// Poked when deliveries may have become due: the delivery worker waits on it.
+    pub work: Arc<Notify>,
+    /// Poked when alerts were written: the alert worker waits on it.
+    pub alert: Arc<Notify>,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        config: &DeliveryConfig,
+        alerts: &AlertsConfig,
+        outbox: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            guard: Arc::new(DestinationGuard::new(
+                config.allow_private_destinations,
+                config.allowed_subnets(),
+                config.https_only,
+            )),
+            config: Arc::new(config.clone()),
+            alerts: Arc::new(alerts.clone()),
+            health: HealthPolicy::from_config(config, alerts),
+            outbox,
+            work: Arc::new(Notify::new()),
+            alert: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Starts the fan-out, delivery and alert workers; each stops when `shutdown` is
+    /// cancelled.
+    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(super::fanout::run(self.clone(), shutdown.clone())),
+            tokio::spawn(super::worker::run(self.clone(), shutdown.clone())),
+            tokio::spawn(super::alert::run(self.clone(), shutdown.clone())),
+        ]
+    }
+
+    /// `poll_interval_ms` as a clock delta: the longest any worker sleeps.
+    pub fn poll_interval(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::milliseconds(i64::try_from(self.config.poll_interval_ms).unwrap_or(1000))
+    }
+}

@@ -1,0 +1,429 @@
+//! Queries for `deliveries` (one per event and endpoint) and their `attempts`:
+//! fan-out inserts, claiming with a lease, recording an attempt, listing, manual
+//! retry and recovery.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, StoreError, Tx, from_ms, to_ms};
+use crate::domain::event::Event;
+
+/// A delivery as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts made so far.
+    #[serde(rename = "attempt_count")]
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// One attempt at a delivery.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    pub number: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    /// `timeout`, `connect`, `tls`, `dns`, `refused` or `other` when no response came.
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub response_headers: Value,
+    pub response_body: String,
+}
+
+/// A delivery's new state after an attempt.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: &'static str,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "seq, id, event_id, endpoint_id, event_type, status, attempts, \
+     next_attempt_at, last_status, last_error, created_at, updated_at";
+
+fn from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        event_id: r.try_get("event_id")?,
+        endpoint_id: r.try_get("endpoint_id")?,
+        event_type: r.try_get("event_type")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(from_ms)
+            .transpose()?,
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        created_at: from_ms(r.try_get("created_at")?)?,
+        updated_at: from_ms(r.try_get("updated_at")?)?,
+    })
+}
+
+/// A fresh delivery id: `dlv_` and a time-ordered UUID stamped with the service clock.
+pub fn new_id(now: DateTime<Utc>) -> String {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        now.timestamp().max(0) as u64,
+        now.timestamp_subsec_nanos(),
+    );
+    format!("dlv_{}", uuid::Uuid::new_v7(ts).simple())
+}
+
+/// Events not fanned out yet, oldest first; on PostgreSQL locked so that two nodes
+/// never take the same batch (the other skips it).
+pub async fn unfanned_events(
+    tx: &mut Tx,
+    backend: Backend,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT {} FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT $1{lock}",
+        super::events::EVENT_COLUMNS
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(super::events::event_from_row).collect()
+}
+
+pub async fn mark_fanned_out(tx: &mut Tx, seq: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the delivery of `event` to `endpoint_id` unless it exists. Returns its id
+/// when it was inserted.
+pub async fn insert(
+    tx: &mut Tx,
+    event: &Event,
+    endpoint_id: &str,
+    first_attempt_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let id = new_id(now);
+    let done = sqlx::query(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, event_type, status, attempts,
+             next_attempt_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6)
+         ON CONFLICT (event_id, endpoint_id) DO NOTHING",
+    )
+    .bind(id.clone())
+    .bind(event.id.clone())
+    .bind(endpoint_id.to_string())
+    .bind(event.event_type.clone())
+    .bind(to_ms(first_attempt_at))
+    .bind(to_ms(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok((done.rows_affected() > 0).then_some(id))
+}
+
+/// Claims up to `limit` due deliveries of enabled endpoints whose circuit is closed,
+/// leaving out `exclude` (endpoints at their in-flight or rate limit), for `node`
+/// until `lease_until`. Returns `(delivery id, endpoint id)` pairs, most overdue first.
+pub async fn claim(
+    pool: &sqlx::AnyPool,
+    backend: Backend,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+    exclude: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let not_in = if exclude.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = (0..exclude.len()).map(|i| format!("${}", i + 5)).collect();
+        format!(" AND d.endpoint_id NOT IN ({})", list.join(", "))
+    };
+    let sql = format!(
+        "UPDATE deliveries SET claimed_by = $1, lease_until = $2
+         WHERE id IN (
+             SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $3
+               AND (d.lease_until IS NULL OR d.lease_until < $3)
+               AND e.enabled = 1
+               AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= $3){not_in}
+             ORDER BY d.next_attempt_at, d.seq
+             LIMIT $4{lock})
+         RETURNING id, endpoint_id"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(node.to_string())
+        .bind(to_ms(lease_until))
+        .bind(to_ms(now))
+        .bind(limit);
+    for e in exclude {
+        q = q.bind(e.clone());
+    }
+    let rows = q.fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("endpoint_id")?)))
+        .collect()
+}
+
+/// Gives claimed deliveries back without an attempt.
+pub async fn release(pool: &sqlx::AnyPool, node: &str, ids: &[String]) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query(
+            "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
+             WHERE id = $1 AND claimed_by = $2",
+        )
+        .bind(id.clone())
+        .bind(node.to_string())
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// When there may next be something to claim: the earliest due unclaimed delivery,
+/// circuit reopening or lease expiry after `now`.
+pub async fn next_wake(
+    pool: &sqlx::AnyPool,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+         WHERE d.status = 'pending' AND e.enabled = 1 AND d.lease_until IS NULL
+           AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= $1)",
+    )
+    .bind(to_ms(now))
+    .fetch_one(pool)
+    .await?;
+    let circuit: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(e.circuit_open_until) FROM endpoints e
+         WHERE e.enabled = 1 AND e.circuit_open_until > $1
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending')",
+    )
+    .bind(to_ms(now))
+    .fetch_one(pool)
+    .await?;
+    let lease: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(lease_until) FROM deliveries WHERE status = 'pending' AND lease_until IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    [due, circuit, lease]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(from_ms)
+        .transpose()
+}
+
+/// Records attempt `attempt` and the delivery's new state, if `node` still holds the
+/// claim. False (and nothing written) when it does not: another node took it over.
+pub async fn record_attempt(
+    tx: &mut Tx,
+    delivery_id: &str,
+    node: &str,
+    attempt: &Attempt,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5,
+             claimed_by = NULL, lease_until = NULL, last_status = $6, last_error = $7,
+             updated_at = $8
+         WHERE id = $1 AND claimed_by = $2",
+    )
+    .bind(delivery_id.to_string())
+    .bind(node.to_string())
+    .bind(outcome.status)
+    .bind(attempt.number)
+    .bind(outcome.next_attempt_at.map(to_ms))
+    .bind(attempt.status_code)
+    .bind(attempt.error.clone())
+    .bind(to_ms(now))
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,
+             error_kind, error, response_headers, response_body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(delivery_id.to_string())
+    .bind(attempt.number)
+    .bind(to_ms(attempt.started_at))
+    .bind(attempt.duration_ms)
+    .bind(attempt.status_code)
+    .bind(attempt.error_kind.clone())
+    .bind(attempt.error.clone())
+    .bind(attempt.response_headers.to_string())
+    .bind(attempt.response_body.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
+}
+
+pub async fn get(
+    exec: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    id: &str,
+) -> Result<Option<Delivery>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(exec)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn attempts(pool: &sqlx::AnyPool, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT number, started_at, duration_ms, status_code, error_kind, error,
+             response_headers, response_body
+         FROM attempts WHERE delivery_id = $1 ORDER BY id",
+    )
+    .bind(delivery_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let headers: String = r.try_get("response_headers")?;
+            Ok(Attempt {
+                number: r.try_get("number")?,
+                started_at: from_ms(r.try_get("started_at")?)?,
+                duration_ms: r.try_get("duration_ms")?,
+                status_code: r.try_get("status_code")?,
+                error_kind: r.try_get("error_kind")?,
+                error: r.try_get("error")?,
+                response_headers: serde_json::from_str(&headers)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                response_body: r.try_get("response_body")?,
+            })
+        })
+        .collect()
+}
+
+/// Filters of `GET /v1/deliveries`.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub endpoint_id: Option<String>,
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only deliveries older than this one (`seq` below it): the cursor.
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// Deliveries matching `f`, newest first.
+pub async fn list(pool: &sqlx::AnyPool, f: &Filter) -> Result<Vec<Delivery>, StoreError> {
+    let mut conds = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.endpoint_id.is_some() {
+        conds.push(format!("endpoint_id = {}", next()));
+    }
+    if f.status.is_some() {
+        conds.push(format!("status = {}", next()));
+    }
+    if f.event_type.is_some() {
+        conds.push(format!("event_type = {}", next()));
+    }
+    if f.since.is_some() {
+        conds.push(format!("created_at >= {}", next()));
+    }
+    if f.before_seq.is_some() {
+        conds.push(format!("seq < {}", next()));
+    }
+    let limit = next();
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    let sql = format!("SELECT {COLUMNS} FROM deliveries{where_} ORDER BY seq DESC LIMIT {limit}");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(v) = &f.endpoint_id {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = &f.status {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = &f.event_type {
+        q = q.bind(v.clone());
+    }
+    if let Some(v) = f.since {
+        q = q.bind(to_ms(v));
+    }
+    if let Some(v) = f.before_seq {
+        q = q.bind(v);
+    }
+    let rows = q.bind(f.limit).fetch_all(pool).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Makes a finished (failed or succeeded) delivery due again at `now`. False when it
+/// is still pending.
+pub async fn retry(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, claimed_by = NULL,
+             lease_until = NULL, updated_at = $2
+         WHERE id = $1 AND status <> 'pending'",
+    )
+    .bind(id.to_string())
+    .bind(to_ms(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Makes the endpoint's failed deliveries created in `[since, until)` due again at
+/// `now`; returns how many.
+pub async fn recover(
+    tx: &mut Tx,
+    endpoint_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = $4, claimed_by = NULL,
+             lease_until = NULL, updated_at = $4
+         WHERE endpoint_id = $1 AND status = 'failed' AND created_at >= $2 AND created_at < $3",
+    )
+    .bind(endpoint_id.to_string())
+    .bind(to_ms(since))
+    .bind(to_ms(until))
+    .bind(to_ms(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
