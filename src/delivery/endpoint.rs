@@ -17,7 +17,7 @@ use super::render::{Envelope, Format};
 use super::retry::{self, RetryPolicy};
 use super::sign::{self, Scheme};
 use crate::domain::DomainError;
-use crate::domain::catalogue::CATALOGUE;
+use crate::domain::catalogue::Catalogue;
 
 /// Longest endpoint name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -303,6 +303,7 @@ impl EndpointInput {
         self,
         guard: &DestinationGuard,
         default_timeout_ms: u64,
+        catalogue: &Catalogue,
     ) -> Result<(Settings, String), DomainError> {
         let signature = self.signature.unwrap_or(SignatureInput {
             scheme: Scheme::default(),
@@ -327,7 +328,7 @@ impl EndpointInput {
             rate_limit: self.rate_limit,
             alert_emails: self.alert_emails.unwrap_or_default(),
         };
-        settings.validate(guard)?;
+        settings.validate(guard, catalogue)?;
         let secret = match self.secret {
             Some(secret) => {
                 sign::validate_secret(settings.scheme, &secret)
@@ -347,6 +348,7 @@ impl EndpointPatch {
         current: &Settings,
         secret: &str,
         guard: &DestinationGuard,
+        catalogue: &Catalogue,
     ) -> Result<Settings, DomainError> {
         let mut s = current.clone();
         if let Some(v) = self.name {
@@ -392,7 +394,7 @@ impl EndpointPatch {
         if let Some(v) = self.alert_emails {
             s.alert_emails = v;
         }
-        s.validate(guard)?;
+        s.validate(guard, catalogue)?;
         Ok(s)
     }
 }
@@ -429,7 +431,7 @@ fn retry_schedule(
 }
 
 impl Settings {
-    fn validate(&self, guard: &DestinationGuard) -> Result<(), DomainError> {
+    fn validate(&self, guard: &DestinationGuard, catalogue: &Catalogue) -> Result<(), DomainError> {
         let name = self.name.trim();
         if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
             return Err(invalid(
@@ -453,7 +455,7 @@ impl Settings {
             return Err(invalid("topics", format!("at most {MAX_LIST_LEN} topics")));
         }
         for (i, topic) in self.topics.iter().enumerate() {
-            if !topic_is_known(topic) {
+            if !topic_is_known(topic, catalogue) {
                 return Err(invalid(
                     format!("topics[{i}]"),
                     format!(
@@ -542,13 +544,14 @@ pub async fn check_destination(guard: &DestinationGuard, url: &str) -> Result<()
     Ok(())
 }
 
-/// Whether `topic` names a catalogue type, a `prefix.*` wildcard that matches one,
-/// or `*`.
-pub fn topic_is_known(topic: &str) -> bool {
+/// Whether `topic` names a type of the running catalogue (built-in and configured
+/// rules' types), a `prefix.*` wildcard that matches one, or `*`.
+pub fn topic_is_known(topic: &str, catalogue: &Catalogue) -> bool {
     topic == "*"
-        || CATALOGUE
+        || catalogue
+            .entries()
             .iter()
-            .any(|t| t.name == topic || topic_matches(topic, t.name))
+            .any(|t| t.name == topic || topic_matches(topic, &t.name))
 }
 
 /// Whether a subscription to `topic` covers `event_type`: the same type, `*`, or
@@ -576,11 +579,13 @@ mod tests {
         assert!(topic_matches("unitRental.*", "unitRental.invoice.created"));
         assert!(!topic_matches("order.*", "orders.checkout"));
         assert!(!topic_matches("order.checkout", "order.checkin"));
-        assert!(topic_is_known("order.*"));
-        assert!(topic_is_known("order.checkout"));
-        assert!(!topic_is_known("nothing.*"));
-        assert!(!topic_is_known("order.explode"));
-        assert!(!topic_is_known(".*"));
+        let c = Catalogue::new([("order.overdue_3_days", "configured".to_string())]);
+        assert!(topic_is_known("order.*", &c));
+        assert!(topic_is_known("order.checkout", &c));
+        assert!(topic_is_known("order.overdue_3_days", &c));
+        assert!(!topic_is_known("nothing.*", &c));
+        assert!(!topic_is_known("order.explode", &c));
+        assert!(!topic_is_known(".*", &c));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use super::error::ApiError;
 use super::json::JsonBody;
 use crate::domain::EntityKind;
 use crate::schedule::advance::{AdvanceError, live_through};
+use crate::store::from_ms;
 use crate::store::timers::{self, Timer, TimerFilter, TimerState};
-use crate::store::{StoreError, from_ms};
 
 /// `GET /admin/clock`
 pub async fn get_clock(State(s): State<AppState>) -> Json<Value> {
@@ -76,18 +76,16 @@ pub async fn advance_clock(
             ));
         }
     };
-    let advanced = live_through(&s.store, &s.driver_stats, clock, target, |_| async {
-        Ok::<_, StoreError>(None)
-    })
-    .await
-    .map_err(|e| match e {
-        AdvanceError::Store(e) => ApiError::from(e),
-        AdvanceError::Stuck(..) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_settled",
-            e.to_string(),
-        ),
-    })?;
+    let advanced = live_through(&s.store, &s.driver_stats, clock, target)
+        .await
+        .map_err(|e| match e {
+            AdvanceError::Store(e) => ApiError::from(e),
+            AdvanceError::Stuck(..) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_settled",
+                e.to_string(),
+            ),
+        })?;
     Ok(Json(
         json!({ "mode": "manual", "now": clock_now(&s), "from": advanced.from, "steps": advanced.steps }),
     ))

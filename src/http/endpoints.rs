@@ -39,7 +39,8 @@ pub async fn create(
     JsonBody(input): JsonBody<EndpointInput>,
 ) -> Result<Response, ApiError> {
     let p = &state.delivery;
-    let (settings, secret) = input.validate(&p.guard, p.config.default_timeout_ms)?;
+    let (settings, secret) =
+        input.validate(&p.guard, p.config.default_timeout_ms, &state.catalogue)?;
     check_destination(&p.guard, &settings.url).await?;
     let now = state.clock.now();
     let id = endpoints::new_id();
@@ -86,7 +87,12 @@ pub async fn patch(
     let current = endpoints::get_locked(&mut tx, state.store.backend(), &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))?;
-    let settings = patch.apply(&current.settings, &current.secret, &state.delivery.guard)?;
+    let settings = patch.apply(
+        &current.settings,
+        &current.secret,
+        &state.delivery.guard,
+        &state.catalogue,
+    )?;
     endpoints::update_settings(&mut tx, &id, &settings, now).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     state.delivery.work.notify_one();

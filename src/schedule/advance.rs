@@ -1,26 +1,32 @@
 //! Moving a manual clock through time the way real time would pass: every pending
-//! timer between now and the target fires at its own instant, in order, and the
-//! pipeline settles at each instant before the clock moves on.
-
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+//! timer and every delivery retry between now and the target happens at its own
+//! instant, in order, and the pipeline settles at each instant before the clock moves.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
 
 use super::driver::DriverStats;
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
+use crate::store::deliveries::{self, DueWork};
 use crate::store::{Store, StoreError, timers};
 
 /// Longest wait for the workers to settle at one instant before giving up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deliveries due but left unclaimed this long (real time) with nothing in flight are
+/// held back by a rate limit or an in-flight cap: they go out as the clock moves on.
+const STALL: Duration = Duration::from_millis(150);
+/// The step taken past an instant where held-back deliveries wait (rate limits count
+/// per second).
+const HELD_BACK_STEP: TimeDelta = TimeDelta::seconds(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdvanceError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the scheduler did not settle within {0:?} at {1}")]
+    #[error("the scheduler and delivery workers did not settle within {0:?} at {1}")]
     Stuck(Duration, DateTime<Utc>),
 }
 
@@ -32,46 +38,36 @@ pub struct Advanced {
     pub steps: u64,
 }
 
-/// True when no pending timer is due at `now`.
-async fn settled(store: &Store, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    Ok(timers::due_count(store.pool(), now).await? == 0)
-}
-
-/// Advances `clock` to `target` through every pending timer's instant on the way.
-/// `extra_settled` lets other workers (delivery) say whether they are done at an instant.
-pub async fn live_through<F, Fut>(
+/// Advances `clock` to `target` through every timer's and every delivery retry's
+/// instant on the way, settling at each.
+pub async fn live_through(
     store: &Store,
     driver: &DriverStats,
     clock: &ManualClock,
     target: DateTime<Utc>,
-    extra_settled: F,
-) -> Result<Advanced, AdvanceError>
-where
-    F: Fn(DateTime<Utc>) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<DateTime<Utc>>, StoreError>>,
-{
-    use crate::clock::Clock;
+) -> Result<Advanced, AdvanceError> {
     let from = clock.now();
     let mut steps = 0;
     loop {
         let now = clock.now();
-        // The next instant something is due: a timer, or (from `extra_settled`) a retry.
-        let mut next = target;
-        if let Some(t) = timers::next_pending(store.pool()).await? {
-            next = next.min(t);
-        }
-        if let Some(t) = extra_settled(now).await? {
-            next = next.min(t);
-        }
-        let step = next.max(now);
-        if step > now {
-            clock.set(step);
-            steps += 1;
-        }
-        wait_settled(store, driver, step, &extra_settled).await?;
-        if step >= target {
+        let held_back = wait_settled(store, driver, now).await?;
+        if now >= target {
             break;
         }
+        let mut next = target;
+        if let Some(t) = timers::next_pending(store.pool()).await?
+            && t > now
+        {
+            next = next.min(t);
+        }
+        if let Some(t) = deliveries::next_due_after(store.pool(), now).await? {
+            next = next.min(t);
+        }
+        if held_back {
+            next = next.min(now + HELD_BACK_STEP);
+        }
+        clock.set(next);
+        steps += 1;
     }
     Ok(Advanced {
         from,
@@ -80,34 +76,46 @@ where
     })
 }
 
-async fn wait_settled<F, Fut>(
+/// Waits until nothing is due at `at`: no pending timer, no event to fan out, no send
+/// in flight, and no due delivery left unclaimed (unless held back; then true).
+async fn wait_settled(
     store: &Store,
     driver: &DriverStats,
     at: DateTime<Utc>,
-    extra_settled: &F,
-) -> Result<(), AdvanceError>
-where
-    F: Fn(DateTime<Utc>) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<DateTime<Utc>>, StoreError>>,
-{
+) -> Result<bool, AdvanceError> {
     let start = tokio::time::Instant::now();
+    let mut last_waiting: Option<(i64, tokio::time::Instant)> = None;
     loop {
-        // Ask the store only once this node's driver has caught up with `at` (or after
-        // a short wait, for timers other nodes hold): one query per step, not a spin.
+        // Ask the store once this node's driver has caught up with `at` (or after a
+        // short wait, for timers other nodes hold): a query per step, not a spin.
         let notified = driver.settled.notified();
         if driver.settled_ms.load(Ordering::Acquire) < at.timestamp_millis() {
             let _ = tokio::time::timeout(Duration::from_millis(5), notified).await;
         }
-        let extra_due = extra_settled(at).await?.is_some_and(|t| t <= at);
-        if !extra_due && settled(store, at).await? {
-            return Ok(());
+        if timers::due_count(store.pool(), at).await? == 0 {
+            let DueWork {
+                unfanned,
+                in_flight,
+                waiting,
+            } = deliveries::due_work(store.pool(), at).await?;
+            if unfanned == 0 && in_flight == 0 {
+                if waiting == 0 {
+                    return Ok(false);
+                }
+                match last_waiting {
+                    Some((n, since)) if n == waiting && since.elapsed() >= STALL => {
+                        return Ok(true);
+                    }
+                    Some((n, _)) if n == waiting => {}
+                    _ => last_waiting = Some((waiting, tokio::time::Instant::now())),
+                }
+            } else {
+                last_waiting = None;
+            }
         }
         if start.elapsed() > SETTLE_TIMEOUT {
             return Err(AdvanceError::Stuck(SETTLE_TIMEOUT, at));
         }
-        if extra_due || driver.settled_ms.load(Ordering::Acquire) >= at.timestamp_millis() {
-            // Others still working at this instant (delivery, another node): brief pause.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -427,3 +427,67 @@ pub async fn recover(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// What the delivery pipeline still has to do at instant `at` (for the manual clock's
+/// advance, which must not move on while work is due).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueWork {
+    /// Events not fanned out yet.
+    pub unfanned: i64,
+    /// Due deliveries a worker holds right now (a send in flight).
+    pub in_flight: i64,
+    /// Due deliveries nobody holds (about to be claimed, or held back by a rate limit
+    /// or an in-flight cap until the clock moves on).
+    pub waiting: i64,
+}
+
+pub async fn due_work(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<DueWork, StoreError> {
+    let unfanned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE fanned_out = 0")
+        .fetch_one(pool)
+        .await?;
+    let row = sqlx::query(
+        "SELECT
+           COALESCE(SUM(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until >= $1 THEN 1 ELSE 0 END), 0) AS in_flight,
+           COALESCE(SUM(CASE WHEN d.lease_until IS NULL OR d.lease_until < $1 THEN 1 ELSE 0 END), 0) AS waiting
+         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1
+           AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= $1)",
+    )
+    .bind(to_ms(at))
+    .fetch_one(pool)
+    .await?;
+    Ok(DueWork {
+        unfanned,
+        in_flight: row.try_get("in_flight")?,
+        waiting: row.try_get("waiting")?,
+    })
+}
+
+/// The first instant after `after` when a delivery becomes due (a retry, or a circuit
+/// reopening), if any.
+pub async fn next_due_after(
+    pool: &sqlx::AnyPool,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let retry: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+         WHERE d.status = 'pending' AND e.enabled = 1 AND d.next_attempt_at > $1",
+    )
+    .bind(to_ms(after))
+    .fetch_one(pool)
+    .await?;
+    let circuit: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(e.circuit_open_until) FROM endpoints e
+         WHERE e.enabled = 1 AND e.circuit_open_until > $1
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending')",
+    )
+    .bind(to_ms(after))
+    .fetch_one(pool)
+    .await?;
+    [retry, circuit]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(from_ms)
+        .transpose()
+}
