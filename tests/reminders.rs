@@ -178,7 +178,70 @@ async fn a_crash_between_firing_and_delivery_loses_nothing(backend: Backend) {
     );
 }
 
+async fn retention_purges_only_what_is_finished(backend: Backend) {
+    use common::ClockExt;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let ok = Receiver::start().await;
+    subscribe(&app, &ok, json!(["order.*"])).await;
+    let down = Receiver::start().await;
+    down.set_default(Answer::status(503));
+    let r = app
+        .post(
+            "/v1/endpoints",
+            Some(json!({"name": "off", "url": down.url("/off"), "topics": ["item.*"]})),
+        )
+        .await;
+    let off = r.body["id"].as_str().expect("id").to_string();
+    app.put(
+        "/v1/orders/o-1",
+        json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+    )
+    .await;
+    app.post("/v1/orders/o-1/checkout", None).await;
+    app.put("/v1/items/i-1", json!({"name": "x"})).await;
+    // The item's webhook fails once; then the endpoint is switched off: it stays pending.
+    app.advance(1).await;
+    down.wait_for(1).await;
+    assert_eq!(
+        app.post(&format!("/v1/endpoints/{off}/disable"), Some(json!({})))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.advance(40 * DAY).await;
+    let before = app.events().await.len();
+    assert_eq!(
+        before, 7,
+        "order.create, checkout, 4 reminders, item.create"
+    );
+    let n = duehook::schedule::cron::purge(
+        app.app().store(),
+        app.clock.now_utc() - chrono::TimeDelta::days(30),
+    )
+    .await
+    .expect("purge");
+    assert!(n > 0);
+    let left = app.events().await;
+    assert_eq!(
+        left.iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["item.create"],
+        "its delivery is still pending"
+    );
+    let d = app.get(&format!("/v1/deliveries?endpoint_id={off}")).await;
+    assert_eq!(
+        d.body["deliveries"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        d.body
+    );
+}
+
 both_backends!(
+    retention_purges_only_what_is_finished,
     reminders_reach_the_receiver_at_their_instant,
     a_crash_between_firing_and_delivery_loses_nothing
 );

@@ -5,7 +5,8 @@
 //!
 //! - every minute: nudge the driver to reload its horizon (a safety net; ingest wakes it
 //!   at once anyway);
-//! - every hour: purge settled timers older than `[schedule] retention_days`.
+//! - every hour: purge settled timers, finished events with their deliveries and
+//!   attempts, and sent alerts older than `[schedule] retention_days`.
 
 use chrono::TimeDelta;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
@@ -71,15 +72,35 @@ async fn start(
     Ok(sched)
 }
 
-/// Deletes fired, cancelled and skipped timers last changed before `cutoff`.
+/// Deletes, in one transaction, what is settled and older than `cutoff`: fired,
+/// cancelled and skipped timers; events created before it whose deliveries are all
+/// finished (succeeded or failed), with those deliveries and their attempts; alerts sent
+/// before it. Pending work is never purged, however old. Returns the rows deleted.
 pub async fn purge(
     store: &Store,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, crate::store::StoreError> {
-    let n = sqlx::query("DELETE FROM timers WHERE state <> 'pending' AND updated_at < $1")
-        .bind(to_ms(cutoff))
-        .execute(store.pool())
-        .await?
-        .rows_affected();
+    let c = to_ms(cutoff);
+    let mut tx = store.begin().await?;
+    let mut n = 0;
+    // Events whose every delivery is finished (or that had none), old enough.
+    let old_events = "SELECT e.id FROM events e WHERE e.created_at < $1 AND e.fanned_out = 1
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')";
+    for sql in [
+        format!(
+            "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id IN ({old_events}))"
+        ),
+        format!("DELETE FROM deliveries WHERE event_id IN ({old_events})"),
+        format!("DELETE FROM events WHERE id IN ({old_events})"),
+        "DELETE FROM timers WHERE state <> 'pending' AND updated_at < $1".to_string(),
+        "DELETE FROM alerts WHERE sent_at IS NOT NULL AND sent_at < $1".to_string(),
+    ] {
+        n += sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
     Ok(n)
 }
