@@ -56,11 +56,44 @@ pub struct ServerConfig {
     pub shutdown_timeout: std::time::Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: String,
     pub max_connections: u32,
+    /// Base64 of 32 bytes; when set, endpoint secrets are stored sealed.
+    #[serde(default)]
+    pub secret_key: String,
+}
+
+// The key is a secret: never print it.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "secret_key",
+                &if self.secret_key.is_empty() {
+                    "unset"
+                } else {
+                    "[redacted]"
+                },
+            )
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// The sealer for `secret_key`, when one is set.
+    pub fn sealer(
+        &self,
+    ) -> Result<Option<crate::store::sealed::Sealer>, crate::store::sealed::SealError> {
+        if self.secret_key.is_empty() {
+            return Ok(None);
+        }
+        crate::store::sealed::Sealer::from_base64(&self.secret_key).map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -368,6 +401,9 @@ impl Config {
                 "store.url",
                 format!("`{url}` is neither sqlite://PATH nor postgres://…"),
             ));
+        }
+        if let Err(e) = self.store.sealer() {
+            return Err(fail("store.secret_key", e.to_string()));
         }
         if self.store.max_connections == 0 {
             return Err(fail("store.max_connections", "must be at least 1".into()));

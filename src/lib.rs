@@ -81,7 +81,13 @@ impl App {
     /// once the API listens (on `config.server.listen`; port 0 picks a free port).
     pub async fn start(config: Config, clock: SharedClock) -> Result<App, StartError> {
         let sqlite_lock = node::lock_sqlite(&config.store.url)?;
-        let store = Store::open(&config.store.url, config.store.max_connections).await?;
+        let sealer = config
+            .store
+            .sealer()
+            .map_err(|e| StartError::Config("store.secret_key".into(), e.to_string()))?;
+        let store = Store::open(&config.store.url, config.store.max_connections)
+            .await?
+            .with_sealer(sealer);
         let (node_id, hostname) = node::new_id(&config.cluster.node_name);
         store::cluster::register(&store, &node_id, &hostname, clock.now()).await?;
         let listener = TcpListener::bind(config.server.listen)

@@ -354,7 +354,12 @@ pub struct Prepared {
     pub headers: Vec<(String, String)>,
 }
 
-pub fn prepare(endpoint: &Endpoint, event: &Event, now: DateTime<Utc>) -> Result<Prepared, String> {
+pub fn prepare(
+    store: &crate::store::Store,
+    endpoint: &Endpoint,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Prepared, String> {
     let s = &endpoint.settings;
     let view = EventView {
         id: &event.id,
@@ -364,7 +369,13 @@ pub fn prepare(endpoint: &Endpoint, event: &Event, now: DateTime<Utc>) -> Result
         data: &event.data,
     };
     let rendered = render::render(s.format, s.envelope, &view).map_err(|e| e.to_string())?;
-    let secrets = endpoint.signing_secrets(now);
+    let secrets = endpoint
+        .signing_secrets(now)
+        .into_iter()
+        .map(|stored| store.open_secret(stored))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let signature = sign::sign(
         s.scheme,
         s.signature_header.as_deref(),
@@ -398,7 +409,7 @@ async fn send(
         Ok(url) => url,
         Err(e) => return Sent::failed("refused", e.to_string(), false),
     };
-    let prepared = match prepare(endpoint, event, now) {
+    let prepared = match prepare(&p.store, endpoint, event, now) {
         Ok(prepared) => prepared,
         Err(e) => return Sent::failed("render", e, true),
     };

@@ -45,11 +45,11 @@ pub async fn create(
     let now = state.clock.now();
     let id = endpoints::new_id();
     let mut tx = state.store.begin().await?;
-    endpoints::insert(&mut tx, &id, &settings, &secret, now).await?;
+    endpoints::insert(&mut tx, &id, &settings, &state.store.seal(&secret), now).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     let ep = load(&state, &id).await?;
     let mut body = view(&ep);
-    body["secret"] = Value::String(ep.secret.clone());
+    body["secret"] = Value::String(secret);
     // Only the host: some receivers put a token in the URL's path or query.
     let host = url::Url::parse(&ep.settings.url)
         .ok()
@@ -89,7 +89,7 @@ pub async fn patch(
         .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))?;
     let settings = patch.apply(
         &current.settings,
-        &current.secret,
+        &state.store.open_secret(&current.secret)?,
         &state.delivery.guard,
         &state.catalogue,
     )?;
@@ -228,7 +228,7 @@ pub async fn rotate_secret(
         None => sign::generate_secret(),
     };
     let until = now + TimeDelta::seconds(i64::try_from(grace).unwrap_or(0));
-    endpoints::rotate_secret(&mut tx, &id, &secret, until, now).await?;
+    endpoints::rotate_secret(&mut tx, &id, &state.store.seal(&secret), until, now).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     tracing::info!(endpoint = %id, "endpoint secret rotated");
     Ok(Json(json!({
@@ -248,10 +248,12 @@ pub async fn secret(
     let previous = ep
         .previous_secret
         .as_ref()
-        .filter(|_| ep.previous_secret_until.is_some_and(|u| now < u));
+        .filter(|_| ep.previous_secret_until.is_some_and(|u| now < u))
+        .map(|p| state.store.open_secret(p))
+        .transpose()?;
     Ok(Json(json!({
         "id": ep.id,
-        "secret": ep.secret,
+        "secret": state.store.open_secret(&ep.secret)?,
         "previous_secret": previous,
         "previous_secret_expires_at": previous.and(ep.previous_secret_until),
     })))

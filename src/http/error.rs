@@ -84,6 +84,11 @@ impl From<StoreError> for ApiError {
         // client retry; the detail is logged, not returned (it may name internals).
         tracing::error!(error = %e, "store error while handling a request");
         match e {
+            StoreError::Sealed(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "secret_key",
+                format!("{e}; nothing was changed"),
+            ),
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;
+pub mod sealed;
 pub mod timers;
 
 use std::str::FromStr;
@@ -39,6 +40,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Sealed(#[from] sealed::SealError),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -84,6 +87,8 @@ pub struct PendingMigration {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Seals endpoint secrets at rest when `[store] secret_key` is set.
+    sealer: Option<std::sync::Arc<sealed::Sealer>>,
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -113,7 +118,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sealer: None,
+        })
     }
 
     /// Connects and applies every pending migration (named in the log first, so an
@@ -186,6 +195,22 @@ impl Store {
     pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
         self.migrator().run_to(version, &self.pool).await?;
         Ok(())
+    }
+
+    /// Seals secrets written from now on with `sealer` (and opens sealed ones).
+    pub fn with_sealer(mut self, sealer: Option<sealed::Sealer>) -> Self {
+        self.sealer = sealer.map(std::sync::Arc::new);
+        self
+    }
+
+    /// A secret as it is to be stored (sealed when a key is configured).
+    pub fn seal(&self, secret: &str) -> String {
+        sealed::seal(self.sealer.as_deref(), secret)
+    }
+
+    /// The plaintext of a stored secret.
+    pub fn open_secret(&self, stored: &str) -> Result<String, StoreError> {
+        Ok(sealed::open(self.sealer.as_deref(), stored)?)
     }
 
     pub fn backend(&self) -> Backend {
