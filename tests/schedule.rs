@@ -792,11 +792,23 @@ async fn purged_history_never_refires(backend: Backend) {
         purged >= 4,
         "settled timers older than the retention are gone ({purged})"
     );
+    // The purged events are gone with their timers.
+    let left = fired(&app).await.len();
+    assert_eq!(
+        left, 0,
+        "finished events older than the retention are purged too"
+    );
     // A later change re-plans the order: its old overdue moments must not fire again.
     app.put("/v1/orders/o-1", json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z", "data": {"note": "x"}}))
         .await;
     app.advance(DAY).await;
-    assert_eq!(fired(&app).await.len(), 4);
+    assert_eq!(fired(&app).await.len(), left, "nothing fired again");
+    assert!(
+        app.timers_of("order", "o-1")
+            .await
+            .iter()
+            .all(|t| t["state"] != "pending")
+    );
 }
 
 async fn sub_millisecond_instants_fire_and_do_not_churn(backend: Backend) {

@@ -15,7 +15,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::fire::{Fired, fire, fire_batch};
+use super::batch::fire_many;
+use super::fire::{Fired, fire};
 use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
@@ -232,7 +233,7 @@ impl Driver {
     /// another node, say), each on its own so one bad timer cannot hold up the rest.
     /// True when any event was written.
     async fn fire_chunk(&self, ids: &[i64], now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let outcomes = match fire_batch(&self.store, &self.planner, self.misfire_after, ids, now)
+        let outcomes = match fire_many(&self.store, &self.planner, self.misfire_after, ids, now)
             .await
         {
             Ok(outcomes) => outcomes,

@@ -29,7 +29,8 @@ pub enum Fired {
     Nothing,
 }
 
-/// Fires timer `id` at `now`, in a transaction of its own.
+/// Fires timer `id` at `now`, in a transaction of its own (the careful path: batches
+/// fall back to it when a batch fails).
 pub async fn fire(
     store: &Store,
     planner: &Planner,
@@ -37,29 +38,10 @@ pub async fn fire(
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<Fired, StoreError> {
-    Ok(fire_batch(store, planner, misfire_after, &[id], now)
-        .await?
-        .pop()
-        .unwrap_or(Fired::Nothing))
-}
-
-/// Fires the timers `ids` (sorted by instant) at `now` in one transaction: one commit
-/// (one WAL flush) for the whole batch instead of one per timer. All or nothing: on an
-/// error nothing of the batch is kept and the timers stay pending.
-pub async fn fire_batch(
-    store: &Store,
-    planner: &Planner,
-    misfire_after: TimeDelta,
-    ids: &[i64],
-    now: DateTime<Utc>,
-) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
-    let mut outcomes = Vec::with_capacity(ids.len());
-    for &id in ids {
-        outcomes.push(fire_in(&mut tx, store, planner, misfire_after, id, now).await?);
-    }
+    let outcome = fire_in(&mut tx, store, planner, misfire_after, id, now).await?;
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(outcome)
 }
 
 async fn fire_in(
@@ -70,19 +52,25 @@ async fn fire_in(
     id: i64,
     now: DateTime<Utc>,
 ) -> Result<Fired, StoreError> {
-    // Locked until commit (PostgreSQL: the row; SQLite: the write lock of BEGIN
-    // IMMEDIATE), so nobody can settle it between this read and our write.
-    let lock = store.backend() == Backend::Postgres;
-    let Some(timer) = timers::pending_for_fire(tx, id, lock).await? else {
+    // SQLite: BEGIN IMMEDIATE holds the write lock until commit. PostgreSQL: lock the
+    // entity first, then the timer row, the order ingest takes them in (no deadlock).
+    let Some(timer) = timers::pending_for_fire(tx, id, false).await? else {
         return Ok(Fired::Nothing);
     };
     if timer.fire_at > now {
         return Ok(Fired::Nothing);
     }
-    // Serialise with ingest changes to the same entity (a check-in racing an overdue).
-    store
-        .lock_entity(tx, &timer.entity_kind, &timer.entity_id)
-        .await?;
+    let timer = if store.backend() == Backend::Postgres {
+        store
+            .lock_entity(tx, &timer.entity_kind, &timer.entity_id)
+            .await?;
+        match timers::pending_for_fire(tx, id, true).await? {
+            Some(t) => t,
+            None => return Ok(Fired::Nothing),
+        }
+    } else {
+        timer
+    };
     let outcome = decide(tx, planner, misfire_after, &timer, now).await?;
     let done = match &outcome {
         Fired::Event { event_id, late, .. } => {
@@ -213,7 +201,7 @@ async fn decide(
 
 /// A digest: skipped when missed (a stale list helps nobody), fired otherwise; either
 /// way the next day's digest is planned in the same transaction.
-async fn fire_digest(
+pub(super) async fn fire_digest(
     tx: &mut Tx,
     planner: &Planner,
     misfire_after: TimeDelta,
@@ -248,7 +236,7 @@ async fn fire_digest(
 }
 
 /// The guard: the rule's condition must still hold and the anchor must not have moved.
-fn check(
+pub(super) fn check(
     planner: &Planner,
     rule: &super::rules::Rule,
     subject: Subject<'_>,
@@ -270,7 +258,7 @@ fn check(
 }
 
 /// The misfire policy, for a timer found `misfire_after` or more past its moment.
-fn misfire(
+pub(super) fn misfire(
     policy: &Misfire,
     misfire_after: TimeDelta,
     timer: &Timer,
@@ -320,6 +308,6 @@ async fn write_event(
     })
 }
 
-fn to_value(v: &impl serde::Serialize) -> Result<Value, StoreError> {
+pub(super) fn to_value(v: &impl serde::Serialize) -> Result<Value, StoreError> {
     serde_json::to_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

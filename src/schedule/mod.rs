@@ -4,6 +4,7 @@
 //! entity and writes exactly one event.
 
 pub mod advance;
+pub mod batch;
 pub mod cron;
 pub mod digest;
 pub mod driver;

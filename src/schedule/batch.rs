@@ -1,0 +1,442 @@
+//! Firing many due timers in one transaction with a handful of set-based statements
+//! instead of several round trips per timer: the timers and their entities are read in
+//! bulk, each timer is decided in memory exactly as [`super::fire`] decides one, and the
+//! events, entity changes and timer states are written in bulk. Same guarantees: the
+//! timers are locked (PostgreSQL rows, SQLite's write lock), every one still pending is
+//! settled once, and the whole batch commits or none of it does.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::digest;
+use super::fire::{Fired, check, fire_digest, misfire, to_value};
+use super::plan::{Planner, Subject};
+use crate::domain::event::new_event_id;
+use crate::domain::item::Item;
+use crate::domain::order::Order;
+use crate::domain::reservation::Reservation;
+use crate::domain::unit_rental::{Invoice, UnitRental};
+use crate::store::timers::{self, Timer, TimerState};
+use crate::store::{Backend, Store, StoreError, Tx, to_ms};
+
+/// Entities of a batch, by id, as they are now (changed in memory as timers fire).
+#[derive(Default)]
+struct Loaded {
+    reservations: HashMap<String, Reservation>,
+    orders: HashMap<String, Order>,
+    invoices: HashMap<String, Invoice>,
+    rentals: HashMap<String, UnitRental>,
+    items: HashMap<String, Item>,
+    changed_items: BTreeSet<String>,
+    changed_rentals: BTreeSet<String>,
+}
+
+struct NewRow {
+    id: String,
+    event_type: String,
+    entity_kind: &'static str,
+    entity_id: String,
+    scheduled_at: DateTime<Utc>,
+    timer_id: i64,
+    data: String,
+}
+
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Fires the timers `ids` at `now` in one transaction. See the module doc.
+pub async fn fire_many(
+    store: &Store,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<Fired>, StoreError> {
+    let mut tx = store.begin().await?;
+    let pg = store.backend() == Backend::Postgres;
+    let due = load_timers(&mut tx, ids, now, false).await?;
+    let due = if pg && !due.is_empty() {
+        // Entity locks first, then timer rows: the order ingest takes them in, so the
+        // two can never deadlock.
+        let entities: BTreeSet<(String, String)> = due
+            .iter()
+            .map(|t| (t.entity_kind.clone(), t.entity_id.clone()))
+            .collect();
+        for (kind, id) in &entities {
+            store.lock_entity(&mut tx, kind, id).await?;
+        }
+        load_timers(&mut tx, ids, now, true).await?
+    } else {
+        due
+    };
+    let mut loaded = load_entities(&mut tx, &due).await?;
+
+    let mut rows = Vec::with_capacity(due.len());
+    let mut closes = Vec::new();
+    let mut outcome: HashMap<i64, Fired> = HashMap::with_capacity(due.len());
+    for timer in &due {
+        if timer.entity_kind == digest::ENTITY_KIND {
+            // Rare (one a day per zone); it plans its successor, so it goes its own way.
+            let fired = fire_digest(&mut tx, planner, misfire_after, timer, now).await?;
+            settle_one(&mut tx, timer, &fired, now).await?;
+            outcome.insert(timer.id, fired);
+            continue;
+        }
+        match decide(planner, misfire_after, timer, &mut loaded, now)? {
+            Decision::Fire {
+                kind,
+                entity_id,
+                data,
+            } => {
+                let id = new_event_id(now);
+                rows.push(NewRow {
+                    id: id.clone(),
+                    event_type: timer.event_type.clone(),
+                    entity_kind: kind,
+                    entity_id,
+                    scheduled_at: timer.fire_at,
+                    timer_id: timer.id,
+                    data: serde_json::to_string(&data)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                });
+                outcome.insert(
+                    timer.id,
+                    Fired::Event {
+                        event_id: id,
+                        late: now - timer.fire_at >= misfire_after,
+                        lag: now - timer.fire_at,
+                    },
+                );
+            }
+            Decision::Close(fired) => {
+                closes.push((timer.id, fired.clone()));
+                outcome.insert(timer.id, fired);
+            }
+        }
+    }
+
+    save_entities(&mut tx, &loaded).await?;
+    insert_events(&mut tx, &rows, now).await?;
+    mark_fired(&mut tx, &rows, now, misfire_after).await?;
+    for (id, fired) in &closes {
+        let (state, why) = match fired {
+            Fired::Cancelled(w) => (TimerState::Cancelled, w),
+            Fired::Skipped(w) => (TimerState::Skipped, w),
+            _ => continue,
+        };
+        if !timers::close(&mut tx, *id, state, why, now).await? {
+            return Err(StoreError::Corrupt(format!(
+                "timer {id} changed while locked for firing"
+            )));
+        }
+    }
+    tx.commit().await?;
+    Ok(ids
+        .iter()
+        .map(|id| outcome.remove(id).unwrap_or(Fired::Nothing))
+        .collect())
+}
+
+async fn settle_one(
+    tx: &mut Tx,
+    timer: &Timer,
+    fired: &Fired,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let done = match fired {
+        Fired::Event { event_id, .. } => {
+            timers::mark_fired(tx, timer.id, event_id, None, now).await?
+        }
+        Fired::Cancelled(w) => timers::close(tx, timer.id, TimerState::Cancelled, w, now).await?,
+        Fired::Skipped(w) => timers::close(tx, timer.id, TimerState::Skipped, w, now).await?,
+        Fired::Nothing => true,
+    };
+    if done {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "timer {} changed while locked for firing",
+            timer.id
+        )))
+    }
+}
+
+/// The pending timers among `ids` that are due at `now`, oldest first.
+async fn load_timers(
+    tx: &mut Tx,
+    ids: &[i64],
+    now: DateTime<Utc>,
+    lock: bool,
+) -> Result<Vec<Timer>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM timers WHERE state = 'pending' AND fire_at <= $1 AND id IN ({}) ORDER BY fire_at, id{}",
+        timers::COLUMNS,
+        placeholders(2, ids.len()),
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(timers::from_row)
+        .collect()
+}
+
+async fn load_bodies(
+    tx: &mut Tx,
+    table: &str,
+    ids: &BTreeSet<String>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, body FROM {table} WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(id.clone());
+    }
+    q.fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("body")?)))
+        .collect()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    rows: Vec<(String, String)>,
+) -> Result<HashMap<String, T>, StoreError> {
+    rows.into_iter()
+        .map(|(id, body)| {
+            serde_json::from_str(&body)
+                .map(|v| (id.clone(), v))
+                .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
+        })
+        .collect()
+}
+
+async fn load_entities(tx: &mut Tx, due: &[Timer]) -> Result<Loaded, StoreError> {
+    let ids_of = |kind: &str| -> BTreeSet<String> {
+        due.iter()
+            .filter(|t| t.entity_kind == kind)
+            .map(|t| t.entity_id.clone())
+            .collect()
+    };
+    let mut loaded = Loaded {
+        reservations: parse(load_bodies(tx, "reservations", &ids_of("reservation")).await?)?,
+        orders: parse(load_bodies(tx, "orders", &ids_of("order")).await?)?,
+        invoices: parse(load_bodies(tx, "invoices", &ids_of("invoice")).await?)?,
+        items: parse(load_bodies(tx, "items", &ids_of("item")).await?)?,
+        ..Default::default()
+    };
+    let rental_ids: BTreeSet<String> = loaded
+        .invoices
+        .values()
+        .map(|i| i.unit_rental_id.clone())
+        .collect();
+    loaded.rentals = parse(load_bodies(tx, "unit_rentals", &rental_ids).await?)?;
+    Ok(loaded)
+}
+
+enum Decision {
+    Fire {
+        kind: &'static str,
+        entity_id: String,
+        data: Value,
+    },
+    Close(Fired),
+}
+
+/// One timer, decided as `fire::decide` would, on the entities in memory.
+fn decide(
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    timer: &Timer,
+    loaded: &mut Loaded,
+    now: DateTime<Utc>,
+) -> Result<Decision, StoreError> {
+    let close = |f: Fired| Ok(Decision::Close(f));
+    let Some(rule) = planner.rule(&timer.rule).cloned() else {
+        return close(Fired::Cancelled("rule no longer configured".into()));
+    };
+    let id = timer.entity_id.as_str();
+    macro_rules! guard {
+        ($subject:expr) => {
+            if let Some(c) = check(planner, &rule, $subject, timer) {
+                return close(c);
+            }
+            if let Some(m) = misfire(&rule.misfire, misfire_after, timer, now) {
+                return close(m);
+            }
+        };
+    }
+    match timer.entity_kind.as_str() {
+        "reservation" => {
+            let Some(r) = loaded.reservations.get(id) else {
+                return close(Fired::Cancelled("reservation no longer exists".into()));
+            };
+            guard!(Subject::Reservation(r));
+            Ok(Decision::Fire {
+                kind: "reservation",
+                entity_id: r.id.clone(),
+                data: to_value(r)?,
+            })
+        }
+        "order" => {
+            let Some(o) = loaded.orders.get(id) else {
+                return close(Fired::Cancelled("order no longer exists".into()));
+            };
+            guard!(Subject::Order(o));
+            Ok(Decision::Fire {
+                kind: "order",
+                entity_id: o.id.clone(),
+                data: to_value(o)?,
+            })
+        }
+        "invoice" => {
+            let Some(inv) = loaded.invoices.get(id) else {
+                return close(Fired::Cancelled("invoice no longer exists".into()));
+            };
+            let Some(rental) = loaded.rentals.get_mut(&inv.unit_rental_id) else {
+                return close(Fired::Cancelled("unit rental no longer exists".into()));
+            };
+            guard!(Subject::Invoice(inv, rental));
+            if rule.event_type == "unitRental.markOverdue" && !rental.overdue {
+                rental.overdue = true;
+                rental.updated_at = now;
+                loaded.changed_rentals.insert(rental.id.clone());
+            }
+            let mut data = to_value(&*rental)?;
+            if let Value::Object(m) = &mut data {
+                m.insert("invoice".into(), json!(inv));
+            }
+            Ok(Decision::Fire {
+                kind: "unitRental",
+                entity_id: rental.id.clone(),
+                data,
+            })
+        }
+        "item" => {
+            let Some(item) = loaded.items.get_mut(id) else {
+                return close(Fired::Cancelled("item no longer exists".into()));
+            };
+            guard!(Subject::Item(item));
+            if rule.event_type == "item.expire" {
+                item.expired = true;
+                item.updated_at = now;
+                loaded.changed_items.insert(item.id.clone());
+            }
+            Ok(Decision::Fire {
+                kind: "item",
+                entity_id: item.id.clone(),
+                data: to_value(&*item)?,
+            })
+        }
+        other => close(Fired::Cancelled(format!("unknown entity kind `{other}`"))),
+    }
+}
+
+/// Entity columns and body of the items and rentals whose state firing changed.
+async fn save_entities(tx: &mut Tx, loaded: &Loaded) -> Result<(), StoreError> {
+    for id in &loaded.changed_items {
+        if let Some(item) = loaded.items.get(id) {
+            crate::store::entities::save_item(tx, item).await?;
+        }
+    }
+    for id in &loaded.changed_rentals {
+        if let Some(r) = loaded.rentals.get(id) {
+            crate::store::entities::save_unit_rental(tx, r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One multi-row INSERT per 100 events (8 values each: within every driver's limit).
+async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 8 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.id.clone())
+                .bind(r.event_type.clone())
+                .bind(r.entity_kind)
+                .bind(r.entity_id.clone())
+                .bind(to_ms(now))
+                .bind(to_ms(r.scheduled_at))
+                .bind(r.timer_id)
+                .bind(r.data.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Marks the fired timers with their events (found by `timer_id`), noting lateness.
+async fn mark_fired(
+    tx: &mut Tx,
+    rows: &[NewRow],
+    now: DateTime<Utc>,
+    misfire_after: TimeDelta,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "UPDATE timers SET state = 'fired', updated_at = $1,
+                 event_id = (SELECT e.id FROM events e WHERE e.timer_id = timers.id),
+                 reason = CASE WHEN $1 - fire_at >= $2
+                     THEN 'fired late by ' || CAST(($1 - fire_at) / 1000 AS TEXT) || 's (misfire policy)'
+                     ELSE NULL END
+             WHERE state = 'pending' AND id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_ms(now))
+            .bind(misfire_after.num_milliseconds());
+        for r in chunk {
+            q = q.bind(r.timer_id);
+        }
+        let n = q.execute(&mut **tx).await?.rows_affected();
+        if n != chunk.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} timers changed while locked for firing",
+                chunk.len() as u64 - n,
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
