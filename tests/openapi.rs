@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Every route of the public contract (DESIGN.md).
 const CONTRACT: &[(&str, &str)] = &[
@@ -166,6 +166,77 @@ fn required<'a>(doc: &'a Value, schema: &'a Value, out: &mut BTreeSet<&'a str>) 
     }
 }
 
+/// Sends one request for `op` (at `path`, with `token` and a JSON `body`) and checks the
+/// answer against the document: its status is listed, its content type is documented,
+/// a 4xx is an `ApiError`, and a JSON body has every property its schema requires.
+async fn call(
+    app: &TestApp,
+    doc: &Value,
+    op: &Op<'_>,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.client.request(op.method.clone(), app.url(path));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let res = req.send().await.expect("request sent");
+    let status = res.status().as_u16();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = res.text().await.expect("body read");
+    assert!(
+        op.documents(status),
+        "{} ({path}): answered {status}, which the document does not list: {text}",
+        op.name()
+    );
+    let response = resolve(doc, &op.op["responses"][status.to_string()]);
+    let content = response["content"].as_object().expect("content");
+    let essence = |t: &str| t.split(';').next().unwrap_or("").trim().to_string();
+    assert!(
+        content.keys().any(|k| essence(k) == essence(&ct)),
+        "{}: {status} came as {ct}, documented as {:?}",
+        op.name(),
+        content.keys()
+    );
+    if essence(&ct) != "application/json" {
+        return (status, Value::Null);
+    }
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: {status} is not JSON ({e}): {text}", op.name()));
+    if (400..500).contains(&status) {
+        assert!(body["error"].is_string(), "{}: {body}", op.name());
+        assert!(body["detail"].is_string(), "{}: {body}", op.name());
+        assert_eq!(
+            content["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ApiError",
+            "{}: {status} is documented as an ApiError",
+            op.name()
+        );
+    }
+    // Whatever the documented schema requires is there.
+    let mut needed = BTreeSet::new();
+    required(doc, &content["application/json"]["schema"], &mut needed);
+    for field in needed {
+        assert!(
+            body.get(field).is_some(),
+            "{}: {status} lacks `{field}`: {body}",
+            op.name()
+        );
+    }
+    (status, body)
+}
+
 async fn fetch_document(app: &TestApp) -> Value {
     let res = app
         .client
@@ -247,62 +318,9 @@ async fn the_document_covers_every_route_and_walking_it_gets_only_documented_ans
         if secured {
             assert_eq!(op.op["security"][0]["bearer"], Value::Array(vec![]));
         }
-        let mut req = app
-            .client
-            .request(op.method.clone(), app.url(&op.url_path()));
-        if secured {
-            req = req.bearer_auth(if admin { ADMIN_TOKEN } else { TOKEN });
-        }
-        if op.has_body() {
-            req = req.header("content-type", "application/json").body("{}");
-        }
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let text = res.text().await.expect("body read");
-        assert!(
-            op.documents(status),
-            "{}: answered {status}, which the document does not list: {text}",
-            op.name()
-        );
-        let response = resolve(&doc, &op.op["responses"][status.to_string()]);
-        let content = response["content"].as_object().expect("content");
-        let essence = |t: &str| t.split(';').next().unwrap_or("").trim().to_string();
-        assert!(
-            content.keys().any(|k| essence(k) == essence(&ct)),
-            "{}: {status} came as {ct}, documented as {:?}",
-            op.name(),
-            content.keys()
-        );
-        if essence(&ct) == "application/json" {
-            let body: Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {status} is not JSON ({e}): {text}", op.name()));
-            if (400..500).contains(&status) {
-                assert!(body["error"].is_string(), "{}: {body}", op.name());
-                assert!(body["detail"].is_string(), "{}: {body}", op.name());
-                assert_eq!(
-                    content["application/json"]["schema"]["$ref"],
-                    "#/components/schemas/ApiError",
-                    "{}: {status} is documented as an ApiError",
-                    op.name()
-                );
-            }
-            // Whatever the documented schema requires is there.
-            let mut needed = BTreeSet::new();
-            required(&doc, &content["application/json"]["schema"], &mut needed);
-            for field in needed {
-                assert!(
-                    body.get(field).is_some(),
-                    "{}: {status} lacks `{field}`: {body}",
-                    op.name()
-                );
-            }
-        }
+        let token = secured.then_some(if admin { ADMIN_TOKEN } else { TOKEN });
+        let body = op.has_body().then(|| json!({}));
+        let (status, _) = call(&app, &doc, op, &op.url_path(), token, body).await;
         statuses.insert(status);
         walked += 1;
     }
@@ -352,4 +370,223 @@ async fn every_secured_operation_documents_and_answers_401_without_a_token() {
         CONTRACT.len() + EXTRA.len() - 4,
         "all but the 4 open routes"
     );
+}
+
+/// Valid requests get the answers the document describes, with the properties their
+/// schemas require (the walk above mostly reaches refusals).
+#[tokio::test]
+async fn successful_answers_have_what_their_schemas_require() {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let doc = fetch_document(&app).await;
+    let ops = operations(&doc);
+    let op = |method: &str, path: &str| {
+        ops.iter()
+            .find(|o| o.method.as_str() == method && o.path == path)
+            .unwrap_or_else(|| panic!("{method} {path} is documented"))
+    };
+    let t = Some(TOKEN);
+    let steps: Vec<(&str, &str, String, Option<Value>, u16)> = vec![
+        (
+            "PUT",
+            "/v1/contacts/{id}",
+            "/v1/contacts/c-1".into(),
+            Some(json!({"name": "Ada"})),
+            201,
+        ),
+        (
+            "PUT",
+            "/v1/items/{id}",
+            "/v1/items/i-1".into(),
+            Some(json!({"name": "Camera"})),
+            201,
+        ),
+        (
+            "PUT",
+            "/v1/reservations/{id}",
+            "/v1/reservations/r-1".into(),
+            Some(
+                json!({"contact_id": "c-1", "item_ids": ["i-1"], "starts_at": "2030-03-02T09:00:00Z", "ends_at": "2030-03-03T09:00:00Z"}),
+            ),
+            201,
+        ),
+        (
+            "PUT",
+            "/v1/orders/{id}",
+            "/v1/orders/o-1".into(),
+            Some(
+                json!({"contact_id": "c-1", "item_ids": ["i-1"], "due_at": "2030-03-04T09:00:00Z"}),
+            ),
+            201,
+        ),
+        (
+            "POST",
+            "/v1/orders/{id}/checkout",
+            "/v1/orders/o-1/checkout".into(),
+            None,
+            200,
+        ),
+        (
+            "PATCH",
+            "/v1/orders/{id}",
+            "/v1/orders/o-1".into(),
+            Some(json!({"due_at": "2030-03-05T09:00:00Z"})),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/orders/{id}/checkin",
+            "/v1/orders/o-1/checkin".into(),
+            Some(json!({})),
+            200,
+        ),
+        ("GET", "/v1/orders/{id}", "/v1/orders/o-1".into(), None, 200),
+        (
+            "PUT",
+            "/v1/unit-rentals/{id}",
+            "/v1/unit-rentals/u-1".into(),
+            Some(json!({})),
+            201,
+        ),
+        (
+            "PUT",
+            "/v1/invoices/{id}",
+            "/v1/invoices/n-1".into(),
+            Some(
+                json!({"unit_rental_id": "u-1", "due_at": "2030-03-10T00:00:00Z", "state": "sent"}),
+            ),
+            201,
+        ),
+        (
+            "POST",
+            "/v1/reservations/{id}/cancel",
+            "/v1/reservations/r-1/cancel".into(),
+            None,
+            200,
+        ),
+        (
+            "POST",
+            "/v1/events",
+            "/v1/events".into(),
+            Some(json!({"type": "item.create", "data": {"id": "i-2"}})),
+            201,
+        ),
+        (
+            "POST",
+            "/v1/endpoints",
+            "/v1/endpoints".into(),
+            Some(json!({"name": "hook", "url": "http://127.0.0.1:9/hook", "topics": ["*"]})),
+            201,
+        ),
+    ];
+    for (method, template, path, body, expected) in steps {
+        let (status, _) = call(&app, &doc, op(method, template), &path, t, body).await;
+        assert_eq!(status, expected, "{method} {path}");
+    }
+    let (_, list) = call(
+        &app,
+        &doc,
+        op("GET", "/v1/endpoints"),
+        "/v1/endpoints",
+        t,
+        None,
+    )
+    .await;
+    let id = list["endpoints"][0]["id"]
+        .as_str()
+        .expect("an endpoint")
+        .to_string();
+    for (method, template, suffix, body, expected) in [
+        ("GET", "/v1/endpoints/{id}", "", None, 200),
+        (
+            "PATCH",
+            "/v1/endpoints/{id}",
+            "",
+            Some(json!({"name": "hook 2"})),
+            200,
+        ),
+        ("GET", "/v1/endpoints/{id}/secret", "/secret", None, 200),
+        (
+            "POST",
+            "/v1/endpoints/{id}/rotate-secret",
+            "/rotate-secret",
+            Some(json!({})),
+            200,
+        ),
+        ("POST", "/v1/endpoints/{id}/disable", "/disable", None, 200),
+        ("POST", "/v1/endpoints/{id}/test", "/test", None, 409),
+        ("POST", "/v1/endpoints/{id}/enable", "/enable", None, 200),
+        ("POST", "/v1/endpoints/{id}/test", "/test", None, 202),
+        (
+            "POST",
+            "/v1/endpoints/{id}/recover",
+            "/recover",
+            Some(json!({"since": "2030-01-01T00:00:00Z"})),
+            200,
+        ),
+    ] {
+        let path = format!("/v1/endpoints/{id}{suffix}");
+        let (status, _) = call(&app, &doc, op(method, template), &path, t, body).await;
+        assert_eq!(status, expected, "{method} {path}");
+    }
+    let (_, page) = call(
+        &app,
+        &doc,
+        op("GET", "/v1/deliveries"),
+        "/v1/deliveries",
+        t,
+        None,
+    )
+    .await;
+    let delivery = page["deliveries"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_string();
+    let path = format!("/v1/deliveries/{delivery}");
+    let (status, _) = call(&app, &doc, op("GET", "/v1/deliveries/{id}"), &path, t, None).await;
+    assert_eq!(status, 200);
+    let a = Some(ADMIN_TOKEN);
+    for (method, template, path, body, expected) in [
+        (
+            "GET",
+            "/admin/schedule",
+            "/admin/schedule".to_string(),
+            None,
+            200,
+        ),
+        (
+            "GET",
+            "/admin/schedule/forecast",
+            "/admin/schedule/forecast?until=2030-04-01T00:00:00Z".into(),
+            None,
+            200,
+        ),
+        (
+            "GET",
+            "/admin/entities/{kind}/{id}/timeline",
+            "/admin/entities/order/o-1/timeline".into(),
+            None,
+            200,
+        ),
+        (
+            "POST",
+            "/admin/clock/advance",
+            "/admin/clock/advance".into(),
+            Some(json!({"seconds": 60})),
+            200,
+        ),
+    ] {
+        let (status, _) = call(&app, &doc, op(method, template), &path, a, body).await;
+        assert_eq!(status, expected, "{method} {path}");
+    }
+    let path = format!("/v1/endpoints/{id}");
+    let (status, _) = call(
+        &app,
+        &doc,
+        op("DELETE", "/v1/endpoints/{id}"),
+        &path,
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
 }
