@@ -45,7 +45,7 @@ pub struct Endpoint {
 }
 
 /// How an endpoint has been doing lately; see [`super::health`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// First failed attempt since the last success.
     pub failing_since: Option<DateTime<Utc>>,
@@ -138,7 +138,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointView<'a> {
     pub id: &'a str,
     pub name: &'a str,
@@ -161,13 +161,13 @@ pub struct EndpointView<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SignatureView<'a> {
     pub scheme: Scheme,
     pub header: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RetryView {
     pub max_attempts: u32,
     pub schedule: String,
@@ -175,7 +175,7 @@ pub struct RetryView {
 }
 
 /// What a delivery that used up its attempts does to its endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExhausted {
     /// The delivery fails; the endpoint is disabled only by the `[delivery]` rules
@@ -209,7 +209,7 @@ impl std::str::FromStr for OnExhausted {
 }
 
 /// `POST /v1/endpoints`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointInput {
     pub name: String,
@@ -235,7 +235,7 @@ pub struct EndpointInput {
     pub alert_emails: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureInput {
     #[serde(default)]
@@ -244,7 +244,7 @@ pub struct SignatureInput {
     pub header: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryInput {
     #[serde(default)]
@@ -256,7 +256,7 @@ pub struct RetryInput {
 }
 
 /// `PATCH /v1/endpoints/{id}`: every field optional; `null` clears `rate_limit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     #[serde(default)]

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 /// How an event comes to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// Emitted at once when the application reports a change.
@@ -230,7 +230,7 @@ pub fn find(name: &str) -> Option<&'static EventType> {
 
 /// One entry of a running service's catalogue: the built-in types plus those that
 /// configured rules add (e.g. `order.overdue_3_days`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Entry {
     #[serde(rename = "type")]
     pub name: String,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{DomainError, input};
 
 /// Body of `PUT /v1/contacts/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
     #[serde(default)]
@@ -18,6 +18,8 @@ pub struct ContactInput {
     pub phone: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -46,13 +48,14 @@ impl ContactInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: String,
     pub name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub timezone: Option<String>,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

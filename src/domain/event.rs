@@ -37,7 +37,7 @@ impl NewEvent {
 }
 
 /// A stored event, in the default wire envelope's shape.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
@@ -45,6 +45,7 @@ pub struct Event {
     pub created: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     pub data: Value,
     #[serde(skip)]
     pub seq: i64,

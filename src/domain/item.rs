@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{DomainError, input};
 
 /// Body of `PUT /v1/items/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     pub name: String,
@@ -15,6 +15,8 @@ pub struct ItemInput {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -29,7 +31,7 @@ impl ItemInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     pub id: String,
     pub name: String,
@@ -37,6 +39,7 @@ pub struct Item {
     pub timezone: Option<String>,
     /// Set by the scheduler when `expires_at` passes (`item.expire`).
     pub expired: bool,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

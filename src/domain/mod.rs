@@ -45,7 +45,9 @@ impl DomainError {
 }
 
 /// Kinds of entity an event or timer can be about (the prefix of its event type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum EntityKind {
     #[serde(rename = "reservation")]
     Reservation,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{DomainError, input};
 
 /// Body of `PUT /v1/orders/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderInput {
     pub contact_id: String,
@@ -21,6 +21,8 @@ pub struct OrderInput {
     pub reservation_id: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -44,21 +46,21 @@ impl OrderInput {
 }
 
 /// Body of `PATCH /v1/orders/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderPatch {
     pub due_at: DateTime<Utc>,
 }
 
 /// Body of `POST /v1/orders/{id}/checkin` (all items still out when `item_ids` is absent).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckinInput {
     #[serde(default)]
     pub item_ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Open,
@@ -76,14 +78,14 @@ impl OrderStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub id: String,
     pub checked_in_at: Option<DateTime<Utc>>,
 }
 
 /// An order as the API returns it and as events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: String,
     pub contact_id: String,
@@ -97,6 +99,7 @@ pub struct Order {
     pub items_out: usize,
     pub checked_out_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

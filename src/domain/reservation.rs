@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{DomainError, input};
 
 /// Body of `PUT /v1/reservations/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationInput {
     pub contact_id: String,
@@ -18,6 +18,8 @@ pub struct ReservationInput {
     pub ends_at: DateTime<Utc>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -35,7 +37,7 @@ impl ReservationInput {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationStatus {
     Reserved,
@@ -54,7 +56,7 @@ impl ReservationStatus {
 }
 
 /// A reservation as the API returns it and as events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub id: String,
     pub contact_id: String,
@@ -63,6 +65,7 @@ pub struct Reservation {
     pub ends_at: DateTime<Utc>,
     pub timezone: Option<String>,
     pub status: ReservationStatus,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

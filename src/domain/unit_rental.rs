@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{DomainError, input};
 
 /// Body of `PUT /v1/unit-rentals/{id}`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitRentalInput {
     #[serde(default)]
@@ -23,6 +23,8 @@ pub struct UnitRentalInput {
     pub state: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -47,7 +49,7 @@ impl UnitRentalInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnitRental {
     pub id: String,
     pub contact_id: Option<String>,
@@ -55,6 +57,7 @@ pub struct UnitRental {
     pub state: Option<String>,
     pub timezone: Option<String>,
     pub overdue: bool,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -91,7 +94,7 @@ impl UnitRental {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceState {
     Draft,
@@ -119,12 +122,14 @@ impl InvoiceState {
 }
 
 /// Body of `PUT /v1/invoices/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceInput {
     pub unit_rental_id: String,
     pub due_at: DateTime<Utc>,
     pub state: InvoiceState,
+    /// The application's own fields (a JSON object), returned as given.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub data: Option<Value>,
 }
@@ -136,12 +141,13 @@ impl InvoiceInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invoice {
     pub id: String,
     pub unit_rental_id: String,
     pub due_at: DateTime<Utc>,
     pub state: InvoiceState,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

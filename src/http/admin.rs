@@ -12,22 +12,34 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
+use super::openapi::{
+    BodyErrors, ClockAdvanced, ClockView, Forecast, Internal, InvalidField, NodeList, NotFound,
+    ScheduleStats, StoreErrors, Timeline,
+};
 use crate::domain::EntityKind;
 use crate::schedule::advance::{AdvanceError, live_through};
 use crate::store::from_ms;
 use crate::store::timers::{self, Timer, TimerFilter, TimerState};
 
 /// `GET /admin/clock`
+#[utoipa::path(
+    get,
+    path = "/admin/clock",
+    tag = "admin",
+    responses((status = 200, description = "The clock's mode and current instant", body = ClockView))
+)]
 pub async fn get_clock(State(s): State<AppState>) -> Json<Value> {
     Json(json!({ "mode": s.clock.mode(), "now": s.clock.now() }))
 }
 
 /// Body of `POST /admin/clock/advance`: exactly one of `seconds` and `to`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceBody {
+    /// Move forward by this many seconds (0 to one year).
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// Move forward to this instant (not before now, at most one year ahead).
     #[serde(default)]
     pub to: Option<DateTime<Utc>>,
 }
@@ -37,6 +49,19 @@ const MAX_ADVANCE_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
 
 /// `POST /admin/clock/advance`: manual clock only. Lives through every timer on the
 /// way, each at its own instant, before answering.
+#[utoipa::path(
+    post,
+    path = "/admin/clock/advance",
+    tag = "admin",
+    request_body = AdvanceBody,
+    responses(
+        (status = 200, description = "The clock moved; every timer on the way fired at its own instant", body = ClockAdvanced),
+        BodyErrors,
+        (status = 409, description = "The clock is the system clock (`conflict`): advancing needs `[clock] mode = \"manual\"`", body = ApiError),
+        Internal,
+        (status = 503, description = "The work on the way did not settle (`not_settled`), or the store is unreachable (`store_unavailable`)", body = ApiError)
+    )
+)]
 pub async fn advance_clock(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<AdvanceBody>,
@@ -95,21 +120,32 @@ fn clock_now(s: &AppState) -> DateTime<Utc> {
     s.clock.now()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleQuery {
+    /// Timers firing at or after this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<String>,
+    /// Timers firing before this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<String>,
+    /// Only this event type.
     #[serde(rename = "type")]
     pub event_type: Option<String>,
+    /// `reservation`, `order`, `invoice`, `unitRental`, `item`, `contact` or `digest`.
     pub entity_kind: Option<String>,
     pub entity_id: Option<String>,
+    /// `pending`, `fired`, `cancelled` or `skipped`.
     pub state: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<i64>)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SchedulePage {
     pub timers: Vec<Timer>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -133,6 +169,17 @@ fn instant(field: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, Api
 }
 
 /// `GET /admin/schedule`: timers sorted by `fire_at`, filtered, paged by cursor.
+#[utoipa::path(
+    get,
+    path = "/admin/schedule",
+    tag = "admin",
+    params(ScheduleQuery),
+    responses(
+        (status = 200, description = "Timers sorted by `fire_at`", body = SchedulePage),
+        InvalidField,
+        StoreErrors
+    )
+)]
 pub async fn schedule(
     State(s): State<AppState>,
     query: Result<Query<ScheduleQuery>, axum::extract::rejection::QueryRejection>,
@@ -199,6 +246,15 @@ pub async fn schedule(
 }
 
 /// `GET /admin/schedule/stats`
+#[utoipa::path(
+    get,
+    path = "/admin/schedule/stats",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Timer counts, the wheel, lag, fires since start and the rules in force", body = ScheduleStats),
+        StoreErrors
+    )
+)]
 pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = s.clock.now();
     let by_state: serde_json::Map<String, Value> = timers::count_by_state(s.store.pool())
@@ -241,15 +297,29 @@ pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ForecastQuery {
+    /// Required: the end of the forecast (RFC 3339, not before now).
+    #[param(value_type = DateTime<Utc>, required = true)]
     pub until: Option<String>,
 }
 
 /// `GET /admin/schedule/forecast?until=`: what would fire between now and `until` if
 /// nothing changes (the pending timers, which ingest keeps in line with every change),
 /// per type and per hour. Reads only.
+#[utoipa::path(
+    get,
+    path = "/admin/schedule/forecast",
+    tag = "admin",
+    params(ForecastQuery),
+    responses(
+        (status = 200, description = "What would fire until then, by type and by hour", body = Forecast),
+        InvalidField,
+        StoreErrors
+    )
+)]
 pub async fn forecast(
     State(s): State<AppState>,
     query: Result<Query<ForecastQuery>, axum::extract::rejection::QueryRejection>,
@@ -299,6 +369,21 @@ pub async fn forecast(
 /// `GET /admin/entities/{kind}/{id}/timeline`: everything about one entity in time
 /// order: the changes received (its immediate events), its timers planned, cancelled,
 /// skipped and fired (with why), and the time-based events.
+#[utoipa::path(
+    get,
+    path = "/admin/entities/{kind}/{id}/timeline",
+    tag = "admin",
+    params(
+        ("kind" = String, Path, description = "`reservation`, `order`, `invoice`, `unitRental`, `item`, `contact` or `digest`"),
+        ("id" = String, Path, description = "The entity's id"),
+    ),
+    responses(
+        (status = 200, description = "The entity's story in time order", body = Timeline),
+        InvalidField,
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn timeline(
     State(s): State<AppState>,
     axum::extract::Path((kind, id)): axum::extract::Path<(String, String)>,
@@ -365,6 +450,15 @@ pub async fn timeline(
 
 /// `GET /admin/nodes`: every node that ran on this store (newest first), when each was
 /// last seen, and how many pending timers each holds a live lease on.
+#[utoipa::path(
+    get,
+    path = "/admin/nodes",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every node that ran on this store, newest first", body = NodeList),
+        StoreErrors
+    )
+)]
 pub async fn nodes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = s.clock.now();
     let nodes = crate::store::cluster::list(&s.store, now).await?;

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::deliveries::{self, Filter};
+use super::openapi::{
+    Conflict, DeliveryDetail, DeliveryPage, DeliveryQuery, InvalidField, NotFound, StoreErrors,
+};
+use crate::store::deliveries::{self, Delivery, Filter};
 use crate::store::events;
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -69,6 +72,18 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
 }
 
 /// Newest first; `next_cursor` (when present) fetches the next, older page.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    operation_id = "list_deliveries",
+    params(DeliveryQuery),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first", body = DeliveryPage),
+        InvalidField,
+        StoreErrors
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -83,6 +98,18 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    tag = "deliveries",
+    operation_id = "get_delivery",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The delivery with its attempts and its event", body = DeliveryDetail),
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -101,6 +128,19 @@ pub async fn get(
 }
 
 /// Makes a failed (or succeeded) delivery due again now: one more attempt.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    tag = "deliveries",
+    operation_id = "retry_delivery",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 202, description = "The delivery, due again now", body = Delivery),
+        NotFound,
+        Conflict,
+        StoreErrors
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,

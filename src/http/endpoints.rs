@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
-use crate::delivery::endpoint::{Endpoint, EndpointInput, EndpointPatch, check_destination};
+use super::openapi::{
+    BodyErrors, Conflict, EndpointCreated, EndpointDeleted, EndpointList, EndpointSecret, NotFound,
+    Recovered, SecretRotated, StoreErrors, TestSent,
+};
+use crate::delivery::endpoint::{
+    Endpoint, EndpointInput, EndpointPatch, EndpointView, check_destination,
+};
 use crate::delivery::sign;
 use crate::domain::event::NewEvent;
 use crate::store::{deliveries, endpoints, events};
@@ -34,6 +40,18 @@ async fn load(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    operation_id = "create_endpoint",
+    request_body = EndpointInput,
+    responses(
+        (status = 201, description = "The endpoint, with its signing secret (shown here, on rotation and at `GET /v1/endpoints/{id}/secret` only)", body = EndpointCreated),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<EndpointInput>,
@@ -59,6 +77,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    operation_id = "list_endpoints",
+    responses(
+        (status = 200, description = "Every endpoint (without secrets)", body = EndpointList),
+        StoreErrors
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = endpoints::list(state.store.pool()).await?;
     Ok(Json(
@@ -66,6 +94,18 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "get_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint (without secrets)", body = EndpointView),
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -73,6 +113,20 @@ pub async fn get(
     Ok(Json(view(&load(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "patch_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = EndpointPatch,
+    responses(
+        (status = 200, description = "The changed endpoint", body = EndpointView),
+        BodyErrors,
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -99,6 +153,18 @@ pub async fn patch(
     Ok(Json(view(&load(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "delete_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint is gone", body = EndpointDeleted),
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -111,6 +177,18 @@ pub async fn delete(
     Ok(Json(json!({"id": id, "deleted": true})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/enable",
+    tag = "endpoints",
+    operation_id = "enable_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint, enabled and with its health reset", body = EndpointView),
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -124,13 +202,29 @@ pub async fn enable(
     Ok(Json(view(&load(&state, &id).await?)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableInput {
+    /// Shown as `disabled_reason` (default "disabled by an operator"); at most 500
+    /// characters.
     #[serde(default)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/disable",
+    tag = "endpoints",
+    operation_id = "disable_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = Option<DisableInput>,
+    responses(
+        (status = 200, description = "The endpoint, disabled: nothing is sent to it until it is enabled", body = EndpointView),
+        BodyErrors,
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -155,6 +249,19 @@ pub async fn disable(
 
 /// Sends a `webhook.test` event to this endpoint only (whatever its topics), through
 /// the normal pipeline: it is signed, retried and recorded like any delivery.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/test",
+    tag = "endpoints",
+    operation_id = "test_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 202, description = "A `webhook.test` event is on its way to this endpoint only", body = TestSent),
+        NotFound,
+        Conflict,
+        StoreErrors
+    )
+)]
 pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,17 +296,34 @@ pub async fn test(
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateInput {
+    /// The new secret (generated when absent); it must suit the endpoint's scheme.
     #[serde(default)]
     secret: Option<String>,
+    /// How long the previous secret keeps signing beside the new one (at most 30 days;
+    /// default `[delivery] rotation_grace_seconds`).
     #[serde(default)]
     grace_seconds: Option<u64>,
 }
 
 /// A new secret signs from now on; the previous one keeps signing beside it (two
 /// signatures) for the grace period.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/rotate-secret",
+    tag = "endpoints",
+    operation_id = "rotate_endpoint_secret",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = Option<RotateInput>,
+    responses(
+        (status = 200, description = "The new secret", body = SecretRotated),
+        BodyErrors,
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -239,6 +363,18 @@ pub async fn rotate_secret(
 }
 
 /// The signing secret (and the previous one while it still signs).
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}/secret",
+    tag = "endpoints",
+    operation_id = "get_endpoint_secret",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The signing secret, and the previous one while it still signs", body = EndpointSecret),
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -259,15 +395,31 @@ pub async fn secret(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverInput {
+    /// Failed deliveries created at or after this instant…
     since: DateTime<Utc>,
+    /// …and before this one (default now).
     #[serde(default)]
     until: Option<DateTime<Utc>>,
 }
 
 /// Sends the endpoint's failed deliveries created in `[since, until)` again.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/recover",
+    tag = "endpoints",
+    operation_id = "recover_endpoint_deliveries",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = RecoverInput,
+    responses(
+        (status = 200, description = "How many failed deliveries are due again", body = Recovered),
+        BodyErrors,
+        NotFound,
+        StoreErrors
+    )
+)]
 pub async fn recover(
     State(state): State<AppState>,
     Path(id): Path<String>,

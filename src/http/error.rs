@@ -11,11 +11,19 @@ use crate::domain::DomainError;
 use crate::ingest::IngestError;
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, Serialize)]
+/// Every error answer: a stable machine-readable `error` code, the `field` at fault
+/// when there is one, and a human-readable `detail`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "invalid_field", "field": "due_at", "detail": "input contains invalid characters"}))]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
+    /// `malformed_json`, `bad_body`, `invalid_field`, `unauthorized`, `not_found`,
+    /// `conflict`, `body_too_large`, `unsupported_media_type`, `method_not_allowed`,
+    /// `not_settled`, `store_unavailable` or `internal`.
+    #[schema(value_type = String)]
     pub error: &'static str,
+    /// The field at fault (`due_at`, `item_ids[1]`, `body`, `query`…), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub detail: String,

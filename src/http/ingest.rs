@@ -15,12 +15,14 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonBody;
+use super::openapi::{BodyErrors, Conflict, InvalidField, NotFound, StoreErrors};
 use crate::domain::catalogue::Entry;
-use crate::domain::contact::ContactInput;
-use crate::domain::item::ItemInput;
-use crate::domain::order::{CheckinInput, OrderInput, OrderPatch};
-use crate::domain::reservation::ReservationInput;
-use crate::domain::unit_rental::{InvoiceInput, UnitRentalInput};
+use crate::domain::contact::{Contact, ContactInput};
+use crate::domain::event::Event;
+use crate::domain::item::{Item, ItemInput};
+use crate::domain::order::{CheckinInput, Order, OrderInput, OrderPatch};
+use crate::domain::reservation::{Reservation, ReservationInput};
+use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::ingest::Applied;
 use crate::store::{StoreError, entities as db};
 
@@ -43,6 +45,19 @@ fn respond<T: Serialize>(applied: Applied<T>) -> Response {
 
 type ApiResult = Result<Response, ApiError>;
 
+#[utoipa::path(
+    put,
+    path = "/v1/reservations/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = ReservationInput,
+    responses(
+        (status = 200, description = "The reservation updated (or unchanged: no event)", body = Reservation, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The reservation created", body = Reservation, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn put_reservation(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -51,10 +66,34 @@ pub async fn put_reservation(
     Ok(respond(s.ingest.put_reservation(&id, body).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{id}/cancel",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    responses(
+        (status = 200, description = "The cancelled reservation (emits `reservation.cancel`)", body = Reservation, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        InvalidField, NotFound, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn cancel_reservation(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     Ok(respond(s.ingest.cancel_reservation(&id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/orders/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = OrderInput,
+    responses(
+        (status = 200, description = "The order updated (or unchanged: no event)", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The order created", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn put_order(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -63,6 +102,20 @@ pub async fn put_order(
     Ok(respond(s.ingest.put_order(&id, body).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/orders/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = OrderPatch,
+    responses(
+        (status = 200, description = "The order with its new due date; its timers are planned again", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors,
+        NotFound,
+        Conflict,
+        StoreErrors
+    )
+)]
 pub async fn patch_order(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -71,10 +124,33 @@ pub async fn patch_order(
     Ok(respond(s.ingest.patch_order_due(&id, body.due_at).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/checkout",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    responses(
+        (status = 200, description = "The checked-out order (emits `order.checkout`)", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        InvalidField, NotFound, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn checkout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     Ok(respond(s.ingest.checkout(&id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/checkin",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = Option<CheckinInput>,
+    responses(
+        (status = 200, description = "The order, `closed` when no item is out any more (emits `order.checkin`)", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors, NotFound, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn checkin(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -83,10 +159,34 @@ pub async fn checkin(
     Ok(respond(s.ingest.checkin(&id, body).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/undo-checkout",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    responses(
+        (status = 200, description = "The order, open again (emits `order.undocheckout`)", body = Order, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        InvalidField, NotFound, Conflict,
+        StoreErrors
+    )
+)]
 pub async fn undo_checkout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     Ok(respond(s.ingest.undo_checkout(&id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/unit-rentals/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = UnitRentalInput,
+    responses(
+        (status = 200, description = "The unit rental updated (or unchanged: no event)", body = UnitRental, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The unit rental created", body = UnitRental, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn put_unit_rental(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -95,6 +195,19 @@ pub async fn put_unit_rental(
     Ok(respond(s.ingest.put_unit_rental(&id, body).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/invoices/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = InvoiceInput,
+    responses(
+        (status = 200, description = "The invoice updated (or unchanged: no event)", body = Invoice, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The invoice created", body = Invoice, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn put_invoice(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -103,6 +216,19 @@ pub async fn put_invoice(
     Ok(respond(s.ingest.put_invoice(&id, body).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/items/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = ItemInput,
+    responses(
+        (status = 200, description = "The item updated (or unchanged: no event)", body = Item, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The item created", body = Item, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn put_item(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -111,6 +237,19 @@ pub async fn put_item(
     Ok(respond(s.ingest.put_item(&id, body).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/contacts/{id}",
+    tag = "ingest",
+    params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+    request_body = ContactInput,
+    responses(
+        (status = 200, description = "The contact updated (or unchanged: no event)", body = Contact, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        (status = 201, description = "The contact created", body = Contact, headers(("duehook-event-id" = String, description = "The event this request emitted; absent when it changed nothing"))),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn put_contact(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -120,14 +259,28 @@ pub async fn put_contact(
 }
 
 /// Body of `POST /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostEvent {
+    /// A type of the catalogue (`GET /v1/event-types`).
     #[serde(rename = "type")]
     pub event_type: String,
+    /// A JSON object; its `id` (string or number), when present, names the entity.
+    #[schema(value_type = Object)]
     pub data: Value,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    request_body = PostEvent,
+    responses(
+        (status = 201, description = "The event, stored and on its way to subscribed endpoints", body = Event),
+        BodyErrors,
+        StoreErrors
+    )
+)]
 pub async fn post_event(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<PostEvent>,
@@ -136,12 +289,18 @@ pub async fn post_event(
     Ok((StatusCode::CREATED, Json(event)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventTypes<'a> {
     pub event_types: &'a [Entry],
 }
 
 /// `GET /v1/event-types`: the built-in catalogue plus types added by configured rules.
+#[utoipa::path(
+    get,
+    path = "/v1/event-types",
+    tag = "ingest",
+    responses((status = 200, description = "The catalogue: built-in types and those configured rules add", body = EventTypes))
+)]
 pub async fn event_types(State(s): State<AppState>) -> Response {
     Json(EventTypes {
         event_types: s.catalogue.entries(),
@@ -151,7 +310,19 @@ pub async fn event_types(State(s): State<AppState>) -> Response {
 
 /// `GET /v1/{kind}/{id}`: the entity as the API returns it.
 macro_rules! getter {
-    ($name:ident, $load:path, $what:literal) => {
+    ($name:ident, $load:path, $what:literal, $path:tt, $entity:ident) => {
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "ingest",
+            params(("id" = String, Path, description = "The application's id: 1 to 128 letters, digits and `-_.:@`")),
+            responses(
+                (status = 200, description = "The entity as the API returns it", body = $entity),
+                InvalidField,
+                NotFound,
+                StoreErrors
+            )
+        )]
         pub async fn $name(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
             crate::domain::input::check_id("id", &id)?;
             let mut tx = s.store.pool().begin().await.map_err(StoreError::from)?;
@@ -166,9 +337,33 @@ macro_rules! getter {
     };
 }
 
-getter!(get_reservation, db::load_reservation, "reservation");
-getter!(get_order, db::load_order, "order");
-getter!(get_unit_rental, db::load_unit_rental, "unit rental");
-getter!(get_invoice, db::load_invoice, "invoice");
-getter!(get_item, db::load_item, "item");
-getter!(get_contact, db::load_contact, "contact");
+getter!(
+    get_reservation,
+    db::load_reservation,
+    "reservation",
+    "/v1/reservations/{id}",
+    Reservation
+);
+getter!(get_order, db::load_order, "order", "/v1/orders/{id}", Order);
+getter!(
+    get_unit_rental,
+    db::load_unit_rental,
+    "unit rental",
+    "/v1/unit-rentals/{id}",
+    UnitRental
+);
+getter!(
+    get_invoice,
+    db::load_invoice,
+    "invoice",
+    "/v1/invoices/{id}",
+    Invoice
+);
+getter!(get_item, db::load_item, "item", "/v1/items/{id}", Item);
+getter!(
+    get_contact,
+    db::load_contact,
+    "contact",
+    "/v1/contacts/{id}",
+    Contact
+);

@@ -43,6 +43,15 @@ pub async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "The metrics recorder is not installed", body = String, content_type = "text/plain")
+    )
+)]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let Some(handle) = telemetry::prometheus() else {
         return (

@@ -10,6 +10,7 @@ pub mod health;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -41,7 +42,8 @@ pub struct AppState {
     pub delivery: Pipeline,
 }
 
-/// The whole API. `/healthz` and `/readyz` are open; everything else needs a token.
+/// The whole API. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open;
+/// everything else needs a token.
 pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route(
@@ -114,6 +116,7 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,7 +12,7 @@ use super::{Backend, StoreError, Tx, from_ms, to_ms};
 use crate::domain::event::Event;
 
 /// A delivery as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub event_id: String,
@@ -33,7 +33,7 @@ pub struct Delivery {
 }
 
 /// One attempt at a delivery.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub number: i64,
     pub started_at: DateTime<Utc>,
@@ -42,6 +42,7 @@ pub struct Attempt {
     /// `timeout`, `connect`, `tls`, `dns`, `refused` or `other` when no response came.
     pub error_kind: Option<String>,
     pub error: Option<String>,
+    #[schema(value_type = Object)]
     pub response_headers: Value,
     pub response_body: String,
 }

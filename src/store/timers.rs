@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use super::{StoreError, Tx, from_ms, to_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerState {
     Pending,
@@ -36,7 +36,7 @@ impl TimerState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Timer {
     pub id: i64,
     pub entity_kind: String,
