@@ -20,7 +20,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// `malformed_json`, `bad_body`, `invalid_field`, `unauthorized`, `not_found`,
     /// `conflict`, `body_too_large`, `unsupported_media_type`, `method_not_allowed`,
-    /// `not_settled`, `store_unavailable` or `internal`.
+    /// `not_settled`, `store_unavailable`, `secret_key` (a sealed secret that the configured `[store] secret_key` cannot open) or `internal`.
     #[schema(value_type = String)]
     pub error: &'static str,
     /// The field at fault (`due_at`, `item_ids[1]`, `body`, `query`…), when one is.
