@@ -271,27 +271,38 @@ impl Ingest {
             .ok_or_else(|| DomainError::not_found(format!("no order {id}")))?)
     }
 
-    pub async fn patch_order_due(
-        &self,
-        id: &str,
-        due_at: DateTime<Utc>,
-    ) -> Result<Applied<Order>, IngestError> {
+    /// The start of every change to an existing order: its id checked, the write
+    /// transaction open, the order locked and loaded.
+    async fn open_order(&self, id: &str) -> Result<(Tx, Order, DateTime<Utc>), IngestError> {
         input::check_id("id", id)?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_entity(&mut tx, "order", id).await?;
-        let mut entity = Self::load_order_or_404(&mut tx, id).await?;
-        if !entity.set_due(due_at, now)? {
-            return Ok(Applied {
-                entity,
-                event: None,
-                created: false,
-            });
-        }
+        let order = Self::load_order_or_404(&mut tx, id).await?;
+        Ok((tx, order, now))
+    }
+
+    /// The end of every change to an order: save it, emit `event_type` carrying
+    /// `data`, re-plan its timers, commit.
+    async fn finish_order(
+        &self,
+        mut tx: Tx,
+        entity: Order,
+        event_type: &str,
+        data: Value,
+        now: DateTime<Utc>,
+        mut wake: bool,
+    ) -> Result<Applied<Order>, IngestError> {
         db::save_order(&mut tx, &entity).await?;
-        let event =
-            Self::emit(&mut tx, "order.update", EntityKind::Order, id, &entity, now).await?;
-        let mut wake = false;
+        let event = Self::emit(
+            &mut tx,
+            event_type,
+            EntityKind::Order,
+            &entity.id,
+            data,
+            now,
+        )
+        .await?;
         self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
             .await?;
         self.commit(
@@ -306,12 +317,30 @@ impl Ingest {
         .await
     }
 
+    fn order_data(entity: &Order) -> Result<Value, IngestError> {
+        Ok(serde_json::to_value(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    }
+
+    pub async fn patch_order_due(
+        &self,
+        id: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<Applied<Order>, IngestError> {
+        let (tx, mut entity, now) = self.open_order(id).await?;
+        if !entity.set_due(due_at, now)? {
+            return Ok(Applied {
+                entity,
+                event: None,
+                created: false,
+            });
+        }
+        let data = Self::order_data(&entity)?;
+        self.finish_order(tx, entity, "order.update", data, now, false)
+            .await
+    }
+
     pub async fn checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
-        input::check_id("id", id)?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "order", id).await?;
-        let mut entity = Self::load_order_or_404(&mut tx, id).await?;
+        let (mut tx, mut entity, now) = self.open_order(id).await?;
         entity.checkout(now)?;
         let mut wake = false;
         // Checking out an order made from a reservation is its pickup: the
@@ -324,28 +353,9 @@ impl Ingest {
             self.replan(&mut tx, Subject::Reservation(&reservation), now, &mut wake)
                 .await?;
         }
-        db::save_order(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            "order.checkout",
-            EntityKind::Order,
-            id,
-            &entity,
-            now,
-        )
-        .await?;
-        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created: false,
-            },
-            wake,
-        )
-        .await
+        let data = Self::order_data(&entity)?;
+        self.finish_order(tx, entity, "order.checkout", data, now, wake)
+            .await
     }
 
     pub async fn checkin(
@@ -353,15 +363,9 @@ impl Ingest {
         id: &str,
         input: CheckinInput,
     ) -> Result<Applied<Order>, IngestError> {
-        input::check_id("id", id)?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "order", id).await?;
-        let mut entity = Self::load_order_or_404(&mut tx, id).await?;
+        let (tx, mut entity, now) = self.open_order(id).await?;
         let checked_in = entity.checkin(input.item_ids.as_deref(), now)?;
-        db::save_order(&mut tx, &entity).await?;
-        let mut data =
-            serde_json::to_value(&entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut data = Self::order_data(&entity)?;
         if let Value::Object(m) = &mut data {
             // Receivers need to know what this check-in covered, and whether it was partial.
             m.insert("checked_in_item_ids".into(), json!(checked_in));
@@ -370,52 +374,16 @@ impl Ingest {
                 json!(entity.status != OrderStatus::Closed),
             );
         }
-        let event = Self::emit(&mut tx, "order.checkin", EntityKind::Order, id, data, now).await?;
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created: false,
-            },
-            wake,
-        )
-        .await
+        self.finish_order(tx, entity, "order.checkin", data, now, false)
+            .await
     }
 
     pub async fn undo_checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
-        input::check_id("id", id)?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "order", id).await?;
-        let mut entity = Self::load_order_or_404(&mut tx, id).await?;
+        let (tx, mut entity, now) = self.open_order(id).await?;
         entity.undo_checkout(now)?;
-        db::save_order(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            "order.undocheckout",
-            EntityKind::Order,
-            id,
-            &entity,
-            now,
-        )
-        .await?;
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created: false,
-            },
-            wake,
-        )
-        .await
+        let data = Self::order_data(&entity)?;
+        self.finish_order(tx, entity, "order.undocheckout", data, now, false)
+            .await
     }
 
     pub async fn put_item(&self, id: &str, input: ItemInput) -> Result<Applied<Item>, IngestError> {
