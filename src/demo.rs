@@ -662,9 +662,16 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
     StatusCode::OK
 }
 
-async fn start_receiver(
-    inbox: Arc<Inbox>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), DemoError> {
+/// The receiver's task, stopped when the demo ends however it ends.
+struct ReceiverTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReceiverTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn start_receiver(inbox: Arc<Inbox>) -> Result<(SocketAddr, ReceiverTask), DemoError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let router = axum::Router::new()
@@ -673,7 +680,7 @@ async fn start_receiver(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Ok((addr, task))
+    Ok((addr, ReceiverTask(task)))
 }
 
 // ---------------------------------------------------------------------------------
@@ -781,7 +788,7 @@ pub async fn run(opts: DemoOptions) -> Result<Summary, DemoError> {
     let expected = scenario.expected(&rules, config.schedule.timezone, end);
 
     let inbox = Arc::new(Inbox::default());
-    let (rx_addr, rx_task) = start_receiver(inbox.clone()).await?;
+    let (rx_addr, receiver) = start_receiver(inbox.clone()).await?;
     let clock = ManualClock::shared(start);
     let app = App::start(config, clock).await?;
     let api = Api {
@@ -815,7 +822,7 @@ pub async fn run(opts: DemoOptions) -> Result<Summary, DemoError> {
         Err(e) => Err(e),
     };
     app.shutdown_within(Duration::from_secs(5)).await;
-    rx_task.abort();
+    drop(receiver);
     drop(dir);
     let summary = summary?;
     println!("\n{summary}");
