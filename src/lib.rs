@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod ingest;

@@ -35,6 +35,22 @@ enum Command {
     Migrate,
     /// Load and validate the configuration, print a summary (no secrets) and exit.
     CheckConfig,
+    /// Live through three days of reservations, check-outs and an invoice in about 30
+    /// seconds: a throw-away service on a manual clock sends its webhooks to a built-in
+    /// receiver that verifies every signature, then a summary compares them with what
+    /// the rules call for. Exits non-zero on any difference. Ignores --config.
+    Demo {
+        /// Simulated days to live through (1 to 14).
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// Simulated seconds per clock advance (60 to 86400).
+        #[arg(long, default_value_t = 3600)]
+        step_seconds: u32,
+        /// Do not pause between advances (about ten real seconds per simulated day
+        /// otherwise).
+        #[arg(long)]
+        fast: bool,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
@@ -48,6 +64,14 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo {
+        days,
+        step_seconds,
+        fast,
+    } = cli.command
+    {
+        return demo(duehook::demo::DemoOptions::new(days, step_seconds, fast)).await;
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return code,
@@ -77,6 +101,23 @@ async fn main() -> ExitCode {
                     .map_or("same as tokens".to_string(), |t| t.len().to_string())
             );
             ExitCode::SUCCESS
+        }
+        Command::Demo { .. } => unreachable!("handled before the configuration is loaded"),
+    }
+}
+
+/// `duehook demo`: built-in defaults (not the config file), warnings only in the log
+/// unless RUST_LOG says otherwise, so the webhooks stand out.
+async fn demo(opts: duehook::demo::DemoOptions) -> ExitCode {
+    let mut log = Config::defaults().log;
+    log.level = "warn".into();
+    duehook::telemetry::init(&log);
+    match duehook::demo::run(opts).await {
+        Ok(summary) if summary.ok() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("duehook demo: {e}");
+            ExitCode::FAILURE
         }
     }
 }
