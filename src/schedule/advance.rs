@@ -31,7 +31,7 @@ const STALL: Duration = Duration::from_millis(150);
 const HELD_BACK_STEP: TimeDelta = TimeDelta::seconds(1);
 /// How long (real time) work due now may stay under another process's lease before its
 /// holder is taken for dead and the clock moves on to the end of that lease.
-const HELD_ELSEWHERE_GRACE: Duration = Duration::from_secs(2);
+const HELD_ELSEWHERE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdvanceError {
@@ -73,9 +73,12 @@ pub async fn live_through(
 ) -> Result<Advanced, AdvanceError> {
     let from = clock.now();
     let mut steps = 0;
+    // One grace per advance: a crash can leave many claims behind, each lapsing at an
+    // instant of its own; waiting the grace again at each would crawl.
+    let mut grace: Option<tokio::time::Instant> = None;
     loop {
         let now = clock.now();
-        let settled = wait_settled(store, workers, now).await?;
+        let settled = wait_settled(store, workers, now, &mut grace).await?;
         if now >= target {
             break;
         }
@@ -116,11 +119,13 @@ struct Settled {
 /// Waits until nothing is due at `at` that this process can do: no pending timer it may
 /// fire, no event to fan out, no send of its own in flight, and no due delivery left
 /// unclaimed (unless held back). Work under a lease this process is not working on is
-/// waited for at most [`HELD_ELSEWHERE_GRACE`].
+/// waited for until `grace` (set to [`HELD_ELSEWHERE_GRACE`] from now when such work is
+/// first seen).
 async fn wait_settled(
     store: &Store,
     workers: &Workers<'_>,
     at: DateTime<Utc>,
+    grace: &mut Option<tokio::time::Instant>,
 ) -> Result<Settled, AdvanceError> {
     let start = tokio::time::Instant::now();
     let mut last_waiting: Option<(i64, tokio::time::Instant)> = None;
@@ -154,7 +159,11 @@ async fn wait_settled(
                 .into_iter()
                 .flatten()
                 .min();
-                let held_done = held.is_none() || start.elapsed() >= HELD_ELSEWHERE_GRACE;
+                let held_done = held.is_none() || {
+                    let until = *grace
+                        .get_or_insert_with(|| tokio::time::Instant::now() + HELD_ELSEWHERE_GRACE);
+                    tokio::time::Instant::now() >= until
+                };
                 let settled = |held_back| Settled {
                     held_back,
                     held_elsewhere_until: held,
