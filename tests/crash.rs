@@ -196,8 +196,8 @@ impl Service {
 struct Stored {
     /// (timer id, entity id, event type, state, event id)
     timers: Vec<(i64, String, String, String, Option<String>)>,
-    /// event id → (type, entity id, timer id)
-    events: BTreeMap<String, (String, String, Option<i64>)>,
+    /// event id → (type, entity id, timer id, created at in ms)
+    events: BTreeMap<String, (String, String, Option<i64>, i64)>,
     /// (event id, status)
     deliveries: Vec<(String, String)>,
 }
@@ -231,22 +231,24 @@ async fn read_store(url: &str) -> Stored {
         )
     })
     .collect();
-    let events = sqlx::query("SELECT id, type, entity_id, timer_id FROM events ORDER BY seq")
-        .fetch_all(&pool)
-        .await
-        .expect("events")
-        .iter()
-        .map(|r| {
-            (
-                r.get::<String, _>("id"),
+    let events =
+        sqlx::query("SELECT id, type, entity_id, timer_id, created_at FROM events ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| {
                 (
-                    r.get::<String, _>("type"),
-                    r.get::<String, _>("entity_id"),
-                    r.get::<Option<i64>, _>("timer_id"),
-                ),
-            )
-        })
-        .collect();
+                    r.get::<String, _>("id"),
+                    (
+                        r.get::<String, _>("type"),
+                        r.get::<String, _>("entity_id"),
+                        r.get::<Option<i64>, _>("timer_id"),
+                        r.get::<i64, _>("created_at"),
+                    ),
+                )
+            })
+            .collect();
     let deliveries = sqlx::query("SELECT event_id, status FROM deliveries")
         .fetch_all(&pool)
         .await
@@ -340,9 +342,14 @@ async fn crash_suite(backend: Backend) {
     let mut known = start;
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
     let mut survived = 0;
+    let mut mid_advance = 0;
     let mut n = 0u64;
+    // Steps spread the kills over the whole span of the reminders (due_in_1_day to
+    // overdue_1_day), however many kills are asked for.
+    let span = (last_due + TimeDelta::days(1) - start).num_minutes();
+    let max_step = (2 * span / kills.max(1) as i64).max(60);
     while survived < kills {
-        let step = TimeDelta::minutes(10 + rng.below(5 * 60) as i64);
+        let step = TimeDelta::minutes(1 + rng.below(max_step as u64) as i64);
         let to = known + step;
         let base = svc.url("");
         let client = svc.client.clone();
@@ -392,7 +399,15 @@ async fn crash_suite(backend: Backend) {
             }
         });
         n += 1;
-        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        // Half the kills come early (mid-advance, mid-write), half later: after a crash
+        // an advance first waits up to 1 s for work the dead process still holds, and
+        // the clock must get somewhere between kills.
+        let wait = if rng.below(2) == 0 {
+            rng.below(300)
+        } else {
+            300 + rng.below(2700)
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
         if let Some(now) = svc.clock().await {
             known = known.max(now);
         }
@@ -401,12 +416,13 @@ async fn crash_suite(backend: Backend) {
         match advance.await.expect("advance task") {
             Some(Ok(now)) => known = known.max(now),
             Some(Err(e)) => panic!("advance failed before the kill: {e}\n{}", svc.log()),
-            None => {}
+            None => mid_advance += 1,
         }
         acknowledged.extend(writes.await.expect("writes task"));
         svc.start(known).await;
     }
 
+    let loop_end = known;
     // The end: well past every due date, every retry and every lease.
     let end = svc.advance_to(last_due + TimeDelta::days(3)).await;
     let end = svc.advance_to(end + TimeDelta::days(2)).await;
@@ -440,7 +456,7 @@ async fn crash_suite(backend: Backend) {
         let ok = event
             .as_ref()
             .and_then(|e| stored.events.get(e))
-            .is_some_and(|(_, _, timer)| *timer == Some(*id));
+            .is_some_and(|(_, _, timer, _)| *timer == Some(*id));
         assert!(ok, "timer {id} fired with its event row");
     }
     for i in 0..ORDERS {
@@ -463,8 +479,10 @@ async fn crash_suite(backend: Backend) {
     }
     let mut per_timer: BTreeMap<i64, usize> = BTreeMap::new();
     let mut per_reminder: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (ty, entity, timer) in stored.events.values() {
+    let mut fired_in_loop = 0;
+    for (ty, entity, timer, created) in stored.events.values() {
         if let Some(timer) = timer {
+            fired_in_loop += usize::from(*created <= loop_end.timestamp_millis());
             *per_timer.entry(*timer).or_default() += 1;
             *per_reminder
                 .entry((entity.clone(), ty.clone()))
@@ -513,9 +531,9 @@ async fn crash_suite(backend: Backend) {
     }
     let resent = sends.values().filter(|n| **n > 1).count();
     eprintln!(
-        "crash suite ({backend:?}, seed {seed}): kills survived {survived}, events checked {} \
-         ({reminders} reminders, {} acknowledged writes), webhooks received {} ({resent} events sent more than once), \
-         lost {}, doubled {}",
+        "crash suite ({backend:?}, seed {seed}): kills survived {survived} ({mid_advance} with an advance in flight), \
+         events checked {} ({reminders} reminders, {fired_in_loop} of them fired while the kills went on; \
+         {} acknowledged writes), webhooks received {} ({resent} events sent more than once), lost {}, doubled {}",
         stored.events.len(),
         acknowledged.len(),
         received.len(),
