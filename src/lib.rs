@@ -154,6 +154,7 @@ impl App {
             driver_stats: driver_stats.clone(),
             catalogue,
             delivery: pipeline.clone(),
+            node_id: node_id.clone(),
         };
         let router = http::router(
             state,

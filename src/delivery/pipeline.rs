@@ -2,6 +2,7 @@
 //! workers (fan-out, delivery, alerts) all need, and the wake-ups between them.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub struct Pipeline {
     pub work: Arc<Notify>,
     /// Poked when alerts were written: the alert worker waits on it.
     pub alert: Arc<Notify>,
+    /// Sends this process has in flight (claimed and not yet recorded or given up).
+    pub sending: Arc<AtomicUsize>,
 }
 
 impl Pipeline {
@@ -50,6 +53,7 @@ impl Pipeline {
             outbox,
             work: Arc::new(Notify::new()),
             alert: Arc::new(Notify::new()),
+            sending: Arc::new(AtomicUsize::new(0)),
         }
     }
 

@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::error::Error as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -132,12 +133,14 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                         *in_flight.entry(endpoint.clone()).or_default() += 1;
                         claimed.insert(delivery.clone());
                         started += 1;
+                        p.sending.fetch_add(1, Ordering::AcqRel);
                         let (p, client, node, done) =
                             (p.clone(), client.clone(), node.clone(), done_tx.clone());
                         tasks.spawn(async move {
                             if let Err(e) = deliver(&p, &client, &node, &delivery).await {
                                 tracing::warn!(error = %e, delivery = %delivery, "delivery attempt not recorded; its claim will expire and it will be sent again");
                             }
+                            p.sending.fetch_sub(1, Ordering::AcqRel);
                             drop(permit);
                             let _ = done.send((delivery, endpoint));
                         });

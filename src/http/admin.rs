@@ -17,7 +17,7 @@ use super::openapi::{
     ScheduleStats, StoreErrors, Timeline,
 };
 use crate::domain::EntityKind;
-use crate::schedule::advance::{AdvanceError, live_through};
+use crate::schedule::advance::{AdvanceError, Workers, live_through};
 use crate::store::from_ms;
 use crate::store::timers::{self, Timer, TimerFilter, TimerState};
 
@@ -101,7 +101,14 @@ pub async fn advance_clock(
             ));
         }
     };
-    let advanced = live_through(&s.store, &s.driver_stats, clock, target)
+    let workers = Workers {
+        driver: &s.driver_stats,
+        node: &s.node_id,
+        sending: &s.delivery.sending,
+        wake: &s.planner.wake,
+        work: &s.delivery.work,
+    };
+    let advanced = live_through(&s.store, &workers, clock, target)
         .await
         .map_err(|e| match e {
             AdvanceError::Store(e) => ApiError::from(e),

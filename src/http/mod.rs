@@ -40,6 +40,8 @@ pub struct AppState {
     pub driver_stats: Arc<DriverStats>,
     pub catalogue: Arc<Catalogue>,
     pub delivery: Pipeline,
+    /// This node's id: the name the scheduler driver claims timers under.
+    pub node_id: String,
 }
 
 /// The whole API. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open;

@@ -435,8 +435,10 @@ pub async fn recover(
 pub struct DueWork {
     /// Events not fanned out yet.
     pub unfanned: i64,
-    /// Due deliveries a worker holds right now (a send in flight).
-    pub in_flight: i64,
+    /// The earliest end of a claim on a due delivery: a send in flight, or a claim
+    /// left behind (a crashed process, an attempt that could not be recorded) until
+    /// its lease lapses.
+    pub claimed_until: Option<DateTime<Utc>>,
     /// Due deliveries nobody holds (about to be claimed, or held back by a rate limit
     /// or an in-flight cap until the clock moves on).
     pub waiting: i64,
@@ -448,7 +450,7 @@ pub async fn due_work(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<DueWork
         .await?;
     let row = sqlx::query(
         "SELECT
-           COALESCE(SUM(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until >= $1 THEN 1 ELSE 0 END), 0) AS in_flight,
+           MIN(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until >= $1 THEN d.lease_until END) AS claimed_until,
            COALESCE(SUM(CASE WHEN d.lease_until IS NULL OR d.lease_until < $1 THEN 1 ELSE 0 END), 0) AS waiting
          FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
          WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1
@@ -459,7 +461,10 @@ pub async fn due_work(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<DueWork
     .await?;
     Ok(DueWork {
         unfanned,
-        in_flight: row.try_get("in_flight")?,
+        claimed_until: row
+            .try_get::<Option<i64>, _>("claimed_until")?
+            .map(from_ms)
+            .transpose()?,
         waiting: row.try_get("waiting")?,
     })
 }

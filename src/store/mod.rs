@@ -103,6 +103,16 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
+            // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
+            // counting the transaction as open, so every later BEGIN on that pooled
+            // connection fails ("begin_with at non-zero transaction depth") even after
+            // space is freed. Such a connection is closed instead of reused.
+            .before_acquire(move |conn, _meta| {
+                Box::pin(async move {
+                    Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

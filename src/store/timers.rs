@@ -259,6 +259,41 @@ pub async fn due_count(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<i64, S
     )
 }
 
+/// How many pending timers due at or before `at` `node` may fire: unclaimed, claimed by
+/// `node`, or under a lapsed lease.
+pub async fn due_count_for(
+    pool: &sqlx::AnyPool,
+    at: DateTime<Utc>,
+    node: &str,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM timers WHERE state = 'pending' AND fire_at <= $1
+           AND (claimed_by IS NULL OR claimed_by = $2 OR lease_until < $1)",
+    )
+    .bind(to_ms(at))
+    .bind(node.to_string())
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The earliest end of another node's lease on a pending timer due at or before `at`:
+/// until then only that node may fire it (and a dead node never will).
+pub async fn held_elsewhere_until(
+    pool: &sqlx::AnyPool,
+    at: DateTime<Utc>,
+    node: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let ms: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(lease_until) FROM timers WHERE state = 'pending' AND fire_at <= $1
+           AND claimed_by IS NOT NULL AND claimed_by <> $2 AND lease_until >= $1",
+    )
+    .bind(to_ms(at))
+    .bind(node.to_string())
+    .fetch_one(pool)
+    .await?;
+    ms.map(from_ms).transpose()
+}
+
 /// Timer counts per state.
 pub async fn count_by_state(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, StoreError> {
     let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM timers GROUP BY state ORDER BY state")
