@@ -1,0 +1,724 @@
+//! End-to-end load benchmark (issue 8): a real App on the system clock, a fast receiver
+//! on 127.0.0.1, one endpoint subscribed to `*` with Standard Webhooks signing.
+//!
+//! Run: `cargo bench --bench load`. Parameters (environment, `_` allowed in numbers):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LOAD_PENDING` | 1000000 | timers loaded in bulk, spread over the next 30 days (from 1 h ahead, so none fires during the run) |
+//! | `LOAD_BURST` | 10000 | timers due within one second, a few seconds after loading ends |
+//! | `LOAD_EVENTS_PER_SEC` | 200 | immediate events posted to `POST /v1/events` during the burst |
+//! | `LOAD_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL of a server where the user may create databases (the bench creates its own and drops it) |
+//!
+//! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration as it does
+//! for `duehook serve` (e.g. `DUEHOOK_DELIVERY_MAX_IN_FLIGHT_PER_ENDPOINT=32`).
+//!
+//! Timers are items with an `expires_at` (rule `item.expire`, one timer each), stored and
+//! planned in transactions of 1,000 through the same Planner ingest uses, like
+//! `benches/reminders.rs`. Reported: load time; fires/s during the burst; webhooks
+//! received/s end to end; lateness from each timer's `scheduled_at` to its POST arriving
+//! at the receiver (and, to tell where it comes from, to its event being written);
+//! immediate events' latency from the ingest POST to the webhook; events lost (written
+//! but never received) and doubled (one webhook-id received more often than it was
+//! attempted); time until `/readyz` answers 200 after a restart with the pending timers
+//! in the store; the process's peak RSS (`VmHWM`; the receiver and the bench's own
+//! bookkeeping live in the same process). Speed is reported, never asserted; loss,
+//! doubles and signatures are asserted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, TimeDelta, Utc};
+use duehook::App;
+use duehook::clock::{SharedClock, SystemClock};
+use duehook::config::Config;
+use duehook::domain::item::{Item, ItemInput};
+use duehook::schedule::plan::Subject;
+use duehook::store::entities;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+const TOKEN: &str = "load-bench-token-0123456789";
+/// Items stored and planned per transaction while loading.
+const LOAD_TX: usize = 1_000;
+/// Received requests kept whole (headers and body) to verify their signatures.
+const SIGNATURE_SAMPLES: usize = 200;
+/// Give up waiting when nothing new arrived at the receiver for this long.
+const QUIET: Duration = Duration::from_secs(30);
+
+struct Params {
+    pending: usize,
+    burst: usize,
+    events_per_sec: usize,
+    store: String,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace(['_', ','], "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a whole number")),
+        Err(_) => default,
+    }
+}
+
+impl Params {
+    fn from_env() -> Params {
+        Params {
+            pending: env_usize("LOAD_PENDING", 1_000_000),
+            burst: env_usize("LOAD_BURST", 10_000),
+            events_per_sec: env_usize("LOAD_EVENTS_PER_SEC", 200),
+            store: std::env::var("LOAD_STORE").unwrap_or_else(|_| "sqlite".into()),
+        }
+    }
+}
+
+/// The store the bench runs on; a PostgreSQL database of its own, dropped at the end.
+enum BenchStore {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        db: String,
+        url: String,
+    },
+}
+
+impl BenchStore {
+    async fn create(spec: &str) -> BenchStore {
+        if spec == "sqlite" {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("load.db").display());
+            return BenchStore::Sqlite { _dir: dir, url };
+        }
+        assert!(
+            spec.starts_with("postgres://") || spec.starts_with("postgresql://"),
+            "LOAD_STORE must be `sqlite` or a postgres:// URL"
+        );
+        sqlx::any::install_default_drivers();
+        let db = format!("duehook_load_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(spec)
+            .await
+            .expect("connect to LOAD_STORE");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the bench database");
+        let mut url = url::Url::parse(spec).expect("valid postgres URL");
+        url.set_path(&db);
+        BenchStore::Postgres {
+            admin_url: spec.to_string(),
+            db,
+            url: url.to_string(),
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            BenchStore::Sqlite { url, .. } | BenchStore::Postgres { url, .. } => url,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            BenchStore::Sqlite { .. } => "SQLite (temp file)".into(),
+            BenchStore::Postgres { db, .. } => format!("PostgreSQL (database {db})"),
+        }
+    }
+
+    async fn drop_database(self) {
+        if let BenchStore::Postgres { admin_url, db, .. } = self {
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+                .await
+                .expect("connect to LOAD_STORE");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop the bench database");
+        }
+    }
+}
+
+/// The minimal receiver: 200 with no body; per `webhook-id`, the instants it arrived.
+#[derive(Default)]
+struct Log {
+    /// `(webhook-id, arrival in µs since the epoch)`.
+    hits: Vec<(String, i64)>,
+    seen: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Receiver {
+    count: AtomicU64,
+    log: Mutex<Log>,
+    samples: Mutex<Vec<(HeaderMap, Bytes)>>,
+}
+
+async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = Utc::now().timestamp_micros();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    {
+        let mut log = rx.log.lock().expect("lock");
+        log.seen.insert(id.clone());
+        log.hits.push((id, at));
+    }
+    rx.count.fetch_add(1, Ordering::Relaxed);
+    let mut samples = rx.samples.lock().expect("lock");
+    if samples.len() < SIGNATURE_SAMPLES {
+        samples.push((headers, body));
+    }
+    StatusCode::OK
+}
+
+async fn start_receiver(shutdown: tokio_util::sync::CancellationToken) -> (String, Arc<Receiver>) {
+    let rx = Arc::new(Receiver::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(receive).with_state(rx.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    (format!("http://{addr}/hook"), rx)
+}
+
+/// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// "p50 1.2 ms, p99 3.4 ms, max 5.6 ms" of unsorted milliseconds.
+fn spread(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n = {})",
+        pct(&ms, 0.5),
+        pct(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        ms.len()
+    )
+}
+
+fn config(store_url: &str) -> Config {
+    // Defaults, then any DUEHOOK_* overrides from the environment, as `duehook serve`.
+    let mut config = Config::from_layers(None, std::env::vars()).expect("configuration");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.store.url = store_url.to_string();
+    config.auth.tokens = vec![TOKEN.into()];
+    // The receiver is on loopback.
+    config.delivery.allow_private_destinations = true;
+    if std::env::var_os("DUEHOOK_LOG_LEVEL").is_none() {
+        config.log.level = "warn".into();
+    }
+    config
+}
+
+/// Stores and plans `count` items named `{prefix}{i}`, expiring at `at(i)`, in
+/// transactions of [`LOAD_TX`]; wakes the driver after each commit when `wake`.
+async fn plan_items(
+    app: &App,
+    prefix: &str,
+    count: usize,
+    at: impl Fn(usize) -> DateTime<Utc>,
+    wake: bool,
+    progress: bool,
+) {
+    let planner = app.planner().clone();
+    let t0 = Instant::now();
+    let mut i = 0;
+    while i < count {
+        let mut tx = app.store().begin().await.expect("tx");
+        for _ in 0..LOAD_TX.min(count - i) {
+            let now = app.clock().now();
+            let item = Item::create(
+                &format!("{prefix}{i}"),
+                ItemInput {
+                    name: "load".into(),
+                    expires_at: Some(at(i)),
+                    timezone: None,
+                    data: None,
+                },
+                now,
+            );
+            entities::save_item(&mut tx, &item).await.expect("save");
+            planner
+                .replan(&mut tx, Subject::Item(&item), now)
+                .await
+                .expect("plan");
+            i += 1;
+        }
+        tx.commit().await.expect("commit");
+        if wake {
+            // What ingest does after a commit that planned inside the horizon.
+            planner.wake.notify_one();
+        }
+        if progress && (i % 100_000 == 0 || i == count) {
+            let s = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "  loaded {i}/{count} timers in {s:.1} s ({:.0}/s)",
+                i as f64 / s
+            );
+        }
+    }
+}
+
+/// One immediate event posted through the ingest API.
+struct Posted {
+    id: Option<String>,
+    sent_us: i64,
+    answered_us: i64,
+}
+
+/// Posts `booking.create` events at `per_sec` from now until `stop` (open loop: each
+/// request on a task of its own, so a slow answer does not slow the rate down).
+async fn post_events(base: String, per_sec: usize, stop: Arc<AtomicBool>) -> (Vec<Posted>, usize) {
+    let client = reqwest::Client::new();
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    if per_sec > 0 {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            n += 1;
+            let (client, url, results, errors) = (
+                client.clone(),
+                format!("{base}/v1/events"),
+                results.clone(),
+                errors.clone(),
+            );
+            tasks.spawn(async move {
+                let body =
+                    json!({"type": "booking.create", "data": {"id": n, "status": "CONFIRMED"}});
+                let sent_us = Utc::now().timestamp_micros();
+                let res = client
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                let id = match res {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => r
+                        .bytes()
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .and_then(|v| v["id"].as_str().map(str::to_string)),
+                    _ => None,
+                };
+                if id.is_none() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let answered_us = Utc::now().timestamp_micros();
+                results.lock().expect("lock").push(Posted {
+                    id,
+                    sent_us,
+                    answered_us,
+                });
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let out = std::mem::take(&mut *results.lock().expect("lock"));
+    (out, errors.load(Ordering::Relaxed) as usize)
+}
+
+async fn count(app: &App, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(app.store().pool())
+        .await
+        .expect("count")
+}
+
+async fn run(p: &Params) {
+    // Other work on the machine skews every figure: say how busy it was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
+    let store = BenchStore::create(&p.store).await;
+    let config = config(store.url());
+    duehook::telemetry::init(&config.log);
+    let clock: SharedClock = SystemClock::shared();
+    let receiver_stop = tokio_util::sync::CancellationToken::new();
+    let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;
+
+    let app = App::start(config.clone(), clock.clone())
+        .await
+        .expect("app");
+    let http = reqwest::Client::new();
+    let created: Value = {
+        let res = http
+            .post(format!("{}/v1/endpoints", app.url()))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(json!({"name": "load", "url": hook_url, "topics": ["*"]}).to_string())
+            .send()
+            .await
+            .expect("create endpoint");
+        assert_eq!(
+            res.status(),
+            reqwest::StatusCode::CREATED,
+            "endpoint created"
+        );
+        serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON")
+    };
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        created["signature"]["scheme"].as_str(),
+        Some("standard_webhooks"),
+        "endpoint signs with Standard Webhooks: {created}"
+    );
+
+    // 1. The pending timers, from 1 h ahead to 30 days ahead, evenly spread.
+    let t_load = Instant::now();
+    let base = clock.now() + TimeDelta::hours(1);
+    let span_ms = (TimeDelta::days(30) - TimeDelta::hours(1)).num_milliseconds() as f64;
+    let n = p.pending.max(1) as f64;
+    plan_items(
+        &app,
+        "pending-",
+        p.pending,
+        |i| base + TimeDelta::milliseconds((i as f64 * span_ms / n) as i64),
+        false,
+        true,
+    )
+    .await;
+    let load = t_load.elapsed();
+    let (hwm_loaded, _) = memory_mib();
+
+    // 2. The burst: `burst` timers due within the one second starting at `due`.
+    let lead = TimeDelta::seconds(3) + TimeDelta::microseconds(p.burst as i64 * 100);
+    let now = clock.now();
+    let due = DateTime::from_timestamp(now.timestamp(), 0).expect("instant")
+        + lead
+        + TimeDelta::seconds(1);
+    let burst_n = p.burst.max(1) as i64;
+    plan_items(
+        &app,
+        "burst-",
+        p.burst,
+        |i| due + TimeDelta::milliseconds(i as i64 * 1000 / burst_n),
+        true,
+        false,
+    )
+    .await;
+    let planned_at = clock.now();
+    if planned_at >= due {
+        eprintln!(
+            "  warning: planning the burst ended {} ms after it was due",
+            (planned_at - due).num_milliseconds()
+        );
+    }
+    eprintln!(
+        "  burst of {} planned; due from {due} ({} ms from now)",
+        p.burst,
+        (due - planned_at).num_milliseconds()
+    );
+
+    // 3. Immediate events through the HTTP API from the burst's first instant until its
+    //    webhooks have all arrived.
+    let stop = Arc::new(AtomicBool::new(false));
+    let wait = (due - clock.now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let poster = tokio::spawn(post_events(app.url(), p.events_per_sec, stop.clone()));
+
+    // Wait until every burst timer has fired and arrived (then stop posting), and every
+    // event written has arrived. Cheap checks only: this runs beside the measurement.
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    let mut timed_out = false;
+    let mut burst_missing: Option<Vec<String>> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = rx.count.load(Ordering::Relaxed);
+        if got != last_count {
+            last_count = got;
+            last_progress = Instant::now();
+        }
+        if !stop.load(Ordering::Relaxed) {
+            if burst_missing.is_none()
+                && count(
+                    &app,
+                    "SELECT COUNT(*) FROM events WHERE scheduled_at IS NOT NULL",
+                )
+                .await as usize
+                    >= p.burst
+            {
+                burst_missing = Some(timed_ids(&app).await);
+            }
+            if let Some(missing) = &mut burst_missing {
+                let log = rx.log.lock().expect("lock");
+                missing.retain(|id| !log.seen.contains(id));
+                if missing.is_empty() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        } else if poster.is_finished() {
+            let events = count(&app, "SELECT COUNT(*) FROM events").await;
+            if rx.log.lock().expect("lock").seen.len() as i64 >= events {
+                break;
+            }
+        }
+        if last_progress.elapsed() > QUIET {
+            eprintln!(
+                "  nothing arrived for {} s; giving up waiting",
+                QUIET.as_secs()
+            );
+            stop.store(true, Ordering::Relaxed);
+            timed_out = true;
+            break;
+        }
+    }
+    let (posted, post_errors) = poster.await.expect("poster");
+    // A moment for stray duplicates to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (hwm_burst, _) = memory_mib();
+
+    // 4. What happened, from the store and the receiver.
+    let events: Vec<(String, i64, Option<i64>)> =
+        sqlx::query("SELECT id, created_at, scheduled_at FROM events")
+            .fetch_all(app.store().pool())
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("id").expect("id"),
+                    r.try_get("created_at").expect("created_at"),
+                    r.try_get("scheduled_at").expect("scheduled_at"),
+                )
+            })
+            .collect();
+    let attempts: HashMap<String, i64> = sqlx::query("SELECT event_id, attempts FROM deliveries")
+        .fetch_all(app.store().pool())
+        .await
+        .expect("deliveries")
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("event_id").expect("id"),
+                r.try_get("attempts").expect("n"),
+            )
+        })
+        .collect();
+    let retried = attempts.values().filter(|a| **a > 1).count();
+    let hits = std::mem::take(&mut rx.log.lock().expect("lock").hits);
+    let mut arrivals: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (id, at) in &hits {
+        arrivals.entry(id.as_str()).or_default().push(*at);
+    }
+    let known: HashSet<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    let strangers = arrivals.keys().filter(|id| !known.contains(*id)).count();
+    let mut lost = 0;
+    let mut doubled = 0;
+    for (id, _, _) in &events {
+        match arrivals.get(id.as_str()) {
+            None => lost += 1,
+            Some(a) => {
+                let tried = attempts.get(id).copied().unwrap_or(0).max(1);
+                doubled += (a.len() as i64 - tried).max(0) as usize;
+            }
+        }
+    }
+    let first_arrival = |id: &str| arrivals.get(id).and_then(|a| a.iter().min().copied());
+    let timed: Vec<_> = events
+        .iter()
+        .filter_map(|(id, c, s)| s.map(|s| (id.as_str(), *c, s)))
+        .collect();
+    let fire_first = timed.iter().map(|t| t.1).min().unwrap_or(0);
+    let fire_last = timed.iter().map(|t| t.1).max().unwrap_or(0);
+    let fire_secs = (fire_last - fire_first) as f64 / 1000.0;
+    let lateness_ms: Vec<f64> = timed
+        .iter()
+        .filter_map(|(id, _, s)| first_arrival(id).map(|a| (a - s * 1000) as f64 / 1000.0))
+        .collect();
+    let fire_lag_ms: Vec<f64> = timed.iter().map(|(_, c, s)| (c - s) as f64).collect();
+    let recv_first = hits.iter().map(|h| h.1).min().unwrap_or(0);
+    let recv_last = hits.iter().map(|h| h.1).max().unwrap_or(0);
+    let recv_secs = (recv_last - recv_first) as f64 / 1e6;
+    let since_due_secs = (recv_last - due.timestamp_micros()) as f64 / 1e6;
+    let immediate_ms: Vec<f64> = posted
+        .iter()
+        .filter_map(|p| {
+            let id = p.id.as_deref()?;
+            first_arrival(id).map(|a| (a - p.sent_us) as f64 / 1000.0)
+        })
+        .collect();
+    let ingest_ms: Vec<f64> = posted
+        .iter()
+        .map(|p| (p.answered_us - p.sent_us) as f64 / 1000.0)
+        .collect();
+    let post_secs = match (
+        posted.iter().map(|p| p.sent_us).min(),
+        posted.iter().map(|p| p.sent_us).max(),
+    ) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+        _ => f64::NAN,
+    };
+
+    // Signatures of a sample, with the official Standard Webhooks library.
+    let samples = std::mem::take(&mut *rx.samples.lock().expect("lock"));
+    let wh = standardwebhooks::Webhook::new(&secret).expect("secret");
+    let bad_signatures = samples
+        .iter()
+        .filter(|(h, b)| wh.verify(b, h).is_err())
+        .count();
+
+    // 5. Restart with the pending timers in the store: until /readyz answers 200.
+    let pending = count(&app, "SELECT COUNT(*) FROM timers WHERE state = 'pending'").await;
+    app.shutdown().await;
+    let t_restart = Instant::now();
+    let app = App::start(config.clone(), clock.clone())
+        .await
+        .expect("app restarts");
+    let started = t_restart.elapsed();
+    let ready = loop {
+        let ok = http
+            .get(format!("{}/readyz", app.url()))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+        if ok {
+            break t_restart.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    app.shutdown().await;
+    receiver_stop.cancel();
+    let store_name = store.describe();
+    store.drop_database().await;
+    let (hwm, rss) = memory_mib();
+
+    let timed_received = timed
+        .iter()
+        .filter(|(id, _, _)| arrivals.contains_key(id))
+        .count();
+    println!();
+    println!("== duehook load benchmark ==");
+    println!(
+        "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        p.pending,
+        p.burst,
+        p.events_per_sec,
+        config.store.max_connections,
+        config.delivery.max_concurrent_sends,
+        config.delivery.max_in_flight_per_endpoint,
+    );
+    println!(
+        "load:        {} timers stored and planned in {:.1} s ({:.0}/s)",
+        p.pending,
+        load.as_secs_f64(),
+        p.pending as f64 / load.as_secs_f64()
+    );
+    println!(
+        "burst:       {} timers fired between {:.3} s of first and last fire = {:.0} fires/s",
+        timed.len(),
+        fire_secs,
+        timed.len() as f64 / fire_secs
+    );
+    println!(
+        "delivered:   {} signed webhooks received in {:.2} s from first to last = {:.0}/s end to end ({:.2} s after the burst's first due instant: {:.0}/s)",
+        hits.len(),
+        recv_secs,
+        hits.len() as f64 / recv_secs,
+        since_due_secs,
+        hits.len() as f64 / since_due_secs
+    );
+    println!(
+        "lateness:    scheduled_at -> received: {}",
+        spread(lateness_ms)
+    );
+    println!(
+        "             scheduled_at -> event written (fire lag): {}",
+        spread(fire_lag_ms)
+    );
+    println!(
+        "immediate:   {} events posted at {} /s over {:.1} s ({} failed); POST answered: {}",
+        posted.len(),
+        p.events_per_sec,
+        post_secs,
+        post_errors,
+        spread(ingest_ms)
+    );
+    println!(
+        "             POST sent -> webhook received: {}",
+        spread(immediate_ms)
+    );
+    println!(
+        "correctness: {} events written, {} timed of which {timed_received} received; lost {lost}, doubled {doubled}, retried deliveries {retried}, unknown webhook-ids {strangers}; signatures verified {}/{}{}",
+        events.len(),
+        timed.len(),
+        samples.len() - bad_signatures,
+        samples.len(),
+        if timed_out { "; WAIT TIMED OUT" } else { "" }
+    );
+    println!(
+        "restart:     {pending} pending; App::start returned after {:.0} ms, /readyz 200 after {:.0} ms",
+        started.as_secs_f64() * 1000.0,
+        ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "memory:      peak RSS (VmHWM) {hwm:.0} MiB (after loading {hwm_loaded:.0} MiB, after the burst {hwm_burst:.0} MiB); RSS now {rss:.0} MiB"
+    );
+
+    assert_eq!(timed.len(), p.burst, "every burst timer fired exactly once");
+    assert_eq!(lost, 0, "events lost");
+    assert_eq!(doubled, 0, "webhooks doubled");
+    assert_eq!(strangers, 0, "webhooks with an unknown id");
+    assert_eq!(bad_signatures, 0, "signatures that do not verify");
+    assert_eq!(post_errors, 0, "ingest POSTs that failed");
+    assert!(!timed_out, "the run did not finish");
+}
+
+async fn timed_ids(app: &App) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM events WHERE scheduled_at IS NOT NULL")
+        .fetch_all(app.store().pool())
+        .await
+        .expect("events")
+}
+
+fn main() {
+    let p = Params::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(&p));
+}
