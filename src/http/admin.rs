@@ -414,6 +414,30 @@ pub async fn timeline(
             2,
             json!({ "at": ev.created, "what": what, "type": ev.event_type, "event_id": ev.id, "scheduled_at": ev.scheduled_at }),
         ));
+        // Where each event went: its deliveries, each attempt at its own time.
+        for d in crate::store::deliveries::of_event(s.store.pool(), &ev.id).await? {
+            for a in crate::store::deliveries::attempts(s.store.pool(), &d.id).await? {
+                entries.push((
+                    a.started_at,
+                    4,
+                    json!({
+                        "at": a.started_at, "what": "delivery.attempt", "event_id": ev.id,
+                        "delivery_id": d.id, "endpoint_id": d.endpoint_id, "attempt": a.number,
+                        "status_code": a.status_code, "error_kind": a.error_kind,
+                        "duration_ms": a.duration_ms,
+                    }),
+                ));
+            }
+            entries.push((
+                d.updated_at,
+                5,
+                json!({
+                    "at": d.updated_at, "what": format!("delivery.{}", d.status), "event_id": ev.id,
+                    "delivery_id": d.id, "endpoint_id": d.endpoint_id, "attempts": d.attempts,
+                    "next_attempt_at": d.next_attempt_at,
+                }),
+            ));
+        }
     }
     let timers = timers::list(
         s.store.pool(),

@@ -497,3 +497,13 @@ pub async fn next_due_after(
         .map(from_ms)
         .transpose()
 }
+
+/// The deliveries of one event, oldest first (for an entity's timeline).
+pub async fn of_event(pool: &sqlx::AnyPool, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY seq");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(event_id.to_string())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
