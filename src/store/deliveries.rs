@@ -192,17 +192,20 @@ pub async fn claim(
         .collect()
 }
 
-/// Gives claimed deliveries back without an attempt.
+/// Gives claimed deliveries back without an attempt, in one statement.
 pub async fn release(pool: &sqlx::AnyPool, node: &str, ids: &[String]) -> Result<(), StoreError> {
-    for id in ids {
-        sqlx::query(
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
             "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
-             WHERE id = $1 AND claimed_by = $2",
-        )
-        .bind(id.clone())
-        .bind(node.to_string())
-        .execute(pool)
-        .await?;
+             WHERE claimed_by = $1 AND id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node.to_string());
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        q.execute(pool).await?;
     }
     Ok(())
 }
