@@ -424,10 +424,8 @@ mod tests {
     /// The official library rejects timestamps more than five minutes from
     /// its own clock, so tests that verify with it sign at the real time.
     fn now_secs() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        use crate::clock::Clock;
+        crate::clock::SystemClock.now().timestamp()
     }
 
     fn header_map(headers: &[(String, String)]) -> HeaderMap {
