@@ -201,7 +201,69 @@ async fn metrics_move_when_things_happen(backend: Backend) {
     assert!(after.contains("duehook_db_pool_connections"), "{after}");
 }
 
+async fn endpoint_health_for_operators(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let good = common::receiver::Receiver::start().await;
+    let bad = common::receiver::Receiver::start().await;
+    bad.set_default(common::receiver::Answer::status(503));
+    for (name, rx) in [("good", &good), ("bad", &bad)] {
+        let r = app
+            .post(
+                "/v1/endpoints",
+                Some(json!({"name": name, "url": rx.url("/h"), "topics": ["item.*"]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    app.put("/v1/items/i-1", json!({"name": "x"})).await;
+    app.put("/v1/items/i-2", json!({"name": "y"})).await;
+    app.advance(60).await;
+    let r = app.admin_get("/admin/endpoints/health").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let eps = r.body["endpoints"].as_array().expect("list");
+    let find = |n: &str| {
+        eps.iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .expect("endpoint")
+    };
+    let (g, b) = (find("good"), find("bad"));
+    assert_eq!(
+        (
+            g["success_rate"].clone(),
+            g["pending"].clone(),
+            g["state"].clone()
+        ),
+        (json!(1.0), json!(0), json!("enabled"))
+    );
+    assert_eq!(b["success_rate"], json!(0.0), "{b}");
+    assert!(
+        b["attempts"].as_i64().is_some_and(|n| n >= 4),
+        "two events, retried: {b}"
+    );
+    assert_eq!(b["pending"], json!(2), "{b}");
+    assert!(
+        b["last_error"].as_str().is_some_and(|e| e.contains("503")),
+        "{b}"
+    );
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("duehook_deliveries{status=\"pending\"}"),
+        "{text}"
+    );
+    assert!(text.contains("duehook_endpoints{state="), "{text}");
+    assert!(text.contains("status_class=\"5xx\""), "{text}");
+}
+
 both_backends!(
+    endpoint_health_for_operators,
     forecast_equals_what_then_fires,
     timeline_tells_the_story_of_one_entity,
     metrics_move_when_things_happen,

@@ -56,6 +56,7 @@ const EXTRA: &[(&str, &str)] = &[
     ("GET", "/v1/contacts/{id}"),
     ("GET", "/admin/schedule/forecast"),
     ("GET", "/admin/nodes"),
+    ("GET", "/admin/endpoints/health"),
     ("GET", "/admin/entities/{kind}/{id}/timeline"),
     ("POST", "/v1/endpoints/{id}/disable"),
     ("POST", "/v1/endpoints/{id}/rotate-secret"),

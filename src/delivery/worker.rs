@@ -314,7 +314,11 @@ async fn deliver(
         }
     }
     tx.commit().await?;
-    metrics::counter!("duehook_delivery_attempts_total", "result" => state.status).increment(1);
+    let class = match sent.status {
+        Some(code) => format!("{}xx", code / 100),
+        None => sent.error.as_ref().map_or("error", |(k, _)| *k).to_string(),
+    };
+    metrics::counter!("duehook_delivery_attempts_total", "result" => state.status, "status_class" => class).increment(1);
     metrics::histogram!("duehook_delivery_attempt_seconds").record(sent.duration.as_secs_f64());
     if alerted {
         p.alert.notify_one();

@@ -495,3 +495,23 @@ pub async fn nodes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let nodes = crate::store::cluster::list(&s.store, now).await?;
     Ok(Json(json!({ "now": now, "nodes": nodes })))
 }
+
+/// `GET /admin/endpoints/health`: per endpoint, its state, the share of attempts in the
+/// last 24 hours that succeeded, what waits to be sent, and the last error.
+#[utoipa::path(
+    get,
+    path = "/admin/endpoints/health",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every endpoint's delivery health over the last 24 hours", body = crate::http::openapi::EndpointHealthList),
+        StoreErrors
+    )
+)]
+pub async fn endpoint_health(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = s.clock.now();
+    let since = now - TimeDelta::hours(24);
+    let endpoints = crate::store::deliveries::endpoint_health(s.store.pool(), since).await?;
+    Ok(Json(
+        json!({ "now": now, "since": since, "endpoints": endpoints }),
+    ))
+}

@@ -71,6 +71,15 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     {
         metrics::gauge!(names::OUTBOX_DEPTH).set(n as f64);
     }
+    if let Ok((deliveries, endpoints)) = crate::store::deliveries::gauges(s.store.pool()).await {
+        // Pending deliveries are the retry queue.
+        for (status, n) in deliveries {
+            metrics::gauge!("duehook_deliveries", "status" => status).set(n as f64);
+        }
+        for (state, n) in endpoints {
+            metrics::gauge!("duehook_endpoints", "state" => state).set(n as f64);
+        }
+    }
     let pool = s.store.pool();
     let idle = pool.num_idle() as f64;
     metrics::gauge!(names::DB_POOL, "state" => "idle").set(idle);

@@ -89,6 +89,7 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/admin/schedule/stats", get(admin::stats))
         .route("/admin/schedule/forecast", get(admin::forecast))
         .route("/admin/nodes", get(admin::nodes))
+        .route("/admin/endpoints/health", get(admin::endpoint_health))
         .route("/admin/entities/{kind}/{id}/timeline", get(admin::timeline))
         .route(
             "/v1/endpoints",

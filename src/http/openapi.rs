@@ -83,6 +83,7 @@ Every `/v1/` and `/admin/` route needs `Authorization: Bearer <token>` (`[auth] 
         admin::stats,
         admin::forecast,
         admin::nodes,
+        admin::endpoint_health,
         admin::timeline,
         health::healthz,
         health::readyz,
@@ -365,6 +366,14 @@ pub struct Timeline {
     pub entity_kind: String,
     pub entity_id: String,
     pub timeline: Vec<TimelineEntry>,
+}
+
+/// `GET /admin/endpoints/health`.
+#[derive(ToSchema)]
+pub struct EndpointHealthList {
+    pub now: DateTime<Utc>,
+    pub since: DateTime<Utc>,
+    pub endpoints: Vec<crate::store::deliveries::EndpointHealth>,
 }
 
 /// `GET /admin/nodes`.

@@ -510,3 +510,96 @@ pub async fn of_event(pool: &sqlx::AnyPool, event_id: &str) -> Result<Vec<Delive
         .await?;
     rows.iter().map(from_row).collect()
 }
+
+/// One endpoint's delivery health over a window, for operators.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EndpointHealth {
+    pub endpoint_id: String,
+    pub name: String,
+    /// `enabled` or `disabled`.
+    pub state: String,
+    pub disabled_reason: Option<String>,
+    /// `ok`, `failing` or `disabled` (what was last alerted).
+    pub alert_state: String,
+    pub attempts: i64,
+    pub succeeded: i64,
+    /// Share of attempts in the window answered with a 2xx (null without attempts).
+    pub success_rate: Option<f64>,
+    /// Deliveries waiting to be sent or retried.
+    pub pending: i64,
+    /// The last failed attempt: its error, or `HTTP <status>`.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// Health of every endpoint over the attempts started since `since`.
+pub async fn endpoint_health(
+    pool: &sqlx::AnyPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<EndpointHealth>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.name, e.enabled, e.disabled_reason, e.alert_state,
+            (SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+              WHERE d.endpoint_id = e.id AND a.started_at >= $1) AS attempts,
+            (SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+              WHERE d.endpoint_id = e.id AND a.started_at >= $1
+                AND a.status_code >= 200 AND a.status_code < 300) AS succeeded,
+            (SELECT COUNT(*) FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending') AS pending,
+            (SELECT COALESCE(a.error, 'HTTP ' || CAST(a.status_code AS TEXT)) FROM attempts a
+               JOIN deliveries d ON d.id = a.delivery_id
+              WHERE d.endpoint_id = e.id AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code >= 300)
+              ORDER BY a.started_at DESC, a.id DESC LIMIT 1) AS last_error,
+            (SELECT MAX(a.started_at) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+              WHERE d.endpoint_id = e.id AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code >= 300)) AS last_error_at
+         FROM endpoints e ORDER BY e.name, e.id",
+    )
+    .bind(to_ms(since))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let attempts: i64 = r.try_get("attempts")?;
+            let succeeded: i64 = r.try_get("succeeded")?;
+            Ok(EndpointHealth {
+                endpoint_id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                state: if r.try_get::<i64, _>("enabled")? != 0 {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+                .to_string(),
+                disabled_reason: r.try_get("disabled_reason")?,
+                alert_state: r.try_get("alert_state")?,
+                attempts,
+                succeeded,
+                success_rate: (attempts > 0).then(|| succeeded as f64 / attempts as f64),
+                pending: r.try_get("pending")?,
+                last_error: r.try_get("last_error")?,
+                last_error_at: r
+                    .try_get::<Option<i64>, _>("last_error_at")?
+                    .map(from_ms)
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// Deliveries per status, and endpoints per state (for the metrics gauges).
+pub async fn gauges(
+    pool: &sqlx::AnyPool,
+) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
+    let d = sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let e = sqlx::query("SELECT CASE WHEN enabled = 1 THEN alert_state ELSE 'disabled' END AS state, COUNT(*) AS n FROM endpoints GROUP BY CASE WHEN enabled = 1 THEN alert_state ELSE 'disabled' END")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((d, e))
+}
