@@ -66,6 +66,17 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
     let a = start_node(&store, &clock).await;
     let b = start_node(&store, &clock).await;
     let c = start_node(&store, &clock).await;
+    // Every event goes to one endpoint on a real receiver: each must be delivered.
+    let rx = common::receiver::Receiver::start().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/endpoints", a.url()))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"name": "rx", "url": rx.url("/h"), "topics": ["item.expire"]}).to_string())
+        .send()
+        .await
+        .expect("endpoint");
+    assert_eq!(r.status(), StatusCode::CREATED);
     // 10,000 timers due in the same minute, 100 at each of 100 instants.
     plan_items(&a, 10_000, 100, "2030-03-01T09:00:00Z", 59_000).await;
 
@@ -111,6 +122,20 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
             .await
             .expect("count");
     assert_eq!(early, 0, "never early");
+    // Each event delivered: one succeeded delivery per event, and the receiver saw
+    // every event id (re-sends would carry the same id).
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    assert_eq!(delivered, 10_000, "every event delivered");
+    let seen: std::collections::BTreeSet<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(seen.len(), 10_000, "the receiver saw every event");
     // The work spread: every node fired some.
     let rows = sqlx::query(
         "SELECT claimed_by, COUNT(*) AS n FROM timers WHERE state = 'fired' GROUP BY claimed_by",
