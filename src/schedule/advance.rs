@@ -25,7 +25,9 @@ use crate::store::{Store, StoreError, timers};
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deliveries due but left unclaimed this long (real time) with nothing in flight are
 /// held back by a rate limit or an in-flight cap: they go out as the clock moves on.
-const STALL: Duration = Duration::from_millis(150);
+/// Generous, so a worker slowed by a loaded machine is not mistaken for a held-back one
+/// (the clock would then move on before its sends).
+const STALL: Duration = Duration::from_millis(400);
 /// The step taken past an instant where held-back deliveries wait (rate limits count
 /// per second).
 const HELD_BACK_STEP: TimeDelta = TimeDelta::seconds(1);
