@@ -136,7 +136,9 @@ impl Driver {
                     .store(now.timestamp_millis(), Ordering::Release);
                 self.stats.settled.notify_waiters();
             }
-            self.publish(&wheel, refill_at);
+            // Scanning for the next deadline costs a slot walk: once per turn.
+            let next_deadline = wheel.next_deadline();
+            self.publish(&wheel, next_deadline);
             if failed {
                 refill_at = None;
                 if pause(&shutdown, STORE_RETRY).await {
@@ -145,7 +147,7 @@ impl Driver {
                 continue;
             }
 
-            let next = match (wheel.next_deadline(), refill_at) {
+            let next = match (next_deadline, refill_at) {
                 (Some(d), Some(r)) => {
                     DateTime::from_timestamp_millis(d as i64).map_or(r, |d| d.min(r))
                 }
@@ -294,17 +296,16 @@ impl Driver {
         matches!(outcome, Fired::Event { .. })
     }
 
-    fn publish(&self, wheel: &TimingWheel<i64>, _refill_at: Option<DateTime<Utc>>) {
+    fn publish(&self, wheel: &TimingWheel<i64>, next_deadline: Option<u64>) {
         self.stats
             .in_wheel
             .store(wheel.len() as u64, Ordering::Relaxed);
         self.stats
             .wheel_bytes
             .store(wheel.memory_bytes() as u64, Ordering::Relaxed);
-        self.stats.next_fire_ms.store(
-            wheel.next_deadline().map_or(-1, |d| d as i64),
-            Ordering::Relaxed,
-        );
+        self.stats
+            .next_fire_ms
+            .store(next_deadline.map_or(-1, |d| d as i64), Ordering::Relaxed);
     }
 }
 
