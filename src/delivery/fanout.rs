@@ -10,7 +10,7 @@ use super::pipeline::Pipeline;
 use crate::store::{StoreError, deliveries, endpoints};
 
 /// Events fanned out per transaction.
-const BATCH: i64 = 100;
+const BATCH: i64 = 500;
 
 pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     loop {
@@ -43,7 +43,7 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
         return Ok(0);
     }
     let endpoints = endpoints::list_enabled(&mut tx).await?;
-    let mut created = 0;
+    let mut rows = Vec::new();
     for ev in &events {
         for ep in endpoints
             .iter()
@@ -55,15 +55,16 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
                 .first()
                 .and_then(|d| TimeDelta::from_std(*d).ok())
                 .unwrap_or_default();
-            if deliveries::insert(&mut tx, ev, &ep.id, now + first_delay, now)
-                .await?
-                .is_some()
-            {
-                created += 1;
-            }
+            rows.push(deliveries::NewDelivery {
+                event: ev,
+                endpoint_id: &ep.id,
+                first_attempt_at: now + first_delay,
+            });
         }
-        deliveries::mark_fanned_out(&mut tx, ev.seq).await?;
     }
+    let created = deliveries::insert_many(&mut tx, &rows, now).await?;
+    let seqs: Vec<i64> = events.iter().map(|ev| ev.seq).collect();
+    deliveries::mark_many_fanned_out(&mut tx, &seqs).await?;
     tx.commit().await?;
     if created > 0 {
         p.work.notify_one();

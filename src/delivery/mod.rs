@@ -16,4 +16,6 @@ pub mod fanout;
 pub mod health;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod record;
+pub mod send;
 pub mod worker;

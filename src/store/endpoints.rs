@@ -169,6 +169,26 @@ pub async fn get(
     row.as_ref().map(from_row).transpose()
 }
 
+/// The endpoints among `ids` (for a claimed batch of deliveries).
+pub async fn get_many(pool: &sqlx::AnyPool, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM endpoints WHERE id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for r in q.fetch_all(pool).await? {
+            out.push(from_row(&r)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The endpoint, locked until `tx` ends (SQLite's `BEGIN IMMEDIATE` already holds the
 /// write lock).
 pub async fn get_locked(

@@ -1,0 +1,182 @@
+//! The recorder: writes finished attempts to the store in batches. Each batch is one
+//! transaction: every attempt with its delivery's new state (for the deliveries this
+//! node still holds), then each endpoint's health folded over its attempts in order,
+//! written once per endpoint and only when it changed, with any alerts.
+//!
+//! Why a task of its own: a send that waited for its own commit held its endpoint's
+//! in-flight slot for the length of a write transaction, and SQLite has one writer.
+//! Here the send ends when the answer is in; whatever finished while the previous
+//! batch was being written makes up the next one, so the number of transactions per
+//! second stays low however many webhooks go out.
+//!
+//! Crash safety is unchanged: a delivery stays claimed (leased) until its attempt is
+//! recorded. A crash before the commit leaves the claim to lapse, and the delivery is
+//! sent again with the same `webhook-id` (at least once).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::health::{self, AttemptResult};
+use super::pipeline::Pipeline;
+use crate::store::deliveries::{self, Record};
+use crate::store::{StoreError, alerts, endpoints};
+
+/// Attempts written per transaction at most.
+const BATCH: usize = 512;
+/// A batch whose transaction failed is tried again this often before its deliveries
+/// are left to their leases.
+const TRIES: usize = 3;
+
+/// One finished attempt on its way to the store.
+pub struct Finished {
+    pub record: Record,
+    pub endpoint_id: String,
+    pub result: AttemptResult,
+    /// `2xx`…`5xx` or the error kind (for the metrics).
+    pub class: String,
+    pub duration: Duration,
+}
+
+/// What the worker learns once a batch is written (or given up).
+pub struct Recorded {
+    /// Deliveries this node no longer holds in memory: recorded, or left to their
+    /// leases after the write failed.
+    pub ids: Vec<String>,
+    /// Endpoints whose circuit opened or that were disabled: queued deliveries to them
+    /// go back to the store.
+    pub stopped: Vec<String>,
+    /// The earliest retry among the attempts written: when to look for work again.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Writes what arrives on `rx` until every sender is gone, reporting each batch on
+/// `done`.
+pub async fn run(
+    p: Pipeline,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    done: mpsc::UnboundedSender<Recorded>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<String> = batch.iter().map(|f| f.record.delivery_id.clone()).collect();
+        let mut stopped = Vec::new();
+        for attempt in 1..=TRIES {
+            match write(&p, &node, &batch).await {
+                Ok(s) => {
+                    stopped = s;
+                    break;
+                }
+                Err(e) if attempt < TRIES => {
+                    tracing::warn!(error = %e, attempts = batch.len(), "recording attempts failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    attempts = batch.len(),
+                    "attempts not recorded; their claims will expire and they will be sent again"
+                ),
+            }
+        }
+        let retry_at = batch
+            .iter()
+            .filter_map(|f| f.record.outcome.next_attempt_at)
+            .min();
+        let _ = done.send(Recorded {
+            ids,
+            stopped,
+            retry_at,
+        });
+    }
+}
+
+/// One transaction for `batch`; returns the endpoints to stop sending to.
+async fn write(p: &Pipeline, node: &str, batch: &[Finished]) -> Result<Vec<String>, StoreError> {
+    let mut tx = p.store.begin().await?;
+    let now = p.clock.now();
+    let records: Vec<Record> = batch.iter().map(|f| f.record.clone()).collect();
+    let recorded: HashSet<String> = deliveries::record_attempts(&mut tx, node, &records, now)
+        .await?
+        .into_iter()
+        .collect();
+
+    // Each endpoint's results in the order they finished.
+    let mut per_endpoint: Vec<(&str, Vec<AttemptResult>)> = Vec::new();
+    for f in batch {
+        if !recorded.contains(&f.record.delivery_id) {
+            tracing::info!(delivery = %f.record.delivery_id, "claim lost before the attempt was recorded");
+            continue;
+        }
+        match per_endpoint.iter_mut().find(|(ep, _)| *ep == f.endpoint_id) {
+            Some((_, results)) => results.push(f.result),
+            None => per_endpoint.push((&f.endpoint_id, vec![f.result])),
+        }
+    }
+    let mut stopped = Vec::new();
+    let mut alerted = false;
+    for (endpoint_id, results) in per_endpoint {
+        // Read inside the transaction (locked on PostgreSQL): other nodes' sends to the
+        // same endpoint may have changed its health meanwhile.
+        let Some(current) = endpoints::get_locked(&mut tx, p.store.backend(), endpoint_id).await?
+        else {
+            continue;
+        };
+        let mut health = current.health.clone();
+        let mut disable = None;
+        let mut new_alerts = Vec::new();
+        for result in results {
+            let change = health::after_attempt(&health, &p.health, now, result);
+            health = change.health;
+            disable = disable.or(change.disable);
+            new_alerts.extend(change.alerts);
+        }
+        let disable = disable.filter(|_| current.enabled);
+        if health != current.health || disable.is_some() {
+            endpoints::set_health(&mut tx, endpoint_id, &health, disable.as_deref(), now).await?;
+        }
+        for (kind, detail) in &new_alerts {
+            alerts::insert(&mut tx, endpoint_id, kind.as_str(), detail, now).await?;
+            alerted = true;
+        }
+        if let Some(reason) = &disable {
+            tracing::warn!(endpoint = %endpoint_id, %reason, "endpoint disabled");
+        }
+        if disable.is_some() || health.circuit_open_until.is_some_and(|t| t > now) {
+            stopped.push(endpoint_id.to_string());
+        }
+    }
+    tx.commit().await?;
+
+    for f in batch
+        .iter()
+        .filter(|f| recorded.contains(&f.record.delivery_id))
+    {
+        metrics::counter!(
+            "duehook_delivery_attempts_total",
+            "result" => f.record.outcome.status,
+            "status_class" => f.class.clone()
+        )
+        .increment(1);
+        metrics::histogram!("duehook_delivery_attempt_seconds").record(f.duration.as_secs_f64());
+        tracing::debug!(
+            delivery = %f.record.delivery_id,
+            attempt = f.record.attempt.number,
+            status = ?f.record.attempt.status_code,
+            next = f.record.outcome.status,
+            "attempt recorded"
+        );
+    }
+    if alerted {
+        p.alert.notify_one();
+    }
+    Ok(stopped)
+}
