@@ -60,7 +60,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
 async fn send_due(p: &Pipeline, client: &reqwest::Client) -> Result<(), StoreError> {
     let now = p.clock.now();
     for alert in alerts::due(p.store.pool(), now, 50).await? {
-        if !alerts::claim(p.store.pool(), &alert, now + CLAIM).await? {
+        if !alerts::claim(&p.store, &alert, now + CLAIM).await? {
             continue;
         }
         let endpoint = endpoints::get(p.store.pool(), &alert.endpoint_id).await?;
@@ -76,7 +76,7 @@ async fn send_due(p: &Pipeline, client: &reqwest::Client) -> Result<(), StoreErr
                 Some(now + TimeDelta::minutes(1) * 2_i32.pow(alert.tries.clamp(0, 10) as u32))
             }
         };
-        alerts::finish(p.store.pool(), alert.id, now, next).await?;
+        alerts::finish(&p.store, alert.id, now, next).await?;
     }
     Ok(())
 }

@@ -204,7 +204,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     }
     let ids: Vec<String> = w.claimed.drain().collect();
     w.p.sending.store(0, Ordering::Release);
-    if let Err(e) = deliveries::release(w.p.store.pool(), &w.node, &ids).await {
+    if let Err(e) = deliveries::release(&w.p.store, &w.node, &ids).await {
         tracing::warn!(error = %e, "could not release held deliveries; their claims will expire");
     }
 }
@@ -266,7 +266,7 @@ impl Worker {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = deliveries::release(self.p.store.pool(), &self.node, &ids).await {
+        if let Err(e) = deliveries::release(&self.p.store, &self.node, &ids).await {
             tracing::warn!(error = %e, "could not release deliveries; their claims will expire");
         }
     }
@@ -308,8 +308,7 @@ impl Worker {
         }
         let pool = self.p.store.pool();
         let batch = match deliveries::claim(
-            pool,
-            self.p.store.backend(),
+            &self.p.store,
             &self.node,
             now,
             now + LEASE,

@@ -24,7 +24,7 @@ use crate::domain::order::{CheckinInput, Order, OrderInput, OrderPatch};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::ingest::Applied;
-use crate::store::{StoreError, entities as db};
+use crate::store::entities as db;
 
 pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("duehook-event-id");
 
@@ -325,7 +325,7 @@ macro_rules! getter {
         )]
         pub async fn $name(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
             crate::domain::input::check_id("id", &id)?;
-            let mut tx = s.store.pool().begin().await.map_err(StoreError::from)?;
+            let mut tx = s.store.begin_read().await?;
             match $load(&mut tx, &id).await? {
                 Some(entity) => Ok(Json(entity).into_response()),
                 None => Err(ApiError::not_found(format!(

@@ -71,7 +71,7 @@ pub async fn due(
 /// Takes the alert for sending until `until` (so that another node does not send it
 /// too). False when someone else took it first.
 pub async fn claim(
-    pool: &sqlx::AnyPool,
+    store: &super::Store,
     alert: &PendingAlert,
     until: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
@@ -80,9 +80,9 @@ pub async fn claim(
     )
     .bind(alert.id)
     .bind(alert.next_try_at)
-    .bind(to_ms(until))
-    .execute(pool)
-    .await?;
+    .bind(to_ms(until));
+    let _writer = store.exclusive().await;
+    let done = done.execute(store.pool()).await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -97,12 +97,12 @@ pub async fn next_try(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>, Sto
 
 /// Marks the alert sent (`next_try_at` None) or schedules another try.
 pub async fn finish(
-    pool: &sqlx::AnyPool,
+    store: &super::Store,
     id: i64,
     now: DateTime<Utc>,
     next_try_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    match next_try_at {
+    let query = match next_try_at {
         None => sqlx::query("UPDATE alerts SET sent_at = $2, tries = tries + 1 WHERE id = $1")
             .bind(id)
             .bind(to_ms(now)),
@@ -111,8 +111,8 @@ pub async fn finish(
                 .bind(id)
                 .bind(to_ms(at))
         }
-    }
-    .execute(pool)
-    .await?;
+    };
+    let _writer = store.exclusive().await;
+    query.execute(store.pool()).await?;
     Ok(())
 }

@@ -30,15 +30,15 @@ pub async fn register(
     hostname: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO nodes (id, hostname, pid, started_at, last_seen) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(id.to_string())
     .bind(hostname.to_string())
     .bind(i64::from(std::process::id()))
-    .bind(to_ms(now))
-    .execute(store.pool())
-    .await?;
+    .bind(to_ms(now));
+    let _writer = store.exclusive().await;
+    query.execute(store.pool()).await?;
     Ok(())
 }
 

@@ -223,8 +223,7 @@ pub async fn mark_many_fanned_out(tx: &mut Tx, seqs: &[i64]) -> Result<(), Store
 /// nodes never claim the same delivery.
 #[allow(clippy::too_many_arguments)]
 pub async fn claim(
-    pool: &sqlx::AnyPool,
-    backend: Backend,
+    store: &super::Store,
     node: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -232,7 +231,7 @@ pub async fn claim(
     per_endpoint: i64,
     exclude: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let lock = match backend {
+    let lock = match store.backend() {
         Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
         Backend::Sqlite => "",
     };
@@ -269,7 +268,8 @@ pub async fn claim(
     for e in exclude {
         q = q.bind(e.clone());
     }
-    let rows = q.fetch_all(pool).await?;
+    let _writer = store.exclusive().await;
+    let rows = q.fetch_all(store.pool()).await?;
     rows.iter()
         .map(|r| Ok((r.try_get("id")?, r.try_get("endpoint_id")?)))
         .collect()
@@ -325,7 +325,7 @@ pub async fn claimed(
 }
 
 /// Gives claimed deliveries back without an attempt, in one statement.
-pub async fn release(pool: &sqlx::AnyPool, node: &str, ids: &[String]) -> Result<(), StoreError> {
+pub async fn release(store: &super::Store, node: &str, ids: &[String]) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
         let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
@@ -337,7 +337,8 @@ pub async fn release(pool: &sqlx::AnyPool, node: &str, ids: &[String]) -> Result
         for id in chunk {
             q = q.bind(id.clone());
         }
-        q.execute(pool).await?;
+        let _writer = store.exclusive().await;
+        q.execute(store.pool()).await?;
     }
     Ok(())
 }

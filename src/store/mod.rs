@@ -16,13 +16,45 @@ pub mod sealed;
 pub mod timers;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
-/// A transaction on the store.
-pub type Tx = Transaction<'static, Any>;
+/// A transaction on the store. On SQLite it also holds the process's writer lock
+/// (see [`Store::begin`]) until it ends. It dereferences to the connection, so queries
+/// run on `&mut **tx` (or `&mut *tx` for an owned one).
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -89,6 +121,8 @@ pub struct Store {
     backend: Backend,
     /// Seals endpoint secrets at rest when `[store] secret_key` is set.
     sealer: Option<std::sync::Arc<sealed::Sealer>>,
+    /// SQLite only: admits one writer of this process at a time (see [`Store::begin`]).
+    writer: Option<Arc<Mutex<()>>>,
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -132,6 +166,7 @@ impl Store {
             pool,
             backend,
             sealer: None,
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
         })
     }
 
@@ -235,10 +270,39 @@ impl Store {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
     /// with SQLITE_BUSY when another writer got there first, whatever the busy timeout.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend {
+        let writer = self.exclusive().await;
+        let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            inner,
+            _writer: writer,
         })
+    }
+
+    /// Begins a read-only transaction (a consistent snapshot); it takes no write lock.
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            _writer: None,
+        })
+    }
+
+    /// On SQLite, waits for this process's writer lock; hold the guard while running
+    /// a write outside a transaction (an autocommitted `UPDATE`). `None` on PostgreSQL,
+    /// whose writers do not exclude each other.
+    ///
+    /// Why: SQLite has one writer, and a connection that finds the write lock taken
+    /// sleeps in its busy handler (1, 2, 5, 10… ms) before trying again. Under load the
+    /// lock then sits idle between writers while they sleep, and a writer that keeps
+    /// losing the race (the delivery recorder against a stream of ingest requests)
+    /// starves. Queueing in process instead hands the lock over at once, in order.
+    pub async fn exclusive(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.writer {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// Serialises changes to one entity until `tx` ends. Two requests about the same

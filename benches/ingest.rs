@@ -1,0 +1,239 @@
+//! Messages in, webhooks out (issue 8): the comparison with a webhook service such as
+//! Svix, measured the way one measures those — clients pushing messages over HTTP as
+//! fast as they are answered (closed loop, like `wrk` with C connections), a minimal
+//! receiver on 127.0.0.1, one endpoint subscribed to `*` with Standard Webhooks
+//! signing. No timers: every message is an immediate event (`POST /v1/events`).
+//!
+//! Run: `cargo bench --bench ingest`. Parameters (environment):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `INGEST_MESSAGES` | 50000 | messages posted in all |
+//! | `INGEST_CLIENTS` | 64 | clients posting concurrently, each waiting for its answer |
+//! | `INGEST_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL where the bench may create (and then drops) its own database |
+//!
+//! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration. Reported:
+//! messages accepted per second; signed webhooks received per second end to end (from
+//! the first POST to the last webhook); the latency from each POST to its webhook;
+//! lost and doubled webhooks (asserted: none), signatures of a sample (asserted).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use duehook::App;
+use duehook::clock::{SharedClock, SystemClock};
+use duehook::config::Config;
+use serde_json::{Value, json};
+use support::{BenchStore, env_usize, loadavg, memory_mib, spread, start_receiver};
+
+const TOKEN: &str = "ingest-bench-token-0123456789";
+/// Give up waiting when nothing new arrived at the receiver for this long.
+const QUIET: Duration = Duration::from_secs(30);
+
+fn config(store_url: &str) -> Config {
+    let mut config = Config::from_layers(None, std::env::vars()).expect("configuration");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.store.url = store_url.to_string();
+    config.auth.tokens = vec![TOKEN.into()];
+    config.delivery.allow_private_destinations = true;
+    if std::env::var_os("DUEHOOK_LOG_LEVEL").is_none() {
+        config.log.level = "warn".into();
+    }
+    config
+}
+
+/// One accepted message: its event id, when its POST was sent (µs since the epoch).
+struct Posted {
+    id: String,
+    sent_us: i64,
+}
+
+/// `clients` tasks post `messages` in all, each waiting for its answer before the next.
+async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usize) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (http, next, url) = (http.clone(), next.clone(), format!("{base}/v1/events"));
+        tasks.spawn(async move {
+            let mut posted = Vec::new();
+            let mut failed = 0;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= messages {
+                    break;
+                }
+                let body =
+                    json!({"type": "booking.create", "data": {"id": n, "status": "CONFIRMED"}});
+                let sent_us = Utc::now().timestamp_micros();
+                let res = http
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                let id = match res {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => r
+                        .bytes()
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .and_then(|v| v["id"].as_str().map(str::to_string)),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => posted.push(Posted { id, sent_us }),
+                    None => failed += 1,
+                }
+            }
+            (posted, failed)
+        });
+    }
+    let mut all = Vec::with_capacity(messages);
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (posted, f) = done.expect("client task");
+        all.extend(posted);
+        failed += f;
+    }
+    (all, failed)
+}
+
+async fn run() {
+    let messages = env_usize("INGEST_MESSAGES", 50_000);
+    let clients = env_usize("INGEST_CLIENTS", 64).max(1);
+    let store_spec = std::env::var("INGEST_STORE").unwrap_or_else(|_| "sqlite".into());
+    let load = loadavg();
+    let store = BenchStore::create(&store_spec).await;
+    let config = config(store.url());
+    duehook::telemetry::init(&config.log);
+    let clock: SharedClock = SystemClock::shared();
+    let receiver_stop = tokio_util::sync::CancellationToken::new();
+    let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;
+    let app = App::start(config.clone(), clock).await.expect("app");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/endpoints", app.url()))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"name": "ingest", "url": hook_url, "topics": ["*"]}).to_string())
+        .send()
+        .await
+        .expect("create endpoint");
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let created: Value = serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+
+    let t0 = Instant::now();
+    let (posted, failed) = push(&app.url(), messages, clients).await;
+    let pushed = t0.elapsed();
+
+    let mut last = 0;
+    let mut last_change = Instant::now();
+    let mut timed_out = false;
+    while (rx.log.lock().expect("lock").seen.len()) < posted.len() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = rx.count.load(Ordering::Relaxed);
+        if got != last {
+            last = got;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > QUIET {
+            eprintln!(
+                "  nothing arrived for {} s; giving up waiting",
+                QUIET.as_secs()
+            );
+            timed_out = true;
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (hwm, _) = memory_mib();
+    app.shutdown().await;
+    receiver_stop.cancel();
+    let store_name = store.describe();
+    store.drop_database().await;
+
+    let hits = std::mem::take(&mut rx.log.lock().expect("lock").hits);
+    let mut arrivals: HashMap<&str, Vec<i64>> = HashMap::new();
+    for (id, at) in &hits {
+        arrivals.entry(id.as_str()).or_default().push(*at);
+    }
+    let lost = posted
+        .iter()
+        .filter(|p| !arrivals.contains_key(p.id.as_str()))
+        .count();
+    let doubled: usize = arrivals.values().map(|a| a.len() - 1).sum();
+    let latency: Vec<f64> = posted
+        .iter()
+        .filter_map(|p| {
+            let first = arrivals.get(p.id.as_str())?.iter().min()?;
+            Some((first - p.sent_us) as f64 / 1000.0)
+        })
+        .collect();
+    let first_sent = posted.iter().map(|p| p.sent_us).min().unwrap_or(0);
+    let last_hit = hits.iter().map(|h| h.1).max().unwrap_or(0);
+    let end_to_end = (last_hit - first_sent) as f64 / 1e6;
+    let samples = std::mem::take(&mut *rx.samples.lock().expect("lock"));
+    let wh = standardwebhooks::Webhook::new(&secret).expect("secret");
+    let bad = samples
+        .iter()
+        .filter(|(h, b)| wh.verify(b, h).is_err())
+        .count();
+
+    println!();
+    println!("== duehook ingest benchmark (messages in, webhooks out) ==");
+    println!(
+        "store {store_name}; {} CPUs, load average at start {load}; INGEST_MESSAGES={messages} INGEST_CLIENTS={clients}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        config.store.max_connections,
+        config.delivery.max_concurrent_sends,
+        config.delivery.max_in_flight_per_endpoint,
+    );
+    println!(
+        "accepted:    {} messages in {:.2} s = {:.0}/s ({failed} failed)",
+        posted.len(),
+        pushed.as_secs_f64(),
+        posted.len() as f64 / pushed.as_secs_f64()
+    );
+    println!(
+        "delivered:   {} signed webhooks, first POST to last webhook {:.2} s = {:.0}/s end to end",
+        hits.len(),
+        end_to_end,
+        hits.len() as f64 / end_to_end
+    );
+    println!(
+        "latency:     POST sent -> webhook received: {}",
+        spread(latency)
+    );
+    println!(
+        "correctness: lost {lost}, doubled {doubled}; signatures verified {}/{}{}",
+        samples.len() - bad,
+        samples.len(),
+        if timed_out { "; WAIT TIMED OUT" } else { "" }
+    );
+    println!("memory:      peak RSS (VmHWM) {hwm:.0} MiB (bench, receiver and service together)");
+
+    assert_eq!(failed, 0, "messages refused");
+    assert_eq!(lost, 0, "webhooks lost");
+    assert_eq!(doubled, 0, "webhooks doubled");
+    assert_eq!(bad, 0, "signatures that do not verify");
+    assert!(!timed_out, "the run did not finish");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
