@@ -608,7 +608,41 @@ async fn concurrent_puts_of_one_entity_emit_one_event(backend: Backend) {
     assert_eq!(app.event_types().await, ["item.create"]);
 }
 
+/// Posted events are written in groups (one transaction for those that arrive
+/// together): each request still gets its own event, stored before it is answered,
+/// with the data it sent.
+async fn concurrent_posted_events_are_each_stored_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let replies = futures::future::join_all((0..300).map(|i| {
+        app.post(
+            "/v1/events",
+            Some(json!({"type": "booking.create", "data": {"id": i, "n": i}})),
+        )
+    }))
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.status, StatusCode::CREATED, "{i}: {}", r.body);
+        assert_eq!(
+            r.body["data"]["n"],
+            json!(i),
+            "each answer is its own event"
+        );
+        assert!(ids.insert(r.body["id"].as_str().expect("id").to_string()));
+    }
+    let stored = app.events().await;
+    assert_eq!(stored.len(), 300);
+    for ev in &stored {
+        assert!(ids.contains(&ev.id), "stored event {} was answered", ev.id);
+        let n = ev.data["n"].as_i64().expect("n");
+        assert_eq!(ev.entity_id, n.to_string(), "data kept with its own event");
+    }
+}
+
 both_backends!(
+    concurrent_posted_events_are_each_stored_once,
     reservation_life_cycle,
     order_life_cycle,
     rentals_items_contacts_and_free_events,

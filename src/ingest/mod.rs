@@ -21,6 +21,8 @@ use crate::domain::{DomainError, EntityKind, input};
 use crate::schedule::plan::{Planner, Subject};
 use crate::store::{Store, StoreError, Tx, entities as db, events};
 
+mod group;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
@@ -56,6 +58,8 @@ pub struct Ingest {
     outbox: Arc<Notify>,
     planner: Planner,
     catalogue: Arc<Catalogue>,
+    /// Posted events go through group commit.
+    events: group::EventWriter,
 }
 
 impl Ingest {
@@ -67,6 +71,7 @@ impl Ingest {
         catalogue: Arc<Catalogue>,
     ) -> Self {
         Self {
+            events: group::EventWriter::start(store.clone(), clock.clone(), outbox.clone()),
             store,
             clock,
             outbox,
@@ -681,8 +686,6 @@ impl Ingest {
             }
         };
         let kind = known.name.split('.').next().unwrap_or(&known.name);
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
         let ev = NewEvent {
             event_type: known.name.to_string(),
             entity_kind: kind.to_string(),
@@ -691,9 +694,7 @@ impl Ingest {
             scheduled_at: None,
             timer_id: None,
         };
-        let event = events::insert(&mut tx, ev, now).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        self.outbox.notify_one();
+        let event = self.events.write(ev).await?;
         Ok(event)
     }
 }

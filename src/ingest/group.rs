@@ -1,0 +1,102 @@
+//! Group commit for `POST /v1/events`: requests that arrive while a transaction is
+//! being written wait for the next one, which stores all of them at once. Each request
+//! is answered only after the transaction holding its event committed, so nothing is
+//! acknowledged that a crash could lose.
+//!
+//! Why: a posted event is one small row, and a transaction of its own costs far more
+//! than the row (SQLite's single writer, a WAL flush on PostgreSQL). Under load the
+//! batches grow by themselves; alone, a request waits for no one.
+//!
+//! A batch that fails is written again one event per transaction, so one bad request
+//! (a value the database refuses) fails alone and the others still succeed.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::clock::SharedClock;
+use crate::domain::event::{Event, NewEvent};
+use crate::store::{Store, StoreError, events};
+
+/// Events written per transaction at most.
+const BATCH: usize = 256;
+/// Requests waiting for a transaction at most; more wait to be queued (backpressure).
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Event, StoreError>>;
+
+/// The handle requests post their events through.
+#[derive(Clone)]
+pub struct EventWriter {
+    queue: mpsc::Sender<(NewEvent, Reply)>,
+}
+
+impl EventWriter {
+    /// Starts the writer task; it ends when the last handle is dropped.
+    pub fn start(store: Store, clock: SharedClock, outbox: Arc<Notify>) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, clock, outbox, rx));
+        Self { queue }
+    }
+
+    /// Stores `ev`; returns it once committed.
+    pub async fn write(&self, ev: NewEvent) -> Result<Event, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        // The writer stops only with the service: answer as the store being away would.
+        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        self.queue.send((ev, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(
+    store: Store,
+    clock: SharedClock,
+    outbox: Arc<Notify>,
+    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let (evs, replies): (Vec<NewEvent>, Vec<Reply>) =
+            std::mem::take(&mut batch).into_iter().unzip();
+        let written = match write_all(&store, &clock, &evs).await {
+            Ok(written) => written.into_iter().map(Ok).collect(),
+            Err(e) if evs.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(error = %e, events = evs.len(), "group commit failed; writing one by one");
+                let mut one_by_one = Vec::with_capacity(evs.len());
+                for ev in &evs {
+                    one_by_one.push(
+                        write_all(&store, &clock, std::slice::from_ref(ev))
+                            .await
+                            .map(|mut w| w.remove(0)),
+                    );
+                }
+                one_by_one
+            }
+        };
+        if written.iter().any(Result::is_ok) {
+            outbox.notify_one();
+        }
+        for (reply, result) in replies.into_iter().zip(written) {
+            // The request may have gone away (client disconnected): its event stays.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One transaction for `evs`.
+async fn write_all(
+    store: &Store,
+    clock: &SharedClock,
+    evs: &[NewEvent],
+) -> Result<Vec<Event>, StoreError> {
+    let mut tx = store.begin().await?;
+    let now = clock.now();
+    let mut out = Vec::with_capacity(evs.len());
+    for ev in evs {
+        out.push(events::insert(&mut tx, ev.clone(), now).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
