@@ -131,14 +131,6 @@ impl App {
             }),
         };
         let driver_stats = Arc::new(schedule::driver::DriverStats::default());
-        let ingest = ingest::Ingest::new(
-            store.clone(),
-            clock.clone(),
-            outbox.clone(),
-            planner.clone(),
-            catalogue.clone(),
-        );
-        let state_planner = planner.clone();
         let pipeline = delivery::pipeline::Pipeline::new(
             store.clone(),
             clock.clone(),
@@ -146,6 +138,15 @@ impl App {
             &config.alerts,
             outbox.clone(),
         );
+        let ingest = ingest::Ingest::new(
+            store.clone(),
+            clock.clone(),
+            outbox.clone(),
+            planner.clone(),
+            catalogue.clone(),
+            pipeline.work.clone(),
+        );
+        let state_planner = planner.clone();
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),

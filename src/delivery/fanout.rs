@@ -3,11 +3,12 @@
 //! outbox Notify after every committed event; polls as a fallback (work written by
 //! another node).
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::Pipeline;
-use crate::store::{StoreError, deliveries, endpoints};
+use crate::domain::event::Event;
+use crate::store::{StoreError, Tx, deliveries, endpoints};
 
 /// Events fanned out per transaction.
 const BATCH: i64 = 500;
@@ -42,9 +43,28 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
         tx.commit().await?;
         return Ok(0);
     }
-    let endpoints = endpoints::list_enabled(&mut tx).await?;
+    let created = fan_out_in(&mut tx, &events, now).await?;
+    tx.commit().await?;
+    if created > 0 {
+        p.work.notify_one();
+    }
+    tracing::debug!(events = events.len(), deliveries = created, "fanned out");
+    Ok(events.len())
+}
+
+/// Fans `events` out inside `tx`: one delivery per enabled endpoint subscribed to the
+/// event's type, first tried after the endpoint's first retry delay (zero by default),
+/// and the events marked fanned out. Returns how many deliveries were created.
+/// Group commit calls this in the transaction that stores posted events, so they need
+/// no fan-out transaction of their own.
+pub async fn fan_out_in(
+    tx: &mut Tx,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let endpoints = endpoints::list_enabled(tx).await?;
     let mut rows = Vec::new();
-    for ev in &events {
+    for ev in events {
         for ep in endpoints
             .iter()
             .filter(|ep| ep.subscribes_to(&ev.event_type))
@@ -62,13 +82,8 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
             });
         }
     }
-    let created = deliveries::insert_many(&mut tx, &rows, now).await?;
+    let created = deliveries::insert_many(tx, &rows, now).await?;
     let seqs: Vec<i64> = events.iter().map(|ev| ev.seq).collect();
-    deliveries::mark_many_fanned_out(&mut tx, &seqs).await?;
-    tx.commit().await?;
-    if created > 0 {
-        p.work.notify_one();
-    }
-    tracing::debug!(events = events.len(), deliveries = created, "fanned out");
-    Ok(events.len())
+    deliveries::mark_many_fanned_out(tx, &seqs).await?;
+    Ok(created)
 }

@@ -7,16 +7,22 @@
 //! than the row (SQLite's single writer, a WAL flush on PostgreSQL). Under load the
 //! batches grow by themselves; alone, a request waits for no one.
 //!
+//! The same transaction fans the events out (their deliveries, see
+//! [`fanout::fan_out_in`]), so posted events need no fan-out transaction of their own
+//! and the delivery worker is woken directly.
+//!
 //! A batch that fails is written again one event per transaction, so one bad request
 //! (a value the database refuses) fails alone and the others still succeed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::SharedClock;
+use crate::delivery::fanout;
 use crate::domain::event::{Event, NewEvent};
-use crate::store::{Store, StoreError, events};
+use crate::store::{Backend, Store, StoreError, events};
 
 /// Events written per transaction at most.
 const BATCH: usize = 256;
@@ -28,15 +34,30 @@ type Reply = oneshot::Sender<Result<Event, StoreError>>;
 /// The handle requests post their events through.
 #[derive(Clone)]
 pub struct EventWriter {
-    queue: mpsc::Sender<(NewEvent, Reply)>,
+    queues: Arc<[mpsc::Sender<(NewEvent, Reply)>]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl EventWriter {
-    /// Starts the writer task; it ends when the last handle is dropped.
-    pub fn start(store: Store, clock: SharedClock, outbox: Arc<Notify>) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, clock, outbox, rx));
-        Self { queue }
+    /// Starts the writer tasks: one on SQLite (one writer at a time anyway), a few on
+    /// PostgreSQL, whose transactions proceed side by side. They end when the last
+    /// handle is dropped.
+    pub fn start(store: Store, clock: SharedClock, work: Arc<Notify>) -> Self {
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        let queues: Vec<_> = (0..writers)
+            .map(|_| {
+                let (queue, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(store.clone(), clock.clone(), work.clone(), rx));
+                queue
+            })
+            .collect();
+        Self {
+            queues: queues.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Stores `ev`; returns it once committed.
@@ -44,7 +65,8 @@ impl EventWriter {
         let (reply, answer) = oneshot::channel();
         // The writer stops only with the service: answer as the store being away would.
         let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.queue.send((ev, reply)).await.map_err(|_| gone())?;
+        let queue = &self.queues[self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len()];
+        queue.send((ev, reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -52,7 +74,7 @@ impl EventWriter {
 async fn run(
     store: Store,
     clock: SharedClock,
-    outbox: Arc<Notify>,
+    work: Arc<Notify>,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -76,7 +98,7 @@ async fn run(
             }
         };
         if written.iter().any(Result::is_ok) {
-            outbox.notify_one();
+            work.notify_one();
         }
         for (reply, result) in replies.into_iter().zip(written) {
             // The request may have gone away (client disconnected): its event stays.
@@ -97,6 +119,7 @@ async fn write_all(
     for ev in evs {
         out.push(events::insert(&mut tx, ev.clone(), now).await?);
     }
+    fanout::fan_out_in(&mut tx, &out, now).await?;
     tx.commit().await?;
     Ok(out)
 }

@@ -69,9 +69,10 @@ impl Ingest {
         outbox: Arc<Notify>,
         planner: Planner,
         catalogue: Arc<Catalogue>,
+        delivery_work: Arc<Notify>,
     ) -> Self {
         Self {
-            events: group::EventWriter::start(store.clone(), clock.clone(), outbox.clone()),
+            events: group::EventWriter::start(store.clone(), clock.clone(), delivery_work),
             store,
             clock,
             outbox,

@@ -190,14 +190,16 @@ pub async fn get_many(pool: &sqlx::AnyPool, ids: &[String]) -> Result<Vec<Endpoi
 }
 
 /// The endpoint, locked until `tx` ends (SQLite's `BEGIN IMMEDIATE` already holds the
-/// write lock).
+/// write lock). On PostgreSQL `FOR NO KEY UPDATE`: it excludes other changes to the row
+/// but not the key-share locks that inserting deliveries (a foreign key to the
+/// endpoint) takes, so recording attempts does not wait for fan-out.
 pub async fn get_locked(
     tx: &mut Tx,
     backend: super::Backend,
     id: &str,
 ) -> Result<Option<Endpoint>, StoreError> {
     let lock = match backend {
-        super::Backend::Postgres => " FOR UPDATE",
+        super::Backend::Postgres => " FOR NO KEY UPDATE",
         super::Backend::Sqlite => "",
     };
     let sql = format!("SELECT {COLUMNS} FROM endpoints WHERE id = $1{lock}");
