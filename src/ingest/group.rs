@@ -115,10 +115,7 @@ async fn write_all(
 ) -> Result<Vec<Event>, StoreError> {
     let mut tx = store.begin().await?;
     let now = clock.now();
-    let mut out = Vec::with_capacity(evs.len());
-    for ev in evs {
-        out.push(events::insert(&mut tx, ev.clone(), now).await?);
-    }
+    let out = events::insert_many(&mut tx, evs, now).await?;
     fanout::fan_out_in(&mut tx, &out, now).await?;
     tx.commit().await?;
     Ok(out)

@@ -37,6 +37,77 @@ pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Eve
     })
 }
 
+/// Inserts `evs`, all created at `now`, several rows per statement; returns them
+/// stored, in the order given.
+pub async fn insert_many(
+    tx: &mut Tx,
+    evs: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut out = Vec::with_capacity(evs.len());
+    for chunk in evs.chunks(50) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 2 + i * 7;
+                format!(
+                    "(${}, ${}, ${}, ${}, $1, ${}, ${}, ${})",
+                    b,
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data)
+             VALUES {} RETURNING id, seq",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
+        for ev in chunk {
+            let id = new_event_id(now);
+            let data =
+                serde_json::to_string(&ev.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            q = q
+                .bind(id.clone())
+                .bind(ev.event_type.clone())
+                .bind(ev.entity_kind.clone())
+                .bind(ev.entity_id.clone())
+                .bind(ev.scheduled_at.map(to_ms))
+                .bind(ev.timer_id)
+                .bind(data);
+            ids.push(id);
+        }
+        // RETURNING promises no order: match the rows by id.
+        let seqs: std::collections::HashMap<String, i64> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("seq")?)))
+            .collect::<Result<_, StoreError>>()?;
+        for (ev, id) in chunk.iter().zip(ids) {
+            let seq = *seqs
+                .get(&id)
+                .ok_or_else(|| StoreError::Corrupt(format!("event {id} not returned")))?;
+            out.push(Event {
+                id,
+                event_type: ev.event_type.clone(),
+                created: now,
+                scheduled_at: ev.scheduled_at,
+                data: ev.data.clone(),
+                seq,
+                entity_kind: ev.entity_kind.clone(),
+                entity_id: ev.entity_id.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, id, type, entity_kind, entity_id, created_at, scheduled_at, data";
 
