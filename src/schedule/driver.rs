@@ -23,9 +23,10 @@ use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, cluster};
 use crate::watchdog::Heartbeat;
 
-/// Most timers claimed per refill; the next refill continues once they are fired. Small
-/// enough that one node never hoards a burst that several nodes could share.
-const LOAD_BATCH: i64 = 1_000;
+/// Most timers claimed per refill; the next refill comes when half of them are due, so
+/// the wheel never runs dry at the instant a burst needs it. Small enough that one node
+/// never hoards a burst that several nodes could share.
+const LOAD_BATCH: i64 = 2_000;
 /// Timers fired per transaction: one commit for many fires, short enough that ingest
 /// never waits long for the write lock.
 const FIRE_BATCH: usize = 200;
@@ -113,13 +114,16 @@ impl Driver {
             for id in &due {
                 loaded.remove(id);
             }
-            for chunk in due.chunks(FIRE_BATCH) {
+            for (n, chunk) in due.chunks(FIRE_BATCH).enumerate() {
                 self.heartbeat.beat();
                 if failed {
                     // Left pending in the store: the next refill loads it again.
                     break;
                 }
-                match self.fire_chunk(chunk, now).await {
+                // Each transaction fires at its own instant: an event's `created` is
+                // when it was written, not when the turn began.
+                let at = if n == 0 { now } else { self.clock.now() };
+                match self.fire_chunk(chunk, at).await {
                     Ok(event) => wrote_event |= event,
                     Err(e) => {
                         tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
@@ -186,7 +190,8 @@ impl Driver {
         )
         .await?;
         let full = rows.len() as i64 == LOAD_BATCH;
-        let last = rows.last().map(|(_, at)| *at);
+        // Halfway through what is held: the next refill claims ahead of the wheel.
+        let halfway = rows.get(rows.len() / 2).map(|(_, at)| *at);
         for (id, fire_at) in rows {
             if loaded.insert(id) {
                 wheel.insert(ms(fire_at), id);
@@ -195,9 +200,10 @@ impl Driver {
         self.stats
             .loaded_until_ms
             .store(until.timestamp_millis(), Ordering::Relaxed);
-        Ok(match (full, last) {
-            // More are due inside the horizon than one batch: continue once this batch is fired.
-            (true, Some(last)) => last,
+        Ok(match (full, halfway) {
+            // More are due inside the horizon than one batch: claim more once half of this
+            // batch is due (the claim re-reads what is still held, so nothing is lost).
+            (true, Some(halfway)) => halfway,
             // Come back at least once a lease, to take over what a dead node held.
             _ => now + (horizon / 2).min(self.lease),
         })
