@@ -21,7 +21,7 @@ use crate::domain::reservation::Reservation;
 use crate::domain::unit_rental::{Invoice, UnitRental};
 use crate::store::entities::{self, Placeholders};
 use crate::store::timers::{self, Timer, TimerState};
-use crate::store::{Backend, Store, StoreError, Tx, to_ms};
+use crate::store::{Backend, Store, StoreError, Tx, from_ms, to_ms};
 
 /// Entities of a batch, by id, as they are now (changed in memory as timers fire).
 #[derive(Default)]
@@ -55,16 +55,24 @@ pub async fn fire_many(
 ) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
     let pg = store.backend() == Backend::Postgres;
-    let due = load_timers(&mut tx, ids, now, false).await?;
-    let due = if pg && !due.is_empty() {
+    let (due, mut loaded) = if pg {
         // Entity locks first, then timer rows: the order ingest takes them in, so the
         // two can never deadlock.
-        lock_entities(&mut tx, &due).await?;
-        load_timers(&mut tx, ids, now, true).await?
+        let (due, _) = load_due(&mut tx, ids, now, false).await?;
+        if due.is_empty() {
+            (due, Loaded::default())
+        } else {
+            lock_entities(&mut tx, &due).await?;
+            let (due, bodies) = load_due(&mut tx, ids, now, true).await?;
+            let loaded = load_entities(&mut tx, &due, bodies).await?;
+            (due, loaded)
+        }
     } else {
-        due
+        // SQLite: BEGIN IMMEDIATE holds the write lock; one read for timers and bodies.
+        let (due, bodies) = load_due(&mut tx, ids, now, false).await?;
+        let loaded = load_entities(&mut tx, &due, bodies).await?;
+        (due, loaded)
     };
-    let mut loaded = load_entities(&mut tx, &due).await?;
 
     let mut rows = Vec::with_capacity(due.len());
     let mut closes = Vec::new();
@@ -91,8 +99,7 @@ pub async fn fire_many(
                     entity_id,
                     scheduled_at: timer.fire_at,
                     timer_id: timer.id,
-                    data: serde_json::to_string(&data)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    data,
                 });
                 outcome.insert(
                     timer.id,
@@ -156,33 +163,60 @@ async fn settle_one(
     }
 }
 
-/// The pending timers among `ids` that are due at `now`, oldest first.
-async fn load_timers(
+/// The pending timers among `ids` that are due at `now`, oldest first, each with its
+/// entity's stored body (None when the entity is gone), in one statement: the rows the
+/// batch needs cross from the store once. With `lock` (PostgreSQL, after the entity
+/// locks) the timer rows are locked for the rest of the transaction.
+async fn load_due(
     tx: &mut Tx,
     ids: &[i64],
     now: DateTime<Utc>,
     lock: bool,
-) -> Result<Vec<Timer>, StoreError> {
+) -> Result<(Vec<Timer>, Vec<Option<String>>), StoreError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut p = Placeholders::for_tx(tx);
     let now_p = p.next();
     let sql = format!(
-        "SELECT {} FROM timers WHERE state = 'pending' AND fire_at <= {now_p} AND id IN ({}) ORDER BY fire_at, id{}",
-        timers::COLUMNS,
+        "SELECT t.id, t.entity_kind, t.entity_id, t.rule, t.event_type, t.anchor_at, t.fire_at,
+                t.created_at, t.updated_at, COALESCE(r.body, o.body, i.body, it.body) AS body
+         FROM timers t
+         LEFT JOIN reservations r ON t.entity_kind = 'reservation' AND r.id = t.entity_id
+         LEFT JOIN orders o ON t.entity_kind = 'order' AND o.id = t.entity_id
+         LEFT JOIN invoices i ON t.entity_kind = 'invoice' AND i.id = t.entity_id
+         LEFT JOIN items it ON t.entity_kind = 'item' AND it.id = t.entity_id
+         WHERE t.state = 'pending' AND t.fire_at <= {now_p} AND t.id IN ({})
+         ORDER BY t.fire_at, t.id{}",
         p.list(ids.len()),
-        if lock { " FOR UPDATE" } else { "" }
+        if lock { " FOR UPDATE OF t" } else { "" }
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
     for id in ids {
         q = q.bind(*id);
     }
-    q.fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(timers::from_row)
-        .collect()
+    let rows = q.fetch_all(&mut **tx).await?;
+    let mut due = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    for r in &rows {
+        due.push(Timer {
+            id: r.try_get("id")?,
+            entity_kind: r.try_get("entity_kind")?,
+            entity_id: r.try_get("entity_id")?,
+            rule: r.try_get("rule")?,
+            event_type: r.try_get("event_type")?,
+            anchor_at: from_ms(r.try_get("anchor_at")?)?,
+            fire_at: from_ms(r.try_get("fire_at")?)?,
+            // Selected as pending; the rest is not read by firing.
+            state: TimerState::Pending,
+            reason: None,
+            event_id: None,
+            created_at: from_ms(r.try_get("created_at")?)?,
+            updated_at: from_ms(r.try_get("updated_at")?)?,
+        });
+        bodies.push(r.try_get("body")?);
+    }
+    Ok((due, bodies))
 }
 
 async fn load_bodies(
@@ -220,20 +254,37 @@ fn parse<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-async fn load_entities(tx: &mut Tx, due: &[Timer]) -> Result<Loaded, StoreError> {
-    let ids_of = |kind: &str| -> BTreeSet<String> {
-        due.iter()
-            .filter(|t| t.entity_kind == kind)
-            .map(|t| t.entity_id.clone())
-            .collect()
-    };
-    let mut loaded = Loaded {
-        reservations: parse(load_bodies(tx, "reservations", &ids_of("reservation")).await?)?,
-        orders: parse(load_bodies(tx, "orders", &ids_of("order")).await?)?,
-        invoices: parse(load_bodies(tx, "invoices", &ids_of("invoice")).await?)?,
-        items: parse(load_bodies(tx, "items", &ids_of("item")).await?)?,
-        ..Default::default()
-    };
+/// The entities of `due` from the bodies [`load_due`] read, plus the unit rentals of
+/// their invoices.
+async fn load_entities(
+    tx: &mut Tx,
+    due: &[Timer],
+    bodies: Vec<Option<String>>,
+) -> Result<Loaded, StoreError> {
+    fn put<T: serde::de::DeserializeOwned>(
+        map: &mut HashMap<String, T>,
+        id: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        if !map.contains_key(id) {
+            let v = serde_json::from_str(body)
+                .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))?;
+            map.insert(id.to_string(), v);
+        }
+        Ok(())
+    }
+    let mut loaded = Loaded::default();
+    for (t, body) in due.iter().zip(bodies) {
+        let Some(body) = body else { continue };
+        let id = t.entity_id.as_str();
+        match t.entity_kind.as_str() {
+            "reservation" => put(&mut loaded.reservations, id, &body)?,
+            "order" => put(&mut loaded.orders, id, &body)?,
+            "invoice" => put(&mut loaded.invoices, id, &body)?,
+            "item" => put(&mut loaded.items, id, &body)?,
+            _ => {}
+        }
+    }
     let rental_ids: BTreeSet<String> = loaded
         .invoices
         .values()
@@ -247,7 +298,8 @@ enum Decision {
     Fire {
         kind: &'static str,
         entity_id: String,
-        data: Value,
+        /// The event's `data`, as JSON text.
+        data: String,
     },
     Close(Fired),
 }
@@ -284,7 +336,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "reservation",
                 entity_id: r.id.clone(),
-                data: to_value(r)?,
+                data: to_json(r)?,
             })
         }
         "order" => {
@@ -295,7 +347,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "order",
                 entity_id: o.id.clone(),
-                data: to_value(o)?,
+                data: to_json(o)?,
             })
         }
         "invoice" => {
@@ -318,7 +370,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "unitRental",
                 entity_id: rental.id.clone(),
-                data,
+                data: to_json(&data)?,
             })
         }
         "item" => {
@@ -334,11 +386,16 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "item",
                 entity_id: item.id.clone(),
-                data: to_value(&*item)?,
+                data: to_json(&*item)?,
             })
         }
         other => close(Fired::Cancelled(format!("unknown entity kind `{other}`"))),
     }
+}
+
+/// JSON text of an event's data, serialised straight from the entity.
+fn to_json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Entity columns and body of the items and rentals whose state firing changed, in
