@@ -54,23 +54,38 @@ pub async fn fire_many(
     now: DateTime<Utc>,
 ) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
+    let outcomes = fire_many_in(&mut tx, store, planner, misfire_after, ids, now).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// [`fire_many`] in a transaction the caller began (from [`Store::begin`]) and commits.
+/// On an error the caller must roll it back: part of the batch may be written.
+pub async fn fire_many_in(
+    tx: &mut Tx,
+    store: &Store,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<Fired>, StoreError> {
     let pg = store.backend() == Backend::Postgres;
     let (due, mut loaded) = if pg {
         // Entity locks first, then timer rows: the order ingest takes them in, so the
         // two can never deadlock.
-        let (due, _) = load_due(&mut tx, ids, now, false).await?;
+        let (due, _) = load_due(tx, ids, now, false).await?;
         if due.is_empty() {
             (due, Loaded::default())
         } else {
-            lock_entities(&mut tx, &due).await?;
-            let (due, bodies) = load_due(&mut tx, ids, now, true).await?;
-            let loaded = load_entities(&mut tx, &due, bodies).await?;
+            lock_entities(tx, &due).await?;
+            let (due, bodies) = load_due(tx, ids, now, true).await?;
+            let loaded = load_entities(tx, &due, bodies).await?;
             (due, loaded)
         }
     } else {
         // SQLite: BEGIN IMMEDIATE holds the write lock; one read for timers and bodies.
-        let (due, bodies) = load_due(&mut tx, ids, now, false).await?;
-        let loaded = load_entities(&mut tx, &due, bodies).await?;
+        let (due, bodies) = load_due(tx, ids, now, false).await?;
+        let loaded = load_entities(tx, &due, bodies).await?;
         (due, loaded)
     };
 
@@ -80,8 +95,8 @@ pub async fn fire_many(
     for timer in &due {
         if timer.entity_kind == digest::ENTITY_KIND {
             // Rare (one a day per zone); it plans its successor, so it goes its own way.
-            let fired = fire_digest(&mut tx, planner, misfire_after, timer, now).await?;
-            settle_one(&mut tx, timer, &fired, now).await?;
+            let fired = fire_digest(tx, planner, misfire_after, timer, now).await?;
+            settle_one(tx, timer, &fired, now).await?;
             outcome.insert(timer.id, fired);
             continue;
         }
@@ -117,22 +132,21 @@ pub async fn fire_many(
         }
     }
 
-    save_entities(&mut tx, &loaded).await?;
-    insert_events(&mut tx, &rows, now).await?;
-    mark_fired(&mut tx, &rows, now, misfire_after).await?;
+    save_entities(tx, &loaded).await?;
+    insert_events(tx, &rows, now).await?;
+    mark_fired(tx, &rows, now, misfire_after).await?;
     for (id, fired) in &closes {
         let (state, why) = match fired {
             Fired::Cancelled(w) => (TimerState::Cancelled, w),
             Fired::Skipped(w) => (TimerState::Skipped, w),
             _ => continue,
         };
-        if !timers::close(&mut tx, *id, state, why, now).await? {
+        if !timers::close(tx, *id, state, why, now).await? {
             return Err(StoreError::Corrupt(format!(
                 "timer {id} changed while locked for firing"
             )));
         }
     }
-    tx.commit().await?;
     Ok(ids
         .iter()
         .map(|id| outcome.remove(id).unwrap_or(Fired::Nothing))

@@ -6,7 +6,7 @@
 //! loaded): firing re-reads the timer and does nothing unless it is still pending, so
 //! staleness costs a query, never a wrong event.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,12 +15,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::fire_many;
+use super::batch::fire_many_in;
 use super::fire::{Fired, fire};
 use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
-use crate::store::{Store, StoreError, cluster};
+use crate::store::{Store, StoreError, Tx, cluster};
 use crate::watchdog::Heartbeat;
 
 /// Most timers claimed per refill; the next refill comes when half of them are due, so
@@ -29,7 +29,7 @@ use crate::watchdog::Heartbeat;
 const LOAD_BATCH: i64 = 2_000;
 /// Timers fired per transaction: one commit for many fires, short enough that ingest
 /// never waits long for the write lock.
-const FIRE_BATCH: usize = 200;
+const FIRE_BATCH: usize = 1_000;
 /// Pause after a store error before trying again (real time: the store's outage is real).
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -110,24 +110,37 @@ impl Driver {
             wheel.advance(ms(now), &mut expired);
             let mut wrote_event = false;
             let mut failed = false;
-            let due: Vec<i64> = expired.drain(..).map(|(_, id)| id).collect();
-            for id in &due {
-                loaded.remove(id);
-            }
-            for (n, chunk) in due.chunks(FIRE_BATCH).enumerate() {
+            let mut settled = now;
+            let mut due: VecDeque<i64> = VecDeque::new();
+            take_expired(&mut expired, &mut loaded, &mut due);
+            while !due.is_empty() {
                 self.heartbeat.beat();
-                if failed {
-                    // Left pending in the store: the next refill loads it again.
-                    break;
-                }
-                // Each transaction fires at its own instant: an event's `created` is
-                // when it was written, not when the turn began.
-                let at = if n == 0 { now } else { self.clock.now() };
-                match self.fire_chunk(chunk, at).await {
-                    Ok(event) => wrote_event |= event,
+                // The store first (on SQLite: this process's queue of writers), then
+                // whatever is due by the time it is ours, so timers that came due while
+                // waiting go in this batch rather than wait for the next. Each batch
+                // fires at its own instant: an event's `created` is when it was written.
+                let tx = match self.store.begin().await {
+                    Ok(tx) => tx,
                     Err(e) => {
                         tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
                         failed = true;
+                        break;
+                    }
+                };
+                let at = self.clock.now().max(settled);
+                wheel.advance(ms(at), &mut expired);
+                take_expired(&mut expired, &mut loaded, &mut due);
+                let chunk: Vec<i64> = due.drain(..due.len().min(FIRE_BATCH)).collect();
+                match self.fire_chunk(tx, &chunk, at).await {
+                    Ok(event) => {
+                        wrote_event |= event;
+                        settled = at;
+                    }
+                    Err(e) => {
+                        // Left pending in the store: the next refill loads them again.
+                        tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
+                        failed = true;
+                        break;
                     }
                 }
             }
@@ -137,7 +150,7 @@ impl Driver {
             if !failed {
                 self.stats
                     .settled_ms
-                    .store(now.timestamp_millis(), Ordering::Release);
+                    .store(settled.timestamp_millis(), Ordering::Release);
                 self.stats.settled.notify_waiters();
             }
             // Scanning for the next deadline costs a slot walk: once per turn.
@@ -237,13 +250,34 @@ impl Driver {
         }
     }
 
-    /// Fires a chunk of due timers in one transaction; if that fails (a deadlock with
-    /// another node, say), each on its own so one bad timer cannot hold up the rest.
-    /// True when any event was written.
-    async fn fire_chunk(&self, ids: &[i64], now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let outcomes = match fire_many(&self.store, &self.planner, self.misfire_after, ids, now)
-            .await
+    /// Fires a chunk of due timers in `tx` (already begun: on SQLite it holds the
+    /// writer lock); if that fails (a deadlock with another node, say), each on its own
+    /// so one bad timer cannot hold up the rest. True when any event was written.
+    async fn fire_chunk(
+        &self,
+        mut tx: Tx,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let batch = match fire_many_in(
+            &mut tx,
+            &self.store,
+            &self.planner,
+            self.misfire_after,
+            ids,
+            now,
+        )
+        .await
         {
+            Ok(outcomes) => tx.commit().await.map(|()| outcomes).map_err(Into::into),
+            Err(e) => {
+                // Ends the transaction (and frees the writer lock) before the fallback
+                // begins transactions of its own.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        };
+        let outcomes = match batch {
             Ok(outcomes) => outcomes,
             Err(e) if ids.len() > 1 => {
                 tracing::info!(error = %e, batch = ids.len(), "batch fire failed; firing one by one");
@@ -312,6 +346,15 @@ impl Driver {
         self.stats
             .next_fire_ms
             .store(next_deadline.map_or(-1, |d| d as i64), Ordering::Relaxed);
+    }
+}
+
+/// Moves the timers the wheel expired into `due`: they are no longer in the wheel, so
+/// the next refill may load them again if they are not fired.
+fn take_expired(expired: &mut Vec<(u64, i64)>, loaded: &mut HashSet<i64>, due: &mut VecDeque<i64>) {
+    for (_, id) in expired.drain(..) {
+        loaded.remove(&id);
+        due.push_back(id);
     }
 }
 
