@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `LOAD_PENDING` | 1000000 | timers loaded in bulk, spread over the next 30 days (from 1 h ahead, so none fires during the run) |
 //! | `LOAD_BURST` | 10000 | timers due within one second, a few seconds after loading ends |
+//! | `LOAD_BURST_SPAN_MS` | 1000 | how long the burst's due instants are spread over (`0`: all due at one instant, which measures how fast firing can go rather than whether it keeps up) |
 //! | `LOAD_EVENTS_PER_SEC` | 200 | immediate events posted to `POST /v1/events` during the burst |
 //! | `LOAD_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL of a server where the user may create databases (the bench creates its own and drops it) |
 //!
@@ -54,6 +55,7 @@ const QUIET: Duration = Duration::from_secs(30);
 struct Params {
     pending: usize,
     burst: usize,
+    burst_span_ms: usize,
     events_per_sec: usize,
     store: String,
 }
@@ -73,6 +75,7 @@ impl Params {
         Params {
             pending: env_usize("LOAD_PENDING", 1_000_000),
             burst: env_usize("LOAD_BURST", 10_000),
+            burst_span_ms: env_usize("LOAD_BURST_SPAN_MS", 1_000),
             events_per_sec: env_usize("LOAD_EVENTS_PER_SEC", 200),
             store: std::env::var("LOAD_STORE").unwrap_or_else(|_| "sqlite".into()),
         }
@@ -256,7 +259,19 @@ async fn plan_items(
     progress: bool,
 ) {
     let planner = app.planner().clone();
-    let t0 = Instant::now();
+    // Drawn to stderr; hidden when stderr is not a terminal, so logs stay clean.
+    let bar = if progress {
+        let bar = indicatif::ProgressBar::new(count as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "  loading {bar:40} {human_pos}/{human_len} timers, {per_sec}, {elapsed} (eta {eta})",
+            )
+            .expect("template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut i = 0;
     while i < count {
         let mut tx = app.store().begin().await.expect("tx");
@@ -284,14 +299,9 @@ async fn plan_items(
             // What ingest does after a commit that planned inside the horizon.
             planner.wake.notify_one();
         }
-        if progress && (i % 100_000 == 0 || i == count) {
-            let s = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "  loaded {i}/{count} timers in {s:.1} s ({:.0}/s)",
-                i as f64 / s
-            );
-        }
+        bar.set_position(i as u64);
     }
+    bar.finish();
 }
 
 /// One immediate event posted through the ingest API.
@@ -422,7 +432,7 @@ async fn run(p: &Params) {
     let load = t_load.elapsed();
     let (hwm_loaded, _) = memory_mib();
 
-    // 2. The burst: `burst` timers due within the one second starting at `due`.
+    // 2. The burst: `burst` timers due within the `burst_span_ms` starting at `due`.
     let lead = TimeDelta::seconds(3) + TimeDelta::microseconds(p.burst as i64 * 100);
     let now = clock.now();
     let due = DateTime::from_timestamp(now.timestamp(), 0).expect("instant")
@@ -433,7 +443,7 @@ async fn run(p: &Params) {
         &app,
         "burst-",
         p.burst,
-        |i| due + TimeDelta::milliseconds(i as i64 * 1000 / burst_n),
+        |i| due + TimeDelta::milliseconds(i as i64 * p.burst_span_ms as i64 / burst_n),
         true,
         false,
     )
@@ -632,10 +642,11 @@ async fn run(p: &Params) {
     println!();
     println!("== duehook load benchmark ==");
     println!(
-        "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
+        "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_BURST_SPAN_MS={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         p.pending,
         p.burst,
+        p.burst_span_ms,
         p.events_per_sec,
         config.store.max_connections,
         config.delivery.max_concurrent_sends,

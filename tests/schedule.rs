@@ -846,7 +846,69 @@ async fn sub_millisecond_instants_fire_and_do_not_churn(backend: Backend) {
     assert_eq!(timers[2]["fire_at"], "2030-03-02T13:00:00.123Z");
 }
 
+/// A burst larger than one firing transaction and one multi-row statement (500 rows):
+/// 1,201 items expire at one instant, two of them changed before it. Every other item
+/// is expired once with one event, the changed ones follow their change.
+async fn a_burst_of_expiries_fires_each_once_in_bulk(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    const N: usize = 1_201;
+    for i in 0..N {
+        let r = app
+            .put(
+                &format!("/v1/items/burst-{i}"),
+                json!({"name": format!("item {i}"), "expires_at": "2030-03-02T00:00:00Z"}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    // Moved a day later: the old timer is cancelled, the new one fires a day later.
+    app.put(
+        "/v1/items/burst-7",
+        json!({"name": "item 7", "expires_at": "2030-03-03T00:00:00Z"}),
+    )
+    .await;
+    // No expiry any more: it never fires.
+    app.put("/v1/items/burst-8", json!({"name": "item 8"}))
+        .await;
+
+    app.advance(DAY + 60).await;
+    let f = fired(&app).await;
+    assert_eq!(f.len(), N - 2, "one event per unchanged item");
+    let ids: std::collections::HashSet<&str> = f.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(ids.len(), N - 2, "no item fired twice");
+    assert!(!ids.contains("burst-7") && !ids.contains("burst-8"));
+    assert!(
+        f.iter()
+            .all(|(ty, _, s, c)| ty == "item.expire" && *s == t("2030-03-02T00:00:00Z") && c == s),
+        "every one at its instant"
+    );
+    for i in [0, 499, 500, 999, 1_000, N - 1] {
+        let item = app.get(&format!("/v1/items/burst-{i}")).await.body;
+        assert_eq!(item["expired"], true, "{item}");
+        assert_eq!(item["name"], format!("item {i}"), "{item}");
+    }
+    let events = app.events().await;
+    let e = events
+        .iter()
+        .find(|e| e.entity_id == "burst-500" && e.event_type == "item.expire")
+        .expect("event of burst-500");
+    assert_eq!(
+        e.data["expired"], true,
+        "the event carries the expired item"
+    );
+    assert_eq!(app.get("/v1/items/burst-7").await.body["expired"], false);
+
+    app.advance(DAY).await;
+    let f = fired(&app).await;
+    assert_eq!(f.len(), N - 1, "the moved item fired at its new instant");
+    assert_eq!(app.get("/v1/items/burst-7").await.body["expired"], true);
+    assert_eq!(app.get("/v1/items/burst-8").await.body["expired"], false);
+}
+
 both_backends!(
+    a_burst_of_expiries_fires_each_once_in_bulk,
     sub_millisecond_instants_fire_and_do_not_churn,
     daily_digest_lists_overdue_orders_once_a_day,
     purged_history_never_refires,

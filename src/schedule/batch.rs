@@ -19,8 +19,9 @@ use crate::domain::item::Item;
 use crate::domain::order::Order;
 use crate::domain::reservation::Reservation;
 use crate::domain::unit_rental::{Invoice, UnitRental};
+use crate::store::entities::{self, Placeholders};
 use crate::store::timers::{self, Timer, TimerState};
-use crate::store::{Backend, Store, StoreError, Tx, to_ms};
+use crate::store::{Backend, Store, StoreError, Tx, from_ms, to_ms};
 
 /// Entities of a batch, by id, as they are now (changed in memory as timers fire).
 #[derive(Default)]
@@ -44,13 +45,6 @@ struct NewRow {
     data: String,
 }
 
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Fires the timers `ids` at `now` in one transaction. See the module doc.
 pub async fn fire_many(
     store: &Store,
@@ -60,23 +54,40 @@ pub async fn fire_many(
     now: DateTime<Utc>,
 ) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
+    let outcomes = fire_many_in(&mut tx, store, planner, misfire_after, ids, now).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// [`fire_many`] in a transaction the caller began (from [`Store::begin`]) and commits.
+/// On an error the caller must roll it back: part of the batch may be written.
+pub async fn fire_many_in(
+    tx: &mut Tx,
+    store: &Store,
+    planner: &Planner,
+    misfire_after: TimeDelta,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<Fired>, StoreError> {
     let pg = store.backend() == Backend::Postgres;
-    let due = load_timers(&mut tx, ids, now, false).await?;
-    let due = if pg && !due.is_empty() {
+    let (due, mut loaded) = if pg {
         // Entity locks first, then timer rows: the order ingest takes them in, so the
         // two can never deadlock.
-        let entities: BTreeSet<(String, String)> = due
-            .iter()
-            .map(|t| (t.entity_kind.clone(), t.entity_id.clone()))
-            .collect();
-        for (kind, id) in &entities {
-            store.lock_entity(&mut tx, kind, id).await?;
+        let (due, _) = load_due(tx, ids, now, false).await?;
+        if due.is_empty() {
+            (due, Loaded::default())
+        } else {
+            lock_entities(tx, &due).await?;
+            let (due, bodies) = load_due(tx, ids, now, true).await?;
+            let loaded = load_entities(tx, &due, bodies).await?;
+            (due, loaded)
         }
-        load_timers(&mut tx, ids, now, true).await?
     } else {
-        due
+        // SQLite: BEGIN IMMEDIATE holds the write lock; one read for timers and bodies.
+        let (due, bodies) = load_due(tx, ids, now, false).await?;
+        let loaded = load_entities(tx, &due, bodies).await?;
+        (due, loaded)
     };
-    let mut loaded = load_entities(&mut tx, &due).await?;
 
     let mut rows = Vec::with_capacity(due.len());
     let mut closes = Vec::new();
@@ -84,8 +95,8 @@ pub async fn fire_many(
     for timer in &due {
         if timer.entity_kind == digest::ENTITY_KIND {
             // Rare (one a day per zone); it plans its successor, so it goes its own way.
-            let fired = fire_digest(&mut tx, planner, misfire_after, timer, now).await?;
-            settle_one(&mut tx, timer, &fired, now).await?;
+            let fired = fire_digest(tx, planner, misfire_after, timer, now).await?;
+            settle_one(tx, timer, &fired, now).await?;
             outcome.insert(timer.id, fired);
             continue;
         }
@@ -103,8 +114,7 @@ pub async fn fire_many(
                     entity_id,
                     scheduled_at: timer.fire_at,
                     timer_id: timer.id,
-                    data: serde_json::to_string(&data)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    data,
                 });
                 outcome.insert(
                     timer.id,
@@ -122,22 +132,21 @@ pub async fn fire_many(
         }
     }
 
-    save_entities(&mut tx, &loaded).await?;
-    insert_events(&mut tx, &rows, now).await?;
-    mark_fired(&mut tx, &rows, now, misfire_after).await?;
+    save_entities(tx, &loaded).await?;
+    insert_events(tx, &rows, now).await?;
+    mark_fired(tx, &rows, now, misfire_after).await?;
     for (id, fired) in &closes {
         let (state, why) = match fired {
             Fired::Cancelled(w) => (TimerState::Cancelled, w),
             Fired::Skipped(w) => (TimerState::Skipped, w),
             _ => continue,
         };
-        if !timers::close(&mut tx, *id, state, why, now).await? {
+        if !timers::close(tx, *id, state, why, now).await? {
             return Err(StoreError::Corrupt(format!(
                 "timer {id} changed while locked for firing"
             )));
         }
     }
-    tx.commit().await?;
     Ok(ids
         .iter()
         .map(|id| outcome.remove(id).unwrap_or(Fired::Nothing))
@@ -168,31 +177,73 @@ async fn settle_one(
     }
 }
 
-/// The pending timers among `ids` that are due at `now`, oldest first.
-async fn load_timers(
+/// Written before the `state` and `fire_at` terms of a statement that names its timers
+/// by id: on SQLite a unary `+` keeps a term from choosing an index, so the rows are
+/// found by id. Without statistics SQLite otherwise picks `timers_pending (state, …)`
+/// and walks every pending timer for each batch (a million with 1M pending).
+fn by_id(tx: &Tx) -> &'static str {
+    if tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+        "+"
+    } else {
+        ""
+    }
+}
+
+/// The pending timers among `ids` that are due at `now`, oldest first, each with its
+/// entity's stored body (None when the entity is gone), in one statement: the rows the
+/// batch needs cross from the store once. With `lock` (PostgreSQL, after the entity
+/// locks) the timer rows are locked for the rest of the transaction.
+async fn load_due(
     tx: &mut Tx,
     ids: &[i64],
     now: DateTime<Utc>,
     lock: bool,
-) -> Result<Vec<Timer>, StoreError> {
+) -> Result<(Vec<Timer>, Vec<Option<String>>), StoreError> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut p = Placeholders::for_tx(tx);
+    let now_p = p.next();
+    let by_id = by_id(tx);
     let sql = format!(
-        "SELECT {} FROM timers WHERE state = 'pending' AND fire_at <= $1 AND id IN ({}) ORDER BY fire_at, id{}",
-        timers::COLUMNS,
-        placeholders(2, ids.len()),
-        if lock { " FOR UPDATE" } else { "" }
+        "SELECT t.id, t.entity_kind, t.entity_id, t.rule, t.event_type, t.anchor_at, t.fire_at,
+                t.created_at, t.updated_at, COALESCE(r.body, o.body, i.body, it.body) AS body
+         FROM timers t
+         LEFT JOIN reservations r ON t.entity_kind = 'reservation' AND r.id = t.entity_id
+         LEFT JOIN orders o ON t.entity_kind = 'order' AND o.id = t.entity_id
+         LEFT JOIN invoices i ON t.entity_kind = 'invoice' AND i.id = t.entity_id
+         LEFT JOIN items it ON t.entity_kind = 'item' AND it.id = t.entity_id
+         WHERE {by_id}t.state = 'pending' AND {by_id}t.fire_at <= {now_p} AND t.id IN ({})
+         ORDER BY t.fire_at, t.id{}",
+        p.list(ids.len()),
+        if lock { " FOR UPDATE OF t" } else { "" }
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
     for id in ids {
         q = q.bind(*id);
     }
-    q.fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(timers::from_row)
-        .collect()
+    let rows = q.fetch_all(&mut **tx).await?;
+    let mut due = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    for r in &rows {
+        due.push(Timer {
+            id: r.try_get("id")?,
+            entity_kind: r.try_get("entity_kind")?,
+            entity_id: r.try_get("entity_id")?,
+            rule: r.try_get("rule")?,
+            event_type: r.try_get("event_type")?,
+            anchor_at: from_ms(r.try_get("anchor_at")?)?,
+            fire_at: from_ms(r.try_get("fire_at")?)?,
+            // Selected as pending; the rest is not read by firing.
+            state: TimerState::Pending,
+            reason: None,
+            event_id: None,
+            created_at: from_ms(r.try_get("created_at")?)?,
+            updated_at: from_ms(r.try_get("updated_at")?)?,
+        });
+        bodies.push(r.try_get("body")?);
+    }
+    Ok((due, bodies))
 }
 
 async fn load_bodies(
@@ -205,7 +256,7 @@ async fn load_bodies(
     }
     let sql = format!(
         "SELECT id, body FROM {table} WHERE id IN ({})",
-        placeholders(1, ids.len())
+        Placeholders::for_tx(tx).list(ids.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
@@ -230,20 +281,37 @@ fn parse<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-async fn load_entities(tx: &mut Tx, due: &[Timer]) -> Result<Loaded, StoreError> {
-    let ids_of = |kind: &str| -> BTreeSet<String> {
-        due.iter()
-            .filter(|t| t.entity_kind == kind)
-            .map(|t| t.entity_id.clone())
-            .collect()
-    };
-    let mut loaded = Loaded {
-        reservations: parse(load_bodies(tx, "reservations", &ids_of("reservation")).await?)?,
-        orders: parse(load_bodies(tx, "orders", &ids_of("order")).await?)?,
-        invoices: parse(load_bodies(tx, "invoices", &ids_of("invoice")).await?)?,
-        items: parse(load_bodies(tx, "items", &ids_of("item")).await?)?,
-        ..Default::default()
-    };
+/// The entities of `due` from the bodies [`load_due`] read, plus the unit rentals of
+/// their invoices.
+async fn load_entities(
+    tx: &mut Tx,
+    due: &[Timer],
+    bodies: Vec<Option<String>>,
+) -> Result<Loaded, StoreError> {
+    fn put<T: serde::de::DeserializeOwned>(
+        map: &mut HashMap<String, T>,
+        id: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        if !map.contains_key(id) {
+            let v = serde_json::from_str(body)
+                .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))?;
+            map.insert(id.to_string(), v);
+        }
+        Ok(())
+    }
+    let mut loaded = Loaded::default();
+    for (t, body) in due.iter().zip(bodies) {
+        let Some(body) = body else { continue };
+        let id = t.entity_id.as_str();
+        match t.entity_kind.as_str() {
+            "reservation" => put(&mut loaded.reservations, id, &body)?,
+            "order" => put(&mut loaded.orders, id, &body)?,
+            "invoice" => put(&mut loaded.invoices, id, &body)?,
+            "item" => put(&mut loaded.items, id, &body)?,
+            _ => {}
+        }
+    }
     let rental_ids: BTreeSet<String> = loaded
         .invoices
         .values()
@@ -257,7 +325,8 @@ enum Decision {
     Fire {
         kind: &'static str,
         entity_id: String,
-        data: Value,
+        /// The event's `data`, as JSON text.
+        data: String,
     },
     Close(Fired),
 }
@@ -294,7 +363,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "reservation",
                 entity_id: r.id.clone(),
-                data: to_value(r)?,
+                data: to_json(r)?,
             })
         }
         "order" => {
@@ -305,7 +374,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "order",
                 entity_id: o.id.clone(),
-                data: to_value(o)?,
+                data: to_json(o)?,
             })
         }
         "invoice" => {
@@ -328,7 +397,7 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "unitRental",
                 entity_id: rental.id.clone(),
-                data,
+                data: to_json(&data)?,
             })
         }
         "item" => {
@@ -344,50 +413,70 @@ fn decide(
             Ok(Decision::Fire {
                 kind: "item",
                 entity_id: item.id.clone(),
-                data: to_value(&*item)?,
+                data: to_json(&*item)?,
             })
         }
         other => close(Fired::Cancelled(format!("unknown entity kind `{other}`"))),
     }
 }
 
-/// Entity columns and body of the items and rentals whose state firing changed.
+/// JSON text of an event's data, serialised straight from the entity.
+fn to_json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Entity columns and body of the items and rentals whose state firing changed, in
+/// multi-row statements (one per 500 rows instead of one per entity).
 async fn save_entities(tx: &mut Tx, loaded: &Loaded) -> Result<(), StoreError> {
-    for id in &loaded.changed_items {
-        if let Some(item) = loaded.items.get(id) {
-            crate::store::entities::save_item(tx, item).await?;
+    let items: Vec<&Item> = loaded
+        .changed_items
+        .iter()
+        .filter_map(|id| loaded.items.get(id))
+        .collect();
+    entities::save_items(tx, &items).await?;
+    let rentals: Vec<&UnitRental> = loaded
+        .changed_rentals
+        .iter()
+        .filter_map(|id| loaded.rentals.get(id))
+        .collect();
+    entities::save_unit_rentals(tx, &rentals).await
+}
+
+/// PostgreSQL: the advisory lock of every entity of `due` (the lock ingest takes, see
+/// [`Store::lock_entity`]), in one statement per 1,000 entities instead of one round
+/// trip each. Always in the same (sorted) order, so two batches cannot deadlock:
+/// PostgreSQL evaluates volatile select-list functions after the ORDER BY.
+async fn lock_entities(tx: &mut Tx, due: &[Timer]) -> Result<(), StoreError> {
+    let keys: BTreeSet<String> = due
+        .iter()
+        .map(|t| format!("{}/{}", t.entity_kind, t.entity_id))
+        .collect();
+    let keys: Vec<String> = keys.into_iter().collect();
+    for chunk in keys.chunks(1_000) {
+        let values = (1..=chunk.len())
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))::text AS locked
+             FROM (VALUES {values}) AS v(k) ORDER BY k"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(k.clone());
         }
-    }
-    for id in &loaded.changed_rentals {
-        if let Some(r) = loaded.rentals.get(id) {
-            crate::store::entities::save_unit_rental(tx, r).await?;
-        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// One multi-row INSERT per 100 events (8 values each: within every driver's limit).
+/// One multi-row INSERT per 500 events (8 values each: 4,000 binds, within every
+/// driver's limit).
 async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for chunk in rows.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 8 * i;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                )
-            })
-            .collect();
+    for chunk in rows.chunks(500) {
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data) VALUES {}",
-            values.join(", ")
+            Placeholders::for_tx(tx).rows(chunk.len(), 8)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -414,18 +503,23 @@ async fn mark_fired(
     misfire_after: TimeDelta,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(500) {
+        let mut p = Placeholders::for_tx(tx);
+        let (now1, now2, late, now3) = (p.next(), p.next(), p.next(), p.next());
         let sql = format!(
-            "UPDATE timers SET state = 'fired', updated_at = $1,
+            "UPDATE timers SET state = 'fired', updated_at = {now1},
                  event_id = (SELECT e.id FROM events e WHERE e.timer_id = timers.id),
-                 reason = CASE WHEN $1 - fire_at >= $2
-                     THEN 'fired late by ' || CAST(($1 - fire_at) / 1000 AS TEXT) || 's (misfire policy)'
+                 reason = CASE WHEN {now2} - fire_at >= {late}
+                     THEN 'fired late by ' || CAST(({now3} - fire_at) / 1000 AS TEXT) || 's (misfire policy)'
                      ELSE NULL END
-             WHERE state = 'pending' AND id IN ({})",
-            placeholders(3, chunk.len())
+             WHERE {}state = 'pending' AND id IN ({})",
+            by_id(tx),
+            p.list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_ms(now))
-            .bind(misfire_after.num_milliseconds());
+            .bind(to_ms(now))
+            .bind(misfire_after.num_milliseconds())
+            .bind(to_ms(now));
         for r in chunk {
             q = q.bind(r.timer_id);
         }

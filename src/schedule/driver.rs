@@ -6,7 +6,7 @@
 //! loaded): firing re-reads the timer and does nothing unless it is still pending, so
 //! staleness costs a query, never a wrong event.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,20 +15,21 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::fire_many;
+use super::batch::fire_many_in;
 use super::fire::{Fired, fire};
 use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
-use crate::store::{Store, StoreError, cluster};
+use crate::store::{Store, StoreError, Tx, cluster};
 use crate::watchdog::Heartbeat;
 
-/// Most timers claimed per refill; the next refill continues once they are fired. Small
-/// enough that one node never hoards a burst that several nodes could share.
-const LOAD_BATCH: i64 = 1_000;
+/// Most timers claimed per refill; the next refill comes when half of them are due, so
+/// the wheel never runs dry at the instant a burst needs it. Small enough that one node
+/// never hoards a burst that several nodes could share.
+const LOAD_BATCH: i64 = 2_000;
 /// Timers fired per transaction: one commit for many fires, short enough that ingest
 /// never waits long for the write lock.
-const FIRE_BATCH: usize = 200;
+const FIRE_BATCH: usize = 1_000;
 /// Pause after a store error before trying again (real time: the store's outage is real).
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -109,21 +110,37 @@ impl Driver {
             wheel.advance(ms(now), &mut expired);
             let mut wrote_event = false;
             let mut failed = false;
-            let due: Vec<i64> = expired.drain(..).map(|(_, id)| id).collect();
-            for id in &due {
-                loaded.remove(id);
-            }
-            for chunk in due.chunks(FIRE_BATCH) {
+            let mut settled = now;
+            let mut due: VecDeque<i64> = VecDeque::new();
+            take_expired(&mut expired, &mut loaded, &mut due);
+            while !due.is_empty() {
                 self.heartbeat.beat();
-                if failed {
-                    // Left pending in the store: the next refill loads it again.
-                    break;
-                }
-                match self.fire_chunk(chunk, now).await {
-                    Ok(event) => wrote_event |= event,
+                // The store first (on SQLite: this process's queue of writers), then
+                // whatever is due by the time it is ours, so timers that came due while
+                // waiting go in this batch rather than wait for the next. Each batch
+                // fires at its own instant: an event's `created` is when it was written.
+                let tx = match self.store.begin().await {
+                    Ok(tx) => tx,
                     Err(e) => {
                         tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
                         failed = true;
+                        break;
+                    }
+                };
+                let at = self.clock.now().max(settled);
+                wheel.advance(ms(at), &mut expired);
+                take_expired(&mut expired, &mut loaded, &mut due);
+                let chunk: Vec<i64> = due.drain(..due.len().min(FIRE_BATCH)).collect();
+                match self.fire_chunk(tx, &chunk, at).await {
+                    Ok(event) => {
+                        wrote_event |= event;
+                        settled = at;
+                    }
+                    Err(e) => {
+                        // Left pending in the store: the next refill loads them again.
+                        tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
+                        failed = true;
+                        break;
                     }
                 }
             }
@@ -133,7 +150,7 @@ impl Driver {
             if !failed {
                 self.stats
                     .settled_ms
-                    .store(now.timestamp_millis(), Ordering::Release);
+                    .store(settled.timestamp_millis(), Ordering::Release);
                 self.stats.settled.notify_waiters();
             }
             // Scanning for the next deadline costs a slot walk: once per turn.
@@ -186,7 +203,8 @@ impl Driver {
         )
         .await?;
         let full = rows.len() as i64 == LOAD_BATCH;
-        let last = rows.last().map(|(_, at)| *at);
+        // Halfway through what is held: the next refill claims ahead of the wheel.
+        let halfway = rows.get(rows.len() / 2).map(|(_, at)| *at);
         for (id, fire_at) in rows {
             if loaded.insert(id) {
                 wheel.insert(ms(fire_at), id);
@@ -195,9 +213,10 @@ impl Driver {
         self.stats
             .loaded_until_ms
             .store(until.timestamp_millis(), Ordering::Relaxed);
-        Ok(match (full, last) {
-            // More are due inside the horizon than one batch: continue once this batch is fired.
-            (true, Some(last)) => last,
+        Ok(match (full, halfway) {
+            // More are due inside the horizon than one batch: claim more once half of this
+            // batch is due (the claim re-reads what is still held, so nothing is lost).
+            (true, Some(halfway)) => halfway,
             // Come back at least once a lease, to take over what a dead node held.
             _ => now + (horizon / 2).min(self.lease),
         })
@@ -231,13 +250,34 @@ impl Driver {
         }
     }
 
-    /// Fires a chunk of due timers in one transaction; if that fails (a deadlock with
-    /// another node, say), each on its own so one bad timer cannot hold up the rest.
-    /// True when any event was written.
-    async fn fire_chunk(&self, ids: &[i64], now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let outcomes = match fire_many(&self.store, &self.planner, self.misfire_after, ids, now)
-            .await
+    /// Fires a chunk of due timers in `tx` (already begun: on SQLite it holds the
+    /// writer lock); if that fails (a deadlock with another node, say), each on its own
+    /// so one bad timer cannot hold up the rest. True when any event was written.
+    async fn fire_chunk(
+        &self,
+        mut tx: Tx,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let batch = match fire_many_in(
+            &mut tx,
+            &self.store,
+            &self.planner,
+            self.misfire_after,
+            ids,
+            now,
+        )
+        .await
         {
+            Ok(outcomes) => tx.commit().await.map(|()| outcomes).map_err(Into::into),
+            Err(e) => {
+                // Ends the transaction (and frees the writer lock) before the fallback
+                // begins transactions of its own.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        };
+        let outcomes = match batch {
             Ok(outcomes) => outcomes,
             Err(e) if ids.len() > 1 => {
                 tracing::info!(error = %e, batch = ids.len(), "batch fire failed; firing one by one");
@@ -306,6 +346,15 @@ impl Driver {
         self.stats
             .next_fire_ms
             .store(next_deadline.map_or(-1, |d| d as i64), Ordering::Relaxed);
+    }
+}
+
+/// Moves the timers the wheel expired into `due`: they are no longer in the wheel, so
+/// the next refill may load them again if they are not fired.
+fn take_expired(expired: &mut Vec<(u64, i64)>, loaded: &mut HashSet<i64>, due: &mut VecDeque<i64>) {
+    for (_, id) in expired.drain(..) {
+        loaded.remove(&id);
+        due.push_back(id);
     }
 }
 

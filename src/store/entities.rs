@@ -79,6 +79,97 @@ pub async fn save_item(tx: &mut Tx, i: &Item) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rows per multi-row statement: 500 rows of 7 values stay far below every driver's
+/// bind limit (SQLite 32,766, PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Bind placeholders for statements with many binds, written in the order the values
+/// are bound (each value bound once). SQLite gets anonymous `?`: it keeps numbered
+/// parameters (`$N`) in a list that it scans once per parameter when parsing and again
+/// when sqlx binds each value, so a statement with n numbered binds costs O(n²) (the top
+/// of the firing profile with 1,400-bind statements). PostgreSQL needs `$N`.
+pub(crate) struct Placeholders {
+    numbered: bool,
+    n: usize,
+}
+
+impl Placeholders {
+    /// Placeholders for a statement run in `tx`.
+    pub(crate) fn for_tx(tx: &Tx) -> Self {
+        Self {
+            numbered: tx.backend_name() != <sqlx::Sqlite as sqlx::Database>::NAME,
+            n: 0,
+        }
+    }
+
+    /// The next placeholder.
+    pub(crate) fn next(&mut self) -> String {
+        let mut s = String::new();
+        self.push(&mut s);
+        s
+    }
+
+    fn push(&mut self, sql: &mut String) {
+        self.n += 1;
+        if self.numbered {
+            sql.push('$');
+            sql.push_str(&self.n.to_string());
+        } else {
+            sql.push('?');
+        }
+    }
+
+    /// `count` placeholders separated by commas: `?, ?, ?`.
+    pub(crate) fn list(&mut self, count: usize) -> String {
+        let mut sql = String::with_capacity(count * 6);
+        for i in 0..count {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push(&mut sql);
+        }
+        sql
+    }
+
+    /// `rows` parenthesised groups of `width` placeholders: `(?, ?), (?, ?)`.
+    pub(crate) fn rows(&mut self, rows: usize, width: usize) -> String {
+        let mut sql = String::with_capacity(rows * (width * 6 + 4));
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            sql.push_str(&self.list(width));
+            sql.push(')');
+        }
+        sql
+    }
+}
+
+/// Saves many items as [`save_item`] saves one, with one statement per
+/// [`ROWS_PER_STATEMENT`] items instead of one per item.
+pub async fn save_items(tx: &mut Tx, items: &[&Item]) -> Result<(), StoreError> {
+    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO items (id, name, expires_at, expired, body, created_at, updated_at)
+             VALUES {}
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, expires_at = excluded.expires_at,
+               expired = excluded.expired, body = excluded.body, updated_at = excluded.updated_at",
+            Placeholders::for_tx(tx).rows(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in chunk {
+            q = q
+                .bind(i.id.clone())
+                .bind(i.name.clone())
+                .bind(i.expires_at.map(to_ms))
+                .bind(i64::from(i.expired))
+                .bind(to_body(i)?)
+                .bind(to_ms(i.created_at))
+                .bind(to_ms(i.updated_at));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 pub async fn load_reservation(tx: &mut Tx, id: &str) -> Result<Option<Reservation>, StoreError> {
     load_body(
         tx,
@@ -181,6 +272,30 @@ pub async fn save_unit_rental(tx: &mut Tx, r: &UnitRental) -> Result<(), StoreEr
     .bind(to_ms(r.updated_at))
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Saves many unit rentals as [`save_unit_rental`] saves one, in multi-row statements.
+pub async fn save_unit_rentals(tx: &mut Tx, rentals: &[&UnitRental]) -> Result<(), StoreError> {
+    for chunk in rentals.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO unit_rentals (id, timezone, overdue, body, created_at, updated_at) VALUES {}
+             ON CONFLICT (id) DO UPDATE SET timezone = excluded.timezone, overdue = excluded.overdue,
+               body = excluded.body, updated_at = excluded.updated_at",
+            Placeholders::for_tx(tx).rows(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.id.clone())
+                .bind(r.timezone.clone())
+                .bind(i64::from(r.overdue))
+                .bind(to_body(r)?)
+                .bind(to_ms(r.created_at))
+                .bind(to_ms(r.updated_at));
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
