@@ -306,7 +306,6 @@ impl Worker {
         if limit == 0 {
             return 0;
         }
-        let pool = self.p.store.pool();
         let batch = match deliveries::claim(
             &self.p.store,
             &self.node,
@@ -342,7 +341,7 @@ impl Worker {
         if ids.is_empty() {
             return 0;
         }
-        let claimed = deliveries::claimed(pool, &self.node, &ids).await;
+        let claimed = deliveries::claimed(&self.p.store, &self.node, &ids).await;
         let endpoint_ids: Vec<String> = match &claimed {
             Ok(c) => {
                 let set: HashSet<&str> = c.iter().map(|d| d.endpoint_id.as_str()).collect();
@@ -351,7 +350,7 @@ impl Worker {
             Err(_) => Vec::new(),
         };
         let found = match claimed {
-            Ok(c) => endpoints::get_many(pool, &endpoint_ids)
+            Ok(c) => endpoints::get_many(&self.p.store, &endpoint_ids)
                 .await
                 .map(|eps| (c, eps)),
             Err(e) => Err(e),

@@ -19,9 +19,9 @@ use crate::domain::item::Item;
 use crate::domain::order::Order;
 use crate::domain::reservation::Reservation;
 use crate::domain::unit_rental::{Invoice, UnitRental};
-use crate::store::entities::{self, Placeholders};
 use crate::store::timers::{self, Timer, TimerState};
 use crate::store::{Backend, Store, StoreError, Tx, from_ms, to_ms};
+use crate::store::{Placeholders, entities};
 
 /// Entities of a batch, by id, as they are now (changed in memory as timers fire).
 #[derive(Default)]
@@ -203,7 +203,7 @@ async fn load_due(
         return Ok((Vec::new(), Vec::new()));
     }
     let mut p = Placeholders::for_tx(tx);
-    let now_p = p.next();
+    let now_p = p.one();
     let by_id = by_id(tx);
     let sql = format!(
         "SELECT t.id, t.entity_kind, t.entity_id, t.rule, t.event_type, t.anchor_at, t.fire_at,
@@ -504,7 +504,7 @@ async fn mark_fired(
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(500) {
         let mut p = Placeholders::for_tx(tx);
-        let (now1, now2, late, now3) = (p.next(), p.next(), p.next(), p.next());
+        let (now1, now2, late, now3) = (p.one(), p.one(), p.one(), p.one());
         let sql = format!(
             "UPDATE timers SET state = 'fired', updated_at = {now1},
                  event_id = (SELECT e.id FROM events e WHERE e.timer_id = timers.id),

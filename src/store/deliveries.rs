@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, StoreError, Tx, from_ms, to_ms};
+use super::{Backend, Placeholders, StoreError, Tx, from_ms, to_ms};
 use crate::domain::event::Event;
 
 /// A delivery as the API shows it.
@@ -151,7 +151,7 @@ pub struct NewDelivery<'a> {
     pub first_attempt_at: DateTime<Utc>,
 }
 
-/// Inserts the deliveries that do not exist yet, 100 rows per statement; returns how
+/// Inserts the deliveries that do not exist yet, 500 rows per statement; returns how
 /// many were inserted.
 pub async fn insert_many(
     tx: &mut Tx,
@@ -159,19 +159,13 @@ pub async fn insert_many(
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let mut inserted = 0;
-    for chunk in rows.chunks(100) {
-        // $1 now, then 5 per row.
+    for chunk in rows.chunks(500) {
+        let mut p = Placeholders::for_tx(tx);
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 2 + i * 5;
-                format!(
-                    "(${}, ${}, ${}, ${}, 'pending', 0, ${}, $1, $1)",
-                    b,
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4
-                )
+            .map(|_| {
+                let [id, event, endpoint, kind, first, created, updated] =
+                    std::array::from_fn(|_| p.one());
+                format!("({id}, {event}, {endpoint}, {kind}, 'pending', 0, {first}, {created}, {updated})")
             })
             .collect();
         let sql = format!(
@@ -181,14 +175,16 @@ pub async fn insert_many(
              ON CONFLICT (event_id, endpoint_id) DO NOTHING",
             values.join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
             q = q
                 .bind(new_id(now))
                 .bind(r.event.id.clone())
                 .bind(r.endpoint_id.to_string())
                 .bind(r.event.event_type.clone())
-                .bind(to_ms(r.first_attempt_at));
+                .bind(to_ms(r.first_attempt_at))
+                .bind(to_ms(now))
+                .bind(to_ms(now));
         }
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }
@@ -198,10 +194,9 @@ pub async fn insert_many(
 /// Marks the events with these `seq`s fanned out, 500 per statement.
 pub async fn mark_many_fanned_out(tx: &mut Tx, seqs: &[i64]) -> Result<(), StoreError> {
     for chunk in seqs.chunks(500) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
         let sql = format!(
             "UPDATE events SET fanned_out = 1 WHERE seq IN ({})",
-            list.join(", ")
+            Placeholders::for_tx(tx).list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for seq in chunk {
@@ -288,7 +283,7 @@ pub struct Claimed {
 /// The deliveries among `ids` that `node` holds and that are still pending, with
 /// their events, most overdue first: one query for a whole claim.
 pub async fn claimed(
-    pool: &sqlx::AnyPool,
+    store: &super::Store,
     node: &str,
     ids: &[String],
 ) -> Result<Vec<Claimed>, StoreError> {
@@ -299,20 +294,21 @@ pub async fn claimed(
     let event_columns = event_columns.join(", ");
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut p = Placeholders::for_backend(store.backend());
+        let node_param = p.one();
         let sql = format!(
             "SELECT d.id AS delivery_id, d.endpoint_id AS delivery_endpoint,
                  d.attempts AS delivery_attempts, {event_columns}
              FROM deliveries d JOIN events ev ON ev.id = d.event_id
-             WHERE d.claimed_by = $1 AND d.status = 'pending' AND d.id IN ({})
+             WHERE d.claimed_by = {node_param} AND d.status = 'pending' AND d.id IN ({})
              ORDER BY d.next_attempt_at, d.seq",
-            list.join(", ")
+            p.list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node.to_string());
         for id in chunk {
             q = q.bind(id.clone());
         }
-        for r in q.fetch_all(pool).await? {
+        for r in q.fetch_all(store.pool()).await? {
             out.push(Claimed {
                 id: r.try_get("delivery_id")?,
                 endpoint_id: r.try_get("delivery_endpoint")?,
@@ -327,11 +323,12 @@ pub async fn claimed(
 /// Gives claimed deliveries back without an attempt, in one statement.
 pub async fn release(store: &super::Store, node: &str, ids: &[String]) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut p = Placeholders::for_backend(store.backend());
+        let node_param = p.one();
         let sql = format!(
             "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
-             WHERE claimed_by = $1 AND id IN ({})",
-            list.join(", ")
+             WHERE claimed_by = {node_param} AND id IN ({})",
+            p.list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node.to_string());
         for id in chunk {
@@ -388,7 +385,7 @@ pub struct Record {
 
 /// Records a batch of attempts with the deliveries' new states, in `tx`, for those
 /// deliveries `node` still holds; returns the ids recorded. The others (another node
-/// took the claim over after it lapsed) are left untouched. Two statements per 100
+/// took the claim over after it lapsed) are left untouched. Two statements per 500
 /// attempts: an `UPDATE … FROM (VALUES …)` and a multi-row `INSERT`.
 pub async fn record_attempts(
     tx: &mut Tx,
@@ -397,34 +394,21 @@ pub async fn record_attempts(
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let mut recorded = Vec::with_capacity(records.len());
-    for chunk in records.chunks(100) {
-        // $1 node, $2 now, then 6 per row.
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 3 + i * 6;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b,
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                )
-            })
-            .collect();
+    for chunk in records.chunks(500) {
+        // Placeholders in the order they appear in the text: now, the rows, node.
+        let mut p = Placeholders::for_tx(tx);
+        let now_param = p.one();
+        let values = p.rows(chunk.len(), 6);
+        let node_param = p.one();
         let sql = format!(
             "UPDATE deliveries SET status = v.column2, attempts = v.column3,
                  next_attempt_at = v.column4, last_status = v.column5, last_error = v.column6,
-                 claimed_by = NULL, lease_until = NULL, updated_at = $2
-             FROM (VALUES {}) AS v
-             WHERE deliveries.id = v.column1 AND deliveries.claimed_by = $1
-             RETURNING deliveries.id",
-            rows.join(", ")
+                 claimed_by = NULL, lease_until = NULL, updated_at = {now_param}
+             FROM (VALUES {values}) AS v
+             WHERE deliveries.id = v.column1 AND deliveries.claimed_by = {node_param}
+             RETURNING deliveries.id"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(node.to_string())
-            .bind(to_ms(now));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
         for r in chunk {
             q = q
                 .bind(r.delivery_id.clone())
@@ -434,6 +418,7 @@ pub async fn record_attempts(
                 .bind(r.attempt.status_code)
                 .bind(r.attempt.error.clone());
         }
+        let q = q.bind(node.to_string());
         let done: std::collections::HashSet<String> = q
             .fetch_all(&mut **tx)
             .await?
@@ -447,18 +432,11 @@ pub async fn record_attempts(
         if kept.is_empty() {
             continue;
         }
-        let rows: Vec<String> = (0..kept.len())
-            .map(|i| {
-                let b = 1 + i * 9;
-                let list: Vec<String> = (b..b + 9).map(|n| format!("${n}")).collect();
-                format!("({})", list.join(", "))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,
                  error_kind, error, response_headers, response_body)
              VALUES {}",
-            rows.join(", ")
+            Placeholders::for_tx(tx).rows(kept.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in &kept {

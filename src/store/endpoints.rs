@@ -170,19 +170,18 @@ pub async fn get(
 }
 
 /// The endpoints among `ids` (for a claimed batch of deliveries).
-pub async fn get_many(pool: &sqlx::AnyPool, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
+pub async fn get_many(store: &super::Store, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
         let sql = format!(
             "SELECT {COLUMNS} FROM endpoints WHERE id IN ({})",
-            list.join(", ")
+            super::Placeholders::for_backend(store.backend()).list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id.clone());
         }
-        for r in q.fetch_all(pool).await? {
+        for r in q.fetch_all(store.pool()).await? {
             out.push(from_row(&r)?);
         }
     }

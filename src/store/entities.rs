@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
-use super::{StoreError, Tx, to_ms};
+use super::{Placeholders, StoreError, Tx, to_ms};
 use crate::domain::contact::Contact;
 use crate::domain::item::Item;
 use crate::domain::order::Order;
@@ -82,66 +82,6 @@ pub async fn save_item(tx: &mut Tx, i: &Item) -> Result<(), StoreError> {
 /// Rows per multi-row statement: 500 rows of 7 values stay far below every driver's
 /// bind limit (SQLite 32,766, PostgreSQL 65,535).
 const ROWS_PER_STATEMENT: usize = 500;
-
-/// Bind placeholders for statements with many binds, written in the order the values
-/// are bound (each value bound once). SQLite gets anonymous `?`: it keeps numbered
-/// parameters (`$N`) in a list that it scans once per parameter when parsing and again
-/// when sqlx binds each value, so a statement with n numbered binds costs O(n²) (the top
-/// of the firing profile with 1,400-bind statements). PostgreSQL needs `$N`.
-pub(crate) struct Placeholders {
-    numbered: bool,
-    n: usize,
-}
-
-impl Placeholders {
-    /// Placeholders for a statement run in `tx`.
-    pub(crate) fn for_tx(tx: &Tx) -> Self {
-        Self {
-            numbered: tx.backend_name() != <sqlx::Sqlite as sqlx::Database>::NAME,
-            n: 0,
-        }
-    }
-
-    /// The next placeholder.
-    pub(crate) fn next(&mut self) -> String {
-        let mut s = String::new();
-        self.push(&mut s);
-        s
-    }
-
-    fn push(&mut self, sql: &mut String) {
-        self.n += 1;
-        if self.numbered {
-            sql.push('$');
-            sql.push_str(&self.n.to_string());
-        } else {
-            sql.push('?');
-        }
-    }
-
-    /// `count` placeholders separated by commas: `?, ?, ?`.
-    pub(crate) fn list(&mut self, count: usize) -> String {
-        let mut sql = String::with_capacity(count * 6);
-        for i in 0..count {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            self.push(&mut sql);
-        }
-        sql
-    }
-
-    /// `rows` parenthesised groups of `width` placeholders: `(?, ?), (?, ?)`.
-    pub(crate) fn rows(&mut self, rows: usize, width: usize) -> String {
-        let mut sql = String::with_capacity(rows * (width * 6 + 4));
-        for r in 0..rows {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            sql.push_str(&self.list(width));
-            sql.push(')');
-        }
-        sql
-    }
-}
 
 /// Saves many items as [`save_item`] saves one, with one statement per
 /// [`ROWS_PER_STATEMENT`] items instead of one per item.

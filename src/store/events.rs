@@ -37,7 +37,7 @@ pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Eve
     })
 }
 
-/// Inserts `evs`, all created at `now`, several rows per statement; returns them
+/// Inserts `evs`, all created at `now`, 500 rows per statement; returns them
 /// stored, in the order given.
 pub async fn insert_many(
     tx: &mut Tx,
@@ -45,29 +45,14 @@ pub async fn insert_many(
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::with_capacity(evs.len());
-    for chunk in evs.chunks(50) {
+    for chunk in evs.chunks(500) {
         let mut ids = Vec::with_capacity(chunk.len());
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = 2 + i * 7;
-                format!(
-                    "(${}, ${}, ${}, ${}, $1, ${}, ${}, ${})",
-                    b,
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data)
              VALUES {} RETURNING id, seq",
-            values.join(", ")
+            super::Placeholders::for_tx(tx).rows(chunk.len(), 8)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ev in chunk {
             let id = new_event_id(now);
             let data =
@@ -77,6 +62,7 @@ pub async fn insert_many(
                 .bind(ev.event_type.clone())
                 .bind(ev.entity_kind.clone())
                 .bind(ev.entity_id.clone())
+                .bind(to_ms(now))
                 .bind(ev.scheduled_at.map(to_ms))
                 .bind(ev.timer_id)
                 .bind(data);

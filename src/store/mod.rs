@@ -12,8 +12,11 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;
+mod placeholders;
 pub mod sealed;
 pub mod timers;
+
+pub use placeholders::Placeholders;
 
 use std::str::FromStr;
 use std::sync::Arc;
