@@ -326,6 +326,9 @@ impl Worker {
         self.poked = false;
         self.retry_at = None;
         self.idle = batch.is_empty();
+        // A claim cut short by its limit says nothing about what is left: every lane it
+        // served may have more. Otherwise a lane has more only if it got its cap.
+        let filled = batch.len() >= limit;
         if batch.is_empty() {
             for lane in self.lanes.values_mut() {
                 lane.more = false;
@@ -400,7 +403,7 @@ impl Worker {
             queued += 1;
         }
         for (ep, lane) in &mut self.lanes {
-            lane.more = per_lane.get(ep).is_some_and(|got| *got >= cap);
+            lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
         }
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
