@@ -28,25 +28,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use duehook::config::Config;
 use serde_json::{Value, json};
-use support::{BenchStore, env_usize, loadavg, memory_mib, spread, start_receiver};
+use support::{
+    BenchStore, config, env_usize, loadavg, memory_mib, post_booking, spread, start_receiver,
+};
 
 const TOKEN: &str = "ingest-bench-token-0123456789";
 /// Give up waiting when nothing new arrived at the receiver for this long.
 const QUIET: Duration = Duration::from_secs(30);
-
-fn config(store_url: &str) -> Config {
-    let mut config = Config::from_layers(None, std::env::vars()).expect("configuration");
-    config.server.listen = "127.0.0.1:0".parse().expect("addr");
-    config.store.url = store_url.to_string();
-    config.auth.tokens = vec![TOKEN.into()];
-    config.delivery.allow_private_destinations = true;
-    if std::env::var_os("DUEHOOK_LOG_LEVEL").is_none() {
-        config.log.level = "warn".into();
-    }
-    config
-}
 
 /// One accepted message: its event id, when its POST was sent (µs since the epoch).
 struct Posted {
@@ -63,7 +52,7 @@ async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usiz
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let (http, next, url) = (http.clone(), next.clone(), format!("{base}/v1/events"));
+        let (http, next, base) = (http.clone(), next.clone(), base.to_string());
         tasks.spawn(async move {
             let mut posted = Vec::new();
             let mut failed = 0;
@@ -72,25 +61,8 @@ async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usiz
                 if n >= messages {
                     break;
                 }
-                let body =
-                    json!({"type": "booking.create", "data": {"id": n, "status": "CONFIRMED"}});
                 let sent_us = Utc::now().timestamp_micros();
-                let res = http
-                    .post(&url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                let id = match res {
-                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => r
-                        .bytes()
-                        .await
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .and_then(|v| v["id"].as_str().map(str::to_string)),
-                    _ => None,
-                };
+                let id = post_booking(&http, &base, TOKEN, n as u64).await;
                 match id {
                     Some(id) => posted.push(Posted { id, sent_us }),
                     None => failed += 1,
@@ -115,7 +87,7 @@ async fn run() {
     let store_spec = std::env::var("INGEST_STORE").unwrap_or_else(|_| "sqlite".into());
     let load = loadavg();
     let store = BenchStore::create(&store_spec).await;
-    let config = config(store.url());
+    let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
     let clock: SharedClock = SystemClock::shared();
     let receiver_stop = tokio_util::sync::CancellationToken::new();

@@ -31,24 +31,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+#[path = "support/mod.rs"]
+mod support;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use duehook::config::Config;
 use duehook::domain::item::{Item, ItemInput};
 use duehook::schedule::plan::Subject;
 use duehook::store::entities;
 use serde_json::{Value, json};
 use sqlx::Row;
+use support::{
+    BenchStore, config, env_usize, loadavg, memory_mib, post_booking, spread, start_receiver,
+};
 
 const TOKEN: &str = "load-bench-token-0123456789";
 /// Items stored and planned per transaction while loading.
 const LOAD_TX: usize = 1_000;
-/// Received requests kept whole (headers and body) to verify their signatures.
-const SIGNATURE_SAMPLES: usize = 200;
 /// Give up waiting when nothing new arrived at the receiver for this long.
 const QUIET: Duration = Duration::from_secs(30);
 
@@ -58,16 +58,6 @@ struct Params {
     burst_span_ms: usize,
     events_per_sec: usize,
     store: String,
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .replace(['_', ','], "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: not a whole number")),
-        Err(_) => default,
-    }
 }
 
 impl Params {
@@ -80,172 +70,6 @@ impl Params {
             store: std::env::var("LOAD_STORE").unwrap_or_else(|_| "sqlite".into()),
         }
     }
-}
-
-/// The store the bench runs on; a PostgreSQL database of its own, dropped at the end.
-enum BenchStore {
-    Sqlite {
-        _dir: tempfile::TempDir,
-        url: String,
-    },
-    Postgres {
-        admin_url: String,
-        db: String,
-        url: String,
-    },
-}
-
-impl BenchStore {
-    async fn create(spec: &str) -> BenchStore {
-        if spec == "sqlite" {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("load.db").display());
-            return BenchStore::Sqlite { _dir: dir, url };
-        }
-        assert!(
-            spec.starts_with("postgres://") || spec.starts_with("postgresql://"),
-            "LOAD_STORE must be `sqlite` or a postgres:// URL"
-        );
-        sqlx::any::install_default_drivers();
-        let db = format!("duehook_load_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(spec)
-            .await
-            .expect("connect to LOAD_STORE");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut conn)
-            .await
-            .expect("create the bench database");
-        let mut url = url::Url::parse(spec).expect("valid postgres URL");
-        url.set_path(&db);
-        BenchStore::Postgres {
-            admin_url: spec.to_string(),
-            db,
-            url: url.to_string(),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            BenchStore::Sqlite { url, .. } | BenchStore::Postgres { url, .. } => url,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            BenchStore::Sqlite { .. } => "SQLite (temp file)".into(),
-            BenchStore::Postgres { db, .. } => format!("PostgreSQL (database {db})"),
-        }
-    }
-
-    async fn drop_database(self) {
-        if let BenchStore::Postgres { admin_url, db, .. } = self {
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
-                .await
-                .expect("connect to LOAD_STORE");
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await
-            .expect("drop the bench database");
-        }
-    }
-}
-
-/// The minimal receiver: 200 with no body; per `webhook-id`, the instants it arrived.
-#[derive(Default)]
-struct Log {
-    /// `(webhook-id, arrival in µs since the epoch)`.
-    hits: Vec<(String, i64)>,
-    seen: HashSet<String>,
-}
-
-#[derive(Default)]
-struct Receiver {
-    count: AtomicU64,
-    log: Mutex<Log>,
-    samples: Mutex<Vec<(HeaderMap, Bytes)>>,
-}
-
-async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let at = Utc::now().timestamp_micros();
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    {
-        let mut log = rx.log.lock().expect("lock");
-        log.seen.insert(id.clone());
-        log.hits.push((id, at));
-    }
-    rx.count.fetch_add(1, Ordering::Relaxed);
-    let mut samples = rx.samples.lock().expect("lock");
-    if samples.len() < SIGNATURE_SAMPLES {
-        samples.push((headers, body));
-    }
-    StatusCode::OK
-}
-
-async fn start_receiver(shutdown: tokio_util::sync::CancellationToken) -> (String, Arc<Receiver>) {
-    let rx = Arc::new(Receiver::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().fallback(receive).with_state(rx.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
-    (format!("http://{addr}/hook"), rx)
-}
-
-/// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
-fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// "p50 1.2 ms, p99 3.4 ms, max 5.6 ms" of unsorted milliseconds.
-fn spread(mut ms: Vec<f64>) -> String {
-    ms.sort_by(f64::total_cmp);
-    format!(
-        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n = {})",
-        pct(&ms, 0.5),
-        pct(&ms, 0.99),
-        ms.last().copied().unwrap_or(f64::NAN),
-        ms.len()
-    )
-}
-
-fn config(store_url: &str) -> Config {
-    // Defaults, then any DUEHOOK_* overrides from the environment, as `duehook serve`.
-    let mut config = Config::from_layers(None, std::env::vars()).expect("configuration");
-    config.server.listen = "127.0.0.1:0".parse().expect("addr");
-    config.store.url = store_url.to_string();
-    config.auth.tokens = vec![TOKEN.into()];
-    // The receiver is on loopback.
-    config.delivery.allow_private_destinations = true;
-    if std::env::var_os("DUEHOOK_LOG_LEVEL").is_none() {
-        config.log.level = "warn".into();
-    }
-    config
 }
 
 /// Stores and plans `count` items named `{prefix}{i}`, expiring at `at(i)`, in
@@ -325,32 +149,15 @@ async fn post_events(base: String, per_sec: usize, stop: Arc<AtomicBool>) -> (Ve
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
             n += 1;
-            let (client, url, results, errors) = (
+            let (client, base, results, errors) = (
                 client.clone(),
-                format!("{base}/v1/events"),
+                base.clone(),
                 results.clone(),
                 errors.clone(),
             );
             tasks.spawn(async move {
-                let body =
-                    json!({"type": "booking.create", "data": {"id": n, "status": "CONFIRMED"}});
                 let sent_us = Utc::now().timestamp_micros();
-                let res = client
-                    .post(url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                let id = match res {
-                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => r
-                        .bytes()
-                        .await
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .and_then(|v| v["id"].as_str().map(str::to_string)),
-                    _ => None,
-                };
+                let id = post_booking(&client, &base, TOKEN, n).await;
                 if id.is_none() {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -378,11 +185,9 @@ async fn count(app: &App, sql: &'static str) -> i64 {
 
 async fn run(p: &Params) {
     // Other work on the machine skews every figure: say how busy it was.
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into());
+    let loadavg = loadavg();
     let store = BenchStore::create(&p.store).await;
-    let config = config(store.url());
+    let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
     let clock: SharedClock = SystemClock::shared();
     let receiver_stop = tokio_util::sync::CancellationToken::new();

@@ -12,6 +12,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
+use duehook::config::Config;
+use serde_json::{Value, json};
 
 /// Received requests kept whole (headers and body) to verify their signatures.
 pub const SIGNATURE_SAMPLES: usize = 200;
@@ -189,4 +191,45 @@ pub fn env_usize(name: &str, default: usize) -> usize {
             .unwrap_or_else(|_| panic!("{name}={v}: not a whole number")),
         Err(_) => default,
     }
+}
+
+/// The service's configuration for a bench: defaults, then any `DUEHOOK_*` overrides
+/// from the environment (as `duehook serve`), on a random port, with `token`, allowed
+/// to send to the receiver on loopback, logging warnings only unless
+/// `DUEHOOK_LOG_LEVEL` says otherwise.
+pub fn config(store_url: &str, token: &str) -> Config {
+    let mut config = Config::from_layers(None, std::env::vars()).expect("configuration");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config.store.url = store_url.to_string();
+    config.auth.tokens = vec![token.into()];
+    config.delivery.allow_private_destinations = true;
+    if std::env::var_os("DUEHOOK_LOG_LEVEL").is_none() {
+        config.log.level = "warn".into();
+    }
+    config
+}
+
+/// Posts `booking.create` number `n` to `POST {base}/v1/events`; the event's id when it
+/// was answered 201.
+pub async fn post_booking(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    n: u64,
+) -> Option<String> {
+    let body = json!({"type": "booking.create", "data": {"id": n, "status": "CONFIRMED"}});
+    let res = http
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    if res.status() != reqwest::StatusCode::CREATED {
+        return None;
+    }
+    let body = res.bytes().await.ok()?;
+    let v: Value = serde_json::from_slice(&body).ok()?;
+    v["id"].as_str().map(str::to_string)
 }

@@ -9,32 +9,10 @@ use crate::domain::event::{Event, NewEvent, new_event_id};
 
 /// Inserts an event created at `now` and returns it as stored.
 pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Event, StoreError> {
-    let id = new_event_id(now);
-    let data = serde_json::to_string(&ev.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
-    )
-    .bind(id.clone())
-    .bind(ev.event_type.clone())
-    .bind(ev.entity_kind.clone())
-    .bind(ev.entity_id.clone())
-    .bind(to_ms(now))
-    .bind(ev.scheduled_at.map(to_ms))
-    .bind(ev.timer_id)
-    .bind(data)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Event {
-        id,
-        event_type: ev.event_type,
-        created: now,
-        scheduled_at: ev.scheduled_at,
-        data: ev.data,
-        seq,
-        entity_kind: ev.entity_kind,
-        entity_id: ev.entity_id,
-    })
+    insert_many(tx, std::slice::from_ref(&ev), now)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("inserted event not returned".into()))
 }
 
 /// Inserts `evs`, all created at `now`, 500 rows per statement; returns them
