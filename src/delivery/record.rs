@@ -103,7 +103,7 @@ pub async fn run(
 async fn write(p: &Pipeline, node: &str, batch: &[Finished]) -> Result<Vec<String>, StoreError> {
     let mut tx = p.store.begin().await?;
     let now = p.clock.now();
-    let records: Vec<Record> = batch.iter().map(|f| f.record.clone()).collect();
+    let records: Vec<&Record> = batch.iter().map(|f| &f.record).collect();
     let recorded: HashSet<String> = deliveries::record_attempts(&mut tx, node, &records, now)
         .await?
         .into_iter()

@@ -38,7 +38,7 @@ use super::ratelimit::RateLimiter;
 use super::record::{self, Finished, Recorded};
 use super::send;
 use crate::store::deliveries::{self, Claimed, Record};
-use crate::store::endpoints;
+use crate::store::{StoreError, endpoints};
 
 /// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
 const LEASE: TimeDelta = TimeDelta::seconds(360);
@@ -344,21 +344,7 @@ impl Worker {
         if ids.is_empty() {
             return 0;
         }
-        let claimed = deliveries::claimed(&self.p.store, &self.node, &ids).await;
-        let endpoint_ids: Vec<String> = match &claimed {
-            Ok(c) => {
-                let set: HashSet<&str> = c.iter().map(|d| d.endpoint_id.as_str()).collect();
-                set.into_iter().map(str::to_string).collect()
-            }
-            Err(_) => Vec::new(),
-        };
-        let found = match claimed {
-            Ok(c) => endpoints::get_many(&self.p.store, &endpoint_ids)
-                .await
-                .map(|eps| (c, eps)),
-            Err(e) => Err(e),
-        };
-        let (claimed, found) = match found {
+        let (claimed, found) = match self.read_claimed(&ids).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "reading claimed deliveries failed; giving them back");
@@ -415,6 +401,18 @@ impl Worker {
         give_back.dedup();
         self.give_back(give_back).await;
         queued
+    }
+
+    /// The claimed deliveries `ids` with their events, and their endpoints.
+    async fn read_claimed(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<Claimed>, Vec<Endpoint>), StoreError> {
+        let claimed = deliveries::claimed(&self.p.store, &self.node, ids).await?;
+        let endpoint_ids: HashSet<&str> = claimed.iter().map(|d| d.endpoint_id.as_str()).collect();
+        let endpoint_ids: Vec<String> = endpoint_ids.into_iter().map(str::to_string).collect();
+        let found = endpoints::get_many(&self.p.store, &endpoint_ids).await?;
+        Ok((claimed, found))
     }
 
     /// Starts sends from the lanes while slots and permits allow.

@@ -390,7 +390,7 @@ pub struct Record {
 pub async fn record_attempts(
     tx: &mut Tx,
     node: &str,
-    records: &[Record],
+    records: &[&Record],
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let mut recorded = Vec::with_capacity(records.len());
@@ -427,6 +427,7 @@ pub async fn record_attempts(
             .collect::<Result<_, _>>()?;
         let kept: Vec<&Record> = chunk
             .iter()
+            .copied()
             .filter(|r| done.contains(&r.delivery_id))
             .collect();
         if kept.is_empty() {
