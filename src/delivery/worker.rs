@@ -10,7 +10,10 @@
 //! [`super::health`]) keeps an endpoint's deliveries out of the claim, and the
 //! deliveries queued for it go back when it opens.
 //!
-//! Claiming is one statement for many deliveries. A lane holds more than its
+//! Claiming is one statement for many deliveries, and it runs in a task beside the
+//! loop: on SQLite a claim waits its turn behind the other writers (firing, ingest,
+//! the recorder), and a loop that waited with it started no sends meanwhile — during
+//! a burst of firing the sends went four at a time, one claim apart. A lane holds more than its
 //! in-flight cap only for an endpoint that has been answering with success quickly:
 //! about what it takes in [`PREFETCH_WINDOW`] at its recent pace, at most
 //! [`PREFETCH_MAX`]. A slow, failing or new endpoint gets no more than it can have in
@@ -38,7 +41,7 @@ use super::ratelimit::RateLimiter;
 use super::record::{self, Finished, Recorded};
 use super::send;
 use crate::store::deliveries::{self, Claimed, Record};
-use crate::store::{StoreError, endpoints};
+use crate::store::{Store, StoreError, endpoints};
 
 /// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
 const LEASE: TimeDelta = TimeDelta::seconds(360);
@@ -152,6 +155,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         p,
     };
 
+    // The claim in progress, if any. It runs beside the loop so that sends keep
+    // starting while it waits for the store (on SQLite, behind other writers).
+    let mut claiming: Option<tokio::task::JoinHandle<ClaimDone>> = None;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -159,22 +165,23 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         while let Ok(m) = ended_rx.try_recv() {
             w.ended(m);
         }
-        while let Ok(r) = recorded_rx.try_recv() {
-            w.recorded(r).await;
+        // Recorded attempts release their ids from `claimed`, which a claim's result
+        // is checked against; they wait while a claim is out.
+        if claiming.is_none() {
+            while let Ok(r) = recorded_rx.try_recv() {
+                w.recorded(r).await;
+            }
         }
         while w.tasks.try_join_next().is_some() {}
         let now = w.p.clock.now();
         w.start_sends(now).await;
-        if w.should_claim() {
-            let got = w.claim(now).await;
-            if got > 0 {
-                w.start_sends(now).await;
-                continue;
-            }
+        if claiming.is_none() && w.should_claim() {
+            claiming = w.start_claim(now);
         }
         let (_, limiter_wake) = w.limiter.blocked(now);
         let mut wake_at = now + w.p.poll_interval();
         if w.idle
+            && claiming.is_none()
             && let Ok(Some(at)) = deliveries::next_wake(w.p.store.pool(), now).await
             && at > now
         {
@@ -187,14 +194,32 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = w.p.work.notified() => w.poked = true,
             Some(m) = ended_rx.recv() => w.ended(m),
-            Some(r) = recorded_rx.recv() => w.recorded(r).await,
-            _ = w.p.clock.sleep_until(wake_at) => w.poked = true,
+            Some(r) = recorded_rx.recv(), if claiming.is_none() => w.recorded(r).await,
+            done = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                claiming = None;
+                match done {
+                    Ok(done) => {
+                        w.claimed(done).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a delivery claim failed; its deliveries wait for their lease"),
+                }
+            }
+            // Wake-ups are for claiming; while a claim is out, its end is the wake-up
+            // (a retry already due would otherwise spin this loop and starve the claim).
+            _ = w.p.clock.sleep_until(wake_at), if claiming.is_none() => w.poked = true,
         }
     }
     // Stop sending. Attempts already made are recorded; what is still queued or was
     // cut off in flight is released, to be sent again after a restart (at least once,
     // same webhook-id).
     w.tasks.shutdown().await;
+    // A claim still out may have taken deliveries: they are ours to release.
+    if let Some(Ok(done)) = match claiming {
+        Some(h) => Some(h.await),
+        None => None,
+    } {
+        w.claimed.extend(done.ids);
+    }
     w.finished_tx = None;
     let _ = recorder.await;
     while let Ok(r) = recorded_rx.try_recv() {
@@ -271,8 +296,10 @@ impl Worker {
         }
     }
 
-    /// Claims what the lanes have room for; returns how many deliveries were queued.
-    async fn claim(&mut self, now: DateTime<Utc>) -> usize {
+    /// Starts a claim of what the lanes have room for, in a task of its own: one
+    /// statement claims, one query reads the claimed deliveries with their events and
+    /// endpoints. None when there is no room.
+    fn start_claim(&mut self, now: DateTime<Utc>) -> Option<tokio::task::JoinHandle<ClaimDone>> {
         let per_endpoint = self.per_endpoint;
         let (mut exclude, _) = self.limiter.blocked(now);
         let mut cap = per_endpoint;
@@ -304,47 +331,79 @@ impl Worker {
             .min(self.max_held - self.held())
             .min(CLAIM_MAX);
         if limit == 0 {
-            return 0;
+            return None;
         }
-        let batch = match deliveries::claim(
-            &self.p.store,
-            &self.node,
-            now,
-            now + LEASE,
-            i64::try_from(limit).unwrap_or(1),
-            i64::try_from(cap).unwrap_or(1),
-            &exclude,
-        )
-        .await
-        {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming deliveries failed; will retry");
-                return 0;
-            }
-        };
+        // Whatever is poked from now on is for the next claim.
         self.poked = false;
+        let (store, node) = (self.p.store.clone(), self.node.clone());
+        Some(tokio::spawn(async move {
+            let taken = deliveries::claim(
+                &store,
+                &node,
+                now,
+                now + LEASE,
+                i64::try_from(limit).unwrap_or(1),
+                i64::try_from(cap).unwrap_or(1),
+                &exclude,
+            )
+            .await;
+            let (ids, read) = match taken {
+                Ok(batch) => {
+                    let ids: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
+                    let read = if ids.is_empty() {
+                        Ok((Vec::new(), Vec::new()))
+                    } else {
+                        read_claimed(&store, &node, &ids).await
+                    };
+                    (ids, Some(read))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming deliveries failed; will retry");
+                    (Vec::new(), None)
+                }
+            };
+            ClaimDone {
+                limit,
+                cap,
+                ids,
+                read,
+            }
+        }))
+    }
+
+    /// Queues what a claim brought in its lanes and gives back what they have no room
+    /// for; returns how many deliveries were queued.
+    async fn claimed(&mut self, done: ClaimDone) -> usize {
+        let per_endpoint = self.per_endpoint;
+        let ClaimDone {
+            limit,
+            cap,
+            ids,
+            read,
+        } = done;
+        let Some(read) = read else {
+            // The claim statement failed: ask again at the next poll.
+            self.poked = true;
+            return 0;
+        };
         self.retry_at = None;
-        self.idle = batch.is_empty();
+        self.idle = ids.is_empty();
         // A claim cut short by its limit says nothing about what is left: every lane it
         // served may have more. Otherwise a lane has more only if it got its cap.
-        let filled = batch.len() >= limit;
-        if batch.is_empty() {
+        let filled = ids.len() >= limit;
+        if ids.is_empty() {
             for lane in self.lanes.values_mut() {
                 lane.more = false;
             }
+            return 0;
         }
         // Our own deliveries, still held past their lease (the clock jumped): the claim
         // just renewed the lease; do not send them twice.
-        let ids: Vec<String> = batch
+        let ids: Vec<String> = ids
             .into_iter()
-            .map(|(id, _)| id)
             .filter(|id| !self.claimed.contains(id))
             .collect();
-        if ids.is_empty() {
-            return 0;
-        }
-        let (claimed, found) = match self.read_claimed(&ids).await {
+        let (claimed, found) = match read {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "reading claimed deliveries failed; giving them back");
@@ -357,11 +416,15 @@ impl Worker {
             .filter(|ep| ep.enabled)
             .map(|ep| (ep.id.clone(), Arc::new(ep)))
             .collect();
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut per_lane: HashMap<String, usize> = HashMap::new();
         let mut queued = 0;
         let mut give_back = Vec::new();
         let mut kept: HashSet<String> = HashSet::with_capacity(claimed.len());
         for c in claimed {
+            if !wanted.contains(c.id.as_str()) {
+                continue;
+            }
             let Some(endpoint) = found.get(&c.endpoint_id).cloned() else {
                 give_back.push(c.id);
                 continue;
@@ -384,35 +447,24 @@ impl Worker {
                 continue;
             }
             kept.insert(c.id.clone());
-            self.claimed.insert(c.id.clone());
             lane.queue.push_back(c);
             queued += 1;
         }
+        self.claimed.extend(kept.iter().cloned());
         for (ep, lane) in &mut self.lanes {
             lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
         }
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
         give_back.extend(
-            ids.into_iter()
-                .filter(|id| !kept.contains(id) && !self.claimed.contains(id)),
+            ids.iter()
+                .filter(|id| !kept.contains(*id) && !self.claimed.contains(*id))
+                .cloned(),
         );
         give_back.sort();
         give_back.dedup();
         self.give_back(give_back).await;
         queued
-    }
-
-    /// The claimed deliveries `ids` with their events, and their endpoints.
-    async fn read_claimed(
-        &self,
-        ids: &[String],
-    ) -> Result<(Vec<Claimed>, Vec<Endpoint>), StoreError> {
-        let claimed = deliveries::claimed(&self.p.store, &self.node, ids).await?;
-        let endpoint_ids: HashSet<&str> = claimed.iter().map(|d| d.endpoint_id.as_str()).collect();
-        let endpoint_ids: Vec<String> = endpoint_ids.into_iter().map(str::to_string).collect();
-        let found = endpoints::get_many(&self.p.store, &endpoint_ids).await?;
-        Ok((claimed, found))
     }
 
     /// Starts sends from the lanes while slots and permits allow.
@@ -478,4 +530,33 @@ impl Worker {
         }
         self.give_back(give_back).await;
     }
+}
+
+/// What a claim brought back to the loop.
+struct ClaimDone {
+    /// The most it asked for, and the most for one endpoint.
+    limit: usize,
+    cap: usize,
+    /// The deliveries it claimed.
+    ids: Vec<String>,
+    /// Those deliveries with their events, and their endpoints; None when the claim
+    /// statement itself failed.
+    read: Option<Result<ClaimedRead, StoreError>>,
+}
+
+/// Claimed deliveries with their events, and their endpoints.
+type ClaimedRead = (Vec<Claimed>, Vec<Endpoint>);
+
+/// The deliveries among `ids` that `node` holds, with their events, and their
+/// endpoints.
+async fn read_claimed(
+    store: &Store,
+    node: &str,
+    ids: &[String],
+) -> Result<ClaimedRead, StoreError> {
+    let claimed = deliveries::claimed(store, node, ids).await?;
+    let endpoint_ids: HashSet<&str> = claimed.iter().map(|d| d.endpoint_id.as_str()).collect();
+    let endpoint_ids: Vec<String> = endpoint_ids.into_iter().map(str::to_string).collect();
+    let found = endpoints::get_many(store, &endpoint_ids).await?;
+    Ok((claimed, found))
 }
