@@ -36,6 +36,11 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
 
 /// Fans out one batch of events; returns how many events it took.
 pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
+    // Most wake-ups find nothing: fired and posted events are fanned out as they are
+    // written. Look before queueing for the writer.
+    if !deliveries::any_unfanned(p.store.pool()).await? {
+        return Ok(0);
+    }
     let mut tx = p.store.begin().await?;
     let now = p.clock.now();
     let events = deliveries::unfanned_events(&mut tx, p.store.backend(), BATCH).await?;
@@ -53,22 +58,41 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
 }
 
 /// Fans `events` out inside `tx`: one delivery per enabled endpoint subscribed to the
-/// event's type, first tried after the endpoint's first retry delay (zero by default),
-/// and the events marked fanned out. Returns how many deliveries were created.
-/// Group commit calls this in the transaction that stores posted events, so they need
-/// no fan-out transaction of their own.
+/// event's type (see [`deliveries_for`]), and the events marked fanned out. Returns how
+/// many deliveries were created. Group commit calls this in the transaction that
+/// stores posted events, so they need no fan-out transaction of their own.
 pub async fn fan_out_in(
     tx: &mut Tx,
     events: &[Event],
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
+    let created = deliveries_for(
+        tx,
+        events
+            .iter()
+            .map(|ev| (ev.id.as_str(), ev.event_type.as_str())),
+        now,
+    )
+    .await?;
+    let seqs: Vec<i64> = events.iter().map(|ev| ev.seq).collect();
+    deliveries::mark_many_fanned_out(tx, &seqs).await?;
+    Ok(created)
+}
+
+/// Creates, inside `tx`, the deliveries of events given as `(id, type)`: one per
+/// enabled endpoint subscribed to the type, first tried after the endpoint's first
+/// retry delay (zero by default). Marking the events fanned out is the caller's part
+/// (the scheduler writes its events already marked, in the same transaction).
+/// Returns how many deliveries were created.
+pub async fn deliveries_for<'a>(
+    tx: &mut Tx,
+    events: impl Iterator<Item = (&'a str, &'a str)>,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
     let endpoints = endpoints::list_enabled(tx).await?;
     let mut rows = Vec::new();
-    for ev in events {
-        for ep in endpoints
-            .iter()
-            .filter(|ep| ep.subscribes_to(&ev.event_type))
-        {
+    for (event_id, event_type) in events {
+        for ep in endpoints.iter().filter(|ep| ep.subscribes_to(event_type)) {
             let first_delay = ep
                 .settings
                 .retry_schedule
@@ -76,14 +100,15 @@ pub async fn fan_out_in(
                 .and_then(|d| TimeDelta::from_std(*d).ok())
                 .unwrap_or_default();
             rows.push(deliveries::NewDelivery {
-                event: ev,
+                event_id,
+                event_type,
                 endpoint_id: &ep.id,
                 first_attempt_at: now + first_delay,
             });
         }
     }
-    let created = deliveries::insert_many(tx, &rows, now).await?;
-    let seqs: Vec<i64> = events.iter().map(|ev| ev.seq).collect();
-    deliveries::mark_many_fanned_out(tx, &seqs).await?;
-    Ok(created)
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    deliveries::insert_many(tx, &rows, now).await
 }

@@ -14,6 +14,7 @@ use sqlx::Row;
 use super::digest;
 use super::fire::{Fired, check, fire_digest, misfire, to_value};
 use super::plan::{Planner, Subject};
+use crate::delivery::fanout;
 use crate::domain::event::new_event_id;
 use crate::domain::item::Item;
 use crate::domain::order::Order;
@@ -134,6 +135,14 @@ pub async fn fire_many_in(
 
     save_entities(tx, &loaded).await?;
     insert_events(tx, &rows, now).await?;
+    // Fanned out here, so an event fired costs no fan-out transaction of its own and
+    // its deliveries can be claimed as soon as this commits.
+    fanout::deliveries_for(
+        tx,
+        rows.iter().map(|r| (r.id.as_str(), r.event_type.as_str())),
+        now,
+    )
+    .await?;
     mark_fired(tx, &rows, now, misfire_after).await?;
     for (id, fired) in &closes {
         let (state, why) = match fired {
@@ -475,8 +484,8 @@ async fn lock_entities(tx: &mut Tx, due: &[Timer]) -> Result<(), StoreError> {
 async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     for chunk in rows.chunks(500) {
         let sql = format!(
-            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data) VALUES {}",
-            Placeholders::for_tx(tx).rows(chunk.len(), 8)
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out) VALUES {}",
+            Placeholders::for_tx(tx).rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -488,7 +497,9 @@ async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Resu
                 .bind(to_ms(now))
                 .bind(to_ms(r.scheduled_at))
                 .bind(r.timer_id)
-                .bind(r.data.clone());
+                .bind(r.data.clone())
+                // Fanned out in this same transaction (see `fire_many_in`).
+                .bind(1_i64);
         }
         q.execute(&mut **tx).await?;
     }

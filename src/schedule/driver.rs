@@ -61,8 +61,12 @@ pub struct Driver {
     pub clock: SharedClock,
     pub planner: Planner,
     pub misfire_after: TimeDelta,
-    /// Poked after each fired event, so fan-out starts at once.
+    /// Poked after each fired event, so fan-out starts at once (for events written
+    /// one by one or by a digest; a batch fans out its own events).
     pub outbox: Arc<Notify>,
+    /// Poked after each batch that wrote events: their deliveries were created with
+    /// them, so the delivery worker can claim them at once.
+    pub deliveries: Arc<Notify>,
     pub stats: Arc<DriverStats>,
     /// Signs of life for the systemd watchdog (see `crate::watchdog`).
     pub heartbeat: Arc<Heartbeat>,
@@ -293,6 +297,9 @@ impl Driver {
         let mut wrote = false;
         for (id, outcome) in ids.iter().zip(outcomes) {
             wrote |= self.record(*id, &outcome);
+        }
+        if wrote {
+            self.deliveries.notify_one();
         }
         Ok(wrote)
     }

@@ -109,6 +109,16 @@ pub async fn unfanned_events(
     rows.iter().map(super::events::event_from_row).collect()
 }
 
+/// Whether any event waits to be fanned out: a read outside any transaction, so the
+/// fan-out task takes the writer's turn only when there is work.
+pub async fn any_unfanned(pool: &sqlx::AnyPool) -> Result<bool, StoreError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}
+
 pub async fn mark_fanned_out(tx: &mut Tx, seq: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = $1")
         .bind(seq)
@@ -144,9 +154,11 @@ pub async fn insert(
     Ok((done.rows_affected() > 0).then_some(id))
 }
 
-/// One delivery fan-out wants: `event` to `endpoint_id`, first tried at `first_attempt_at`.
+/// One delivery fan-out wants: event `event_id` (of type `event_type`) to
+/// `endpoint_id`, first tried at `first_attempt_at`.
 pub struct NewDelivery<'a> {
-    pub event: &'a Event,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
     pub endpoint_id: &'a str,
     pub first_attempt_at: DateTime<Utc>,
 }
@@ -179,9 +191,9 @@ pub async fn insert_many(
         for r in chunk {
             q = q
                 .bind(new_id(now))
-                .bind(r.event.id.clone())
+                .bind(r.event_id.to_string())
                 .bind(r.endpoint_id.to_string())
-                .bind(r.event.event_type.clone())
+                .bind(r.event_type.to_string())
                 .bind(to_ms(r.first_attempt_at))
                 .bind(to_ms(now))
                 .bind(to_ms(now));
