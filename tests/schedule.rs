@@ -924,3 +924,64 @@ both_backends!(
     admin_routes_need_the_admin_token,
     advancing_the_system_clock_is_refused,
 );
+
+/// PostgreSQL: firing an invoice's timer changes its unit rental (`overdue`), so it
+/// takes the rental's lock as ingest does. While a request holds that lock (here: a
+/// transaction of the test's own), the event waits; it fires once the lock is free.
+/// Without the lock a `PUT /v1/unit-rentals/{id}` beside the firing could write back
+/// the rental it read before and lose `overdue`.
+#[tokio::test]
+async fn postgres_firing_an_invoice_waits_for_its_rentals_lock() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    app.put("/v1/unit-rentals/ur-1", json!({"unit_id": "A-12"}))
+        .await;
+    let r = app
+        .put(
+            "/v1/invoices/inv-1",
+            json!({"unit_rental_id": "ur-1", "due_at": "2030-03-05T00:00:00Z", "state": "sent"}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+
+    let mut holder = <sqlx::AnyConnection as sqlx::Connection>::connect(app.store.url())
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('unitRental/ur-1', 0))::text")
+        .execute(&mut holder)
+        .await
+        .expect("rental lock");
+    let marks = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .filter(|e| e.event_type == "unitRental.markOverdue")
+            .count()
+    };
+    let ((), fired_while_locked) = tokio::join!(
+        async {
+            app.advance(5 * DAY).await;
+        },
+        async {
+            // Long enough for the clock to reach the invoice's due instant and the
+            // driver to try; then the lock is let go.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            let n = marks(app.events().await);
+            sqlx::query("COMMIT")
+                .execute(&mut holder)
+                .await
+                .expect("commit");
+            n
+        }
+    );
+    assert_eq!(
+        fired_while_locked, 0,
+        "the invoice's timer fired while its rental was locked"
+    );
+    assert_eq!(marks(app.events().await), 1, "fired once the lock was free");
+    assert_eq!(app.get("/v1/unit-rentals/ur-1").await.body["overdue"], true);
+}

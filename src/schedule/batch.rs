@@ -74,13 +74,24 @@ pub async fn fire_many_in(
     let (due, mut loaded) = if pg {
         // Entity locks first, then timer rows: the order ingest takes them in, so the
         // two can never deadlock.
-        let (due, _) = load_due(tx, ids, now, false).await?;
+        let (due, bodies) = load_due(tx, ids, now, false).await?;
         if due.is_empty() {
             (due, Loaded::default())
         } else {
-            lock_entities(tx, &due).await?;
+            // An invoice's timer changes its unit rental (`overdue`): that rental is
+            // locked too, or a PUT of the rental beside this batch would write back
+            // what it read before and lose the change.
+            let rentals = rentals_of_invoices(&due, &bodies);
+            lock_entities(tx, &due, &rentals).await?;
             let (due, bodies) = load_due(tx, ids, now, true).await?;
             let loaded = load_entities(tx, &due, bodies).await?;
+            if let Some(r) = loaded.rentals.keys().find(|r| !rentals.contains(*r)) {
+                // The invoice moved to another rental between the two reads: the
+                // one-by-one fallback fires it with the right lock.
+                return Err(StoreError::Corrupt(format!(
+                    "unit rental {r} was not locked for firing (its invoice changed meanwhile)"
+                )));
+            }
             (due, loaded)
         }
     } else {
@@ -330,6 +341,17 @@ async fn load_entities(
     Ok(loaded)
 }
 
+/// The unit rentals of the invoices among `due` (their stored `bodies`, as
+/// [`load_due`] returns them).
+fn rentals_of_invoices(due: &[Timer], bodies: &[Option<String>]) -> BTreeSet<String> {
+    due.iter()
+        .zip(bodies)
+        .filter(|(t, _)| t.entity_kind == "invoice")
+        .filter_map(|(_, body)| serde_json::from_str::<Invoice>(body.as_deref()?).ok())
+        .map(|inv| inv.unit_rental_id)
+        .collect()
+}
+
 enum Decision {
     Fire {
         kind: &'static str,
@@ -455,10 +477,15 @@ async fn save_entities(tx: &mut Tx, loaded: &Loaded) -> Result<(), StoreError> {
 /// [`Store::lock_entity`]), in one statement per 1,000 entities instead of one round
 /// trip each. Always in the same (sorted) order, so two batches cannot deadlock:
 /// PostgreSQL evaluates volatile select-list functions after the ORDER BY.
-async fn lock_entities(tx: &mut Tx, due: &[Timer]) -> Result<(), StoreError> {
+async fn lock_entities(
+    tx: &mut Tx,
+    due: &[Timer],
+    rentals: &BTreeSet<String>,
+) -> Result<(), StoreError> {
     let keys: BTreeSet<String> = due
         .iter()
         .map(|t| format!("{}/{}", t.entity_kind, t.entity_id))
+        .chain(rentals.iter().map(|r| format!("unitRental/{r}")))
         .collect();
     let keys: Vec<String> = keys.into_iter().collect();
     for chunk in keys.chunks(1_000) {
@@ -479,7 +506,7 @@ async fn lock_entities(tx: &mut Tx, due: &[Timer]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One multi-row INSERT per 500 events (8 values each: 4,000 binds, within every
+/// One multi-row INSERT per 500 events (9 values each: 4,500 binds, within every
 /// driver's limit).
 async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     for chunk in rows.chunks(500) {

@@ -71,7 +71,7 @@ async fn fire_in(
     } else {
         timer
     };
-    let outcome = decide(tx, planner, misfire_after, &timer, now).await?;
+    let outcome = decide(tx, store, planner, misfire_after, &timer, now).await?;
     let done = match &outcome {
         Fired::Event { event_id, late, .. } => {
             let reason = late.then(|| {
@@ -99,6 +99,7 @@ async fn fire_in(
 
 async fn decide(
     tx: &mut Tx,
+    store: &Store,
     planner: &Planner,
     misfire_after: TimeDelta,
     timer: &Timer,
@@ -135,6 +136,11 @@ async fn decide(
             let Some(inv) = db::load_invoice(tx, id).await? else {
                 return Ok(Fired::Cancelled("invoice no longer exists".into()));
             };
+            // Firing may change the rental (`overdue`): hold its lock as ingest does,
+            // after the invoice's (the order batches take them in, too).
+            store
+                .lock_entity(tx, "unitRental", &inv.unit_rental_id)
+                .await?;
             let Some(mut rental) = db::load_unit_rental(tx, &inv.unit_rental_id).await? else {
                 return Ok(Fired::Cancelled("unit rental no longer exists".into()));
             };
