@@ -59,8 +59,7 @@ pub async fn fan_out_batch(p: &Pipeline) -> Result<usize, StoreError> {
 
 /// Fans `events` out inside `tx`: one delivery per enabled endpoint subscribed to the
 /// event's type (see [`deliveries_for`]), and the events marked fanned out. Returns how
-/// many deliveries were created. Group commit calls this in the transaction that
-/// stores posted events, so they need no fan-out transaction of their own.
+/// many deliveries were created.
 pub async fn fan_out_in(
     tx: &mut Tx,
     events: &[Event],
@@ -81,8 +80,10 @@ pub async fn fan_out_in(
 
 /// Creates, inside `tx`, the deliveries of events given as `(id, type)`: one per
 /// enabled endpoint subscribed to the type, first tried after the endpoint's first
-/// retry delay (zero by default). Marking the events fanned out is the caller's part
-/// (the scheduler writes its events already marked, in the same transaction).
+/// retry delay (zero by default). Marking the events fanned out is the caller's part:
+/// group commit (posted events) and the scheduler (fired batches) write their events
+/// already marked, in the transaction that creates their deliveries, so they need no
+/// fan-out transaction of their own.
 /// Returns how many deliveries were created.
 pub async fn deliveries_for<'a>(
     tx: &mut Tx,

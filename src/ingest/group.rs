@@ -8,7 +8,7 @@
 //! batches grow by themselves; alone, a request waits for no one.
 //!
 //! The same transaction fans the events out (their deliveries, see
-//! [`fanout::fan_out_in`]), so posted events need no fan-out transaction of their own
+//! [`fanout::deliveries_for`]), so posted events need no fan-out transaction of their own
 //! and the delivery worker is woken directly.
 //!
 //! A batch that fails is written again one event per transaction, so one bad request
@@ -115,8 +115,13 @@ async fn write_all(
 ) -> Result<Vec<Event>, StoreError> {
     let mut tx = store.begin().await?;
     let now = clock.now();
-    let out = events::insert_many(&mut tx, evs, now).await?;
-    fanout::fan_out_in(&mut tx, &out, now).await?;
+    let out = events::insert_fanned_out(&mut tx, evs, now).await?;
+    fanout::deliveries_for(
+        &mut tx,
+        out.iter().map(|e| (e.id.as_str(), e.event_type.as_str())),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(out)
 }

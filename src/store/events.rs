@@ -16,19 +16,39 @@ pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Eve
 }
 
 /// Inserts `evs`, all created at `now`, 500 rows per statement; returns them
-/// stored, in the order given.
+/// stored, in the order given. The fan-out task makes their deliveries.
 pub async fn insert_many(
     tx: &mut Tx,
     evs: &[NewEvent],
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, StoreError> {
+    insert_rows(tx, evs, now, false).await
+}
+
+/// [`insert_many`] for a caller that creates the events' deliveries in the same
+/// transaction: the events are stored already marked fanned out (one statement
+/// fewer than marking them after).
+pub async fn insert_fanned_out(
+    tx: &mut Tx,
+    evs: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, StoreError> {
+    insert_rows(tx, evs, now, true).await
+}
+
+async fn insert_rows(
+    tx: &mut Tx,
+    evs: &[NewEvent],
+    now: DateTime<Utc>,
+    fanned_out: bool,
+) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::with_capacity(evs.len());
     for chunk in evs.chunks(500) {
         let mut ids = Vec::with_capacity(chunk.len());
         let sql = format!(
-            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data)
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out)
              VALUES {} RETURNING id, seq",
-            super::Placeholders::for_tx(tx).rows(chunk.len(), 8)
+            super::Placeholders::for_tx(tx).rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ev in chunk {
@@ -43,7 +63,8 @@ pub async fn insert_many(
                 .bind(to_ms(now))
                 .bind(ev.scheduled_at.map(to_ms))
                 .bind(ev.timer_id)
-                .bind(data);
+                .bind(data)
+                .bind(i64::from(fanned_out));
             ids.push(id);
         }
         // RETURNING promises no order: match the rows by id.
