@@ -97,30 +97,15 @@ pub async fn insert(
     secret: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO endpoints (id, name, url, topics, format, envelope, scheme, signature_header,
-             secret, headers, retry_schedule, timeout_ms, rate_limit, alert_emails, enabled,
-             alert_state, created_at, updated_at, on_exhausted)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, 'ok', $15, $15, $16)",
+    let q = sqlx::query(
+        "INSERT INTO endpoints (id, secret, name, url, topics, format, envelope, scheme,
+             signature_header, headers, retry_schedule, timeout_ms, rate_limit, alert_emails,
+             updated_at, on_exhausted, created_at, enabled, alert_state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, 1, 'ok')",
     )
     .bind(id.to_string())
-    .bind(s.name.clone())
-    .bind(s.url.clone())
-    .bind(json(&s.topics)?)
-    .bind(s.format.as_str())
-    .bind(s.envelope.as_str())
-    .bind(s.scheme.as_str())
-    .bind(s.signature_header.clone())
-    .bind(secret.to_string())
-    .bind(json(&s.headers)?)
-    .bind(json(&schedule_ms(&s.retry_schedule))?)
-    .bind(i64::try_from(s.timeout_ms).map_err(corrupt)?)
-    .bind(s.rate_limit.map(i64::from))
-    .bind(json(&s.alert_emails)?)
-    .bind(to_ms(now))
-    .bind(s.on_exhausted.as_str())
-    .execute(&mut **tx)
-    .await?;
+    .bind(secret.to_string());
+    bind_settings(q, s, now)?.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -130,31 +115,43 @@ pub async fn update_settings(
     s: &Settings,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let q = sqlx::query(
         "UPDATE endpoints SET name = $2, url = $3, topics = $4, format = $5, envelope = $6,
              scheme = $7, signature_header = $8, headers = $9, retry_schedule = $10,
              timeout_ms = $11, rate_limit = $12, alert_emails = $13, updated_at = $14,
              on_exhausted = $15
          WHERE id = $1",
     )
-    .bind(id.to_string())
-    .bind(s.name.clone())
-    .bind(s.url.clone())
-    .bind(json(&s.topics)?)
-    .bind(s.format.as_str())
-    .bind(s.envelope.as_str())
-    .bind(s.scheme.as_str())
-    .bind(s.signature_header.clone())
-    .bind(json(&s.headers)?)
-    .bind(json(&schedule_ms(&s.retry_schedule))?)
-    .bind(i64::try_from(s.timeout_ms).map_err(corrupt)?)
-    .bind(s.rate_limit.map(i64::from))
-    .bind(json(&s.alert_emails)?)
-    .bind(to_ms(now))
-    .bind(s.on_exhausted.as_str())
-    .execute(&mut **tx)
-    .await?;
+    .bind(id.to_string());
+    bind_settings(q, s, now)?.execute(&mut **tx).await?;
     Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>;
+
+/// Binds an endpoint's settings and `now` (its `updated_at`) in the order both
+/// [`insert`] and [`update_settings`] name them: name, url, topics, format, envelope,
+/// scheme, signature header, headers, retry schedule, timeout, rate limit, alert
+/// emails, now, on-exhausted.
+fn bind_settings<'q>(
+    q: AnyQuery<'q>,
+    s: &Settings,
+    now: DateTime<Utc>,
+) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(s.name.clone())
+        .bind(s.url.clone())
+        .bind(json(&s.topics)?)
+        .bind(s.format.as_str())
+        .bind(s.envelope.as_str())
+        .bind(s.scheme.as_str())
+        .bind(s.signature_header.clone())
+        .bind(json(&s.headers)?)
+        .bind(json(&schedule_ms(&s.retry_schedule))?)
+        .bind(i64::try_from(s.timeout_ms).map_err(corrupt)?)
+        .bind(s.rate_limit.map(i64::from))
+        .bind(json(&s.alert_emails)?)
+        .bind(to_ms(now))
+        .bind(s.on_exhausted.as_str()))
 }
 
 pub async fn get(
