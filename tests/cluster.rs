@@ -138,7 +138,18 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(delivered, 10_000, "every event delivered");
+    if delivered != 10_000 {
+        let states: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT status, claimed_by IS NULL AS unclaimed, COUNT(*) AS n FROM deliveries
+             GROUP BY status, claimed_by IS NULL",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        panic!(
+            "every event delivered: {delivered} of 10000; (status, unclaimed, count): {states:?}"
+        );
+    }
     let seen: std::collections::BTreeSet<String> = rx
         .received()
         .iter()

@@ -182,7 +182,13 @@ async fn wait_settled(
                             }
                         }
                         Some((n, _)) if n == waiting => {}
-                        _ => last_waiting = Some((waiting, tokio::time::Instant::now())),
+                        _ => {
+                            // Due and unclaimed: the delivery worker may be asleep until
+                            // a poll that a manual clock never reaches (work another
+                            // node gave back, or skipped while another held it).
+                            workers.work.notify_one();
+                            last_waiting = Some((waiting, tokio::time::Instant::now()));
+                        }
                     }
                 }
             } else {
