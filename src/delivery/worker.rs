@@ -158,6 +158,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     // The claim in progress, if any. It runs beside the loop so that sends keep
     // starting while it waits for the store (on SQLite, behind other writers).
     let mut claiming: Option<tokio::task::JoinHandle<ClaimDone>> = None;
+    // A claim that failed is tried again at the next wake-up, not at once (a store
+    // that is down would otherwise be asked in a tight loop).
+    let mut hold_claims = false;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -175,9 +178,10 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         while w.tasks.try_join_next().is_some() {}
         let now = w.p.clock.now();
         w.start_sends(now).await;
-        if claiming.is_none() && w.should_claim() {
+        if claiming.is_none() && !hold_claims && w.should_claim() {
             claiming = w.start_claim(now);
         }
+        hold_claims = false;
         let (_, limiter_wake) = w.limiter.blocked(now);
         let mut wake_at = now + w.p.poll_interval();
         if w.idle
@@ -198,10 +202,11 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             done = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                 claiming = None;
                 match done {
-                    Ok(done) => {
-                        w.claimed(done).await;
+                    Ok(done) => hold_claims = w.claimed(done).await.is_none(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a delivery claim failed; its deliveries wait for their lease");
+                        hold_claims = true;
                     }
-                    Err(e) => tracing::warn!(error = %e, "a delivery claim failed; its deliveries wait for their lease"),
                 }
             }
             // Wake-ups are for claiming; while a claim is out, its end is the wake-up
@@ -372,8 +377,8 @@ impl Worker {
     }
 
     /// Queues what a claim brought in its lanes and gives back what they have no room
-    /// for; returns how many deliveries were queued.
-    async fn claimed(&mut self, done: ClaimDone) -> usize {
+    /// for; returns how many deliveries were queued, None when the claim failed.
+    async fn claimed(&mut self, done: ClaimDone) -> Option<usize> {
         let per_endpoint = self.per_endpoint;
         let ClaimDone {
             limit,
@@ -382,9 +387,9 @@ impl Worker {
             read,
         } = done;
         let Some(read) = read else {
-            // The claim statement failed: ask again at the next poll.
+            // The claim statement failed: ask again at the next wake-up.
             self.poked = true;
-            return 0;
+            return None;
         };
         self.retry_at = None;
         self.idle = ids.is_empty();
@@ -395,7 +400,7 @@ impl Worker {
             for lane in self.lanes.values_mut() {
                 lane.more = false;
             }
-            return 0;
+            return Some(0);
         }
         // Our own deliveries, still held past their lease (the clock jumped): the claim
         // just renewed the lease; do not send them twice.
@@ -408,7 +413,7 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(error = %e, "reading claimed deliveries failed; giving them back");
                 self.give_back(ids).await;
-                return 0;
+                return Some(0);
             }
         };
         let found: HashMap<String, Arc<Endpoint>> = found
@@ -464,7 +469,7 @@ impl Worker {
         give_back.sort();
         give_back.dedup();
         self.give_back(give_back).await;
-        queued
+        Some(queued)
     }
 
     /// Starts sends from the lanes while slots and permits allow.
