@@ -147,7 +147,7 @@ impl App {
             pipeline.work.clone(),
         );
         let state_planner = planner.clone();
-        let state_delivery_work = pipeline.work.clone();
+        let delivery_work = pipeline.work.clone();
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -195,7 +195,7 @@ impl App {
             planner,
             misfire_after: config.schedule.misfire_after,
             outbox: outbox.clone(),
-            deliveries: state_delivery_work,
+            deliveries: delivery_work,
             stats: driver_stats,
             heartbeat: heartbeat.clone(),
         };

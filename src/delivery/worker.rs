@@ -219,10 +219,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     // same webhook-id).
     w.tasks.shutdown().await;
     // A claim still out may have taken deliveries: they are ours to release.
-    if let Some(Ok(done)) = match claiming {
-        Some(h) => Some(h.await),
-        None => None,
-    } {
+    if let Some(h) = claiming
+        && let Ok(done) = h.await
+    {
         w.claimed.extend(done.ids);
     }
     w.finished_tx = None;
@@ -461,11 +460,7 @@ impl Worker {
         }
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
-        give_back.extend(
-            ids.iter()
-                .filter(|id| !kept.contains(*id) && !self.claimed.contains(*id))
-                .cloned(),
-        );
+        give_back.extend(ids.iter().filter(|id| !kept.contains(*id)).cloned());
         give_back.sort();
         give_back.dedup();
         self.give_back(give_back).await;
