@@ -113,8 +113,9 @@ struct Worker {
     finished_tx: Option<mpsc::UnboundedSender<Finished>>,
     /// New work may be due anywhere (woken, or the poll interval passed).
     poked: bool,
-    /// The last claim found nothing: the store is asked when to wake.
-    idle: bool,
+    /// The last claim, made at this instant, found nothing: the store is asked when
+    /// to wake.
+    idle_since: Option<DateTime<Utc>>,
     /// The earliest retry recorded since the last claim.
     retry_at: Option<DateTime<Utc>>,
 }
@@ -150,7 +151,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         ended_tx,
         finished_tx: Some(finished_tx),
         poked: true,
-        idle: false,
+        idle_since: None,
         retry_at: None,
         p,
     };
@@ -184,12 +185,19 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         hold_claims = false;
         let (_, limiter_wake) = w.limiter.blocked(now);
         let mut wake_at = now + w.p.poll_interval();
-        if w.idle
+        if let Some(looked_at) = w.idle_since
             && claiming.is_none()
             && let Ok(Some(at)) = deliveries::next_wake(w.p.store.pool(), now).await
-            && at > now
         {
-            wake_at = wake_at.min(at);
+            if at > now {
+                wake_at = wake_at.min(at);
+            } else if at > looked_at {
+                // Came due after the last claim looked (the clock moved while it was
+                // out): claim again now rather than at the next poll. What was due
+                // when it looked and not taken is held back (a limit) and waits.
+                w.poked = true;
+                continue;
+            }
         }
         for at in [limiter_wake, w.retry_at].into_iter().flatten() {
             wake_at = wake_at.min(at);
@@ -367,6 +375,7 @@ impl Worker {
                 }
             };
             ClaimDone {
+                at: now,
                 limit,
                 cap,
                 ids,
@@ -380,6 +389,7 @@ impl Worker {
     async fn claimed(&mut self, done: ClaimDone) -> Option<usize> {
         let per_endpoint = self.per_endpoint;
         let ClaimDone {
+            at,
             limit,
             cap,
             ids,
@@ -391,7 +401,7 @@ impl Worker {
             return None;
         };
         self.retry_at = None;
-        self.idle = ids.is_empty();
+        self.idle_since = ids.is_empty().then_some(at);
         // A claim cut short by its limit says nothing about what is left: every lane it
         // served may have more. Otherwise a lane has more only if it got its cap.
         let filled = ids.len() >= limit;
@@ -534,6 +544,8 @@ impl Worker {
 
 /// What a claim brought back to the loop.
 struct ClaimDone {
+    /// The instant it claimed at (what was due then).
+    at: DateTime<Utc>,
     /// The most it asked for, and the most for one endpoint.
     limit: usize,
     cap: usize,
