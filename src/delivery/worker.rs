@@ -118,6 +118,11 @@ struct Worker {
     idle_since: Option<DateTime<Utc>>,
     /// The earliest retry recorded since the last claim.
     retry_at: Option<DateTime<Utc>>,
+    /// The last claim left out endpoints at their rate limit; the first of them may
+    /// send again at this instant, and what it held back is claimed then. (The clock
+    /// may pass it while a claim is out, so the limiter, asked afterwards, no longer
+    /// knows.)
+    limit_lifts_at: Option<DateTime<Utc>>,
 }
 
 pub async fn run(p: Pipeline, shutdown: CancellationToken) {
@@ -153,6 +158,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         poked: true,
         idle_since: None,
         retry_at: None,
+        limit_lifts_at: None,
         p,
     };
 
@@ -179,6 +185,10 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         while w.tasks.try_join_next().is_some() {}
         let now = w.p.clock.now();
         w.start_sends(now).await;
+        if w.limit_lifts_at.is_some_and(|t| t <= now) {
+            w.limit_lifts_at = None;
+            w.poked = true;
+        }
         if claiming.is_none() && !hold_claims && w.should_claim() {
             claiming = w.start_claim(now);
         }
@@ -199,7 +209,10 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                 continue;
             }
         }
-        for at in [limiter_wake, w.retry_at].into_iter().flatten() {
+        for at in [limiter_wake, w.retry_at, w.limit_lifts_at]
+            .into_iter()
+            .flatten()
+        {
             wake_at = wake_at.min(at);
         }
         tokio::select! {
@@ -313,11 +326,15 @@ impl Worker {
     /// endpoints. None when there is no room.
     fn start_claim(&mut self, now: DateTime<Utc>) -> Option<tokio::task::JoinHandle<ClaimDone>> {
         let per_endpoint = self.per_endpoint;
-        let (mut exclude, _) = self.limiter.blocked(now);
+        let (mut exclude, limit_lifts) = self.limiter.blocked(now);
         let mut cap = per_endpoint;
+        let mut full = HashSet::new();
         for (ep, lane) in &self.lanes {
             match lane.room(per_endpoint) {
-                0 => exclude.push(ep.clone()),
+                0 => {
+                    exclude.push(ep.clone());
+                    full.insert(ep.clone());
+                }
                 room => cap = cap.max(room),
             }
         }
@@ -378,6 +395,8 @@ impl Worker {
                 at: now,
                 limit,
                 cap,
+                full,
+                limit_lifts,
                 ids,
                 read,
             }
@@ -392,9 +411,12 @@ impl Worker {
             at,
             limit,
             cap,
+            full,
+            limit_lifts,
             ids,
             read,
         } = done;
+        self.limit_lifts_at = limit_lifts;
         let Some(read) = read else {
             // The claim statement failed: ask again at the next wake-up.
             self.poked = true;
@@ -406,8 +428,8 @@ impl Worker {
         // served may have more. Otherwise a lane has more only if it got its cap.
         let filled = ids.len() >= limit;
         if ids.is_empty() {
-            for lane in self.lanes.values_mut() {
-                lane.more = false;
+            for (ep, lane) in &mut self.lanes {
+                lane.more &= full.contains(ep);
             }
             return Some(0);
         }
@@ -466,7 +488,10 @@ impl Worker {
         }
         self.claimed.extend(kept.iter().cloned());
         for (ep, lane) in &mut self.lanes {
-            lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
+            // A lane left out for being full learnt nothing: it keeps what it knew.
+            if !full.contains(ep) {
+                lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
+            }
         }
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
@@ -549,6 +574,10 @@ struct ClaimDone {
     /// The most it asked for, and the most for one endpoint.
     limit: usize,
     cap: usize,
+    /// The lanes it left out for having no room.
+    full: HashSet<String>,
+    /// When the first endpoint it left out at its rate limit may send again.
+    limit_lifts: Option<DateTime<Utc>>,
     /// The deliveries it claimed.
     ids: Vec<String>,
     /// Those deliveries with their events, and their endpoints; None when the claim
