@@ -65,6 +65,8 @@ pub struct App {
     server: JoinHandle<()>,
     /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
     tasks: tasks::Tasks,
+    /// Where writers pass new deliveries to the delivery worker.
+    handoff: Arc<delivery::handoff::Handoff>,
     /// The scheduler driver's signs of life, for the systemd watchdog.
     heartbeat: Arc<watchdog::Heartbeat>,
 }
@@ -145,9 +147,12 @@ impl App {
             planner.clone(),
             catalogue.clone(),
             pipeline.work.clone(),
+            pipeline.handoff.clone(),
         );
         let state_planner = planner.clone();
         let delivery_work = pipeline.work.clone();
+        let delivery_handoff = pipeline.handoff.clone();
+        let handoff = pipeline.handoff.clone();
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -196,6 +201,7 @@ impl App {
             misfire_after: config.schedule.misfire_after,
             outbox: outbox.clone(),
             deliveries: delivery_work,
+            handoff: delivery_handoff,
             stats: driver_stats,
             heartbeat: heartbeat.clone(),
         };
@@ -235,6 +241,7 @@ impl App {
             server,
             tasks,
             heartbeat,
+            handoff,
         })
     }
 
@@ -250,6 +257,12 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How many deliveries went to the delivery worker in memory, written already
+    /// claimed by the transaction that created them (see [`delivery::handoff`]).
+    pub fn deliveries_handed_off(&self) -> u64 {
+        self.handoff.taken()
     }
 
     /// This node's id (`GET /admin/nodes`).

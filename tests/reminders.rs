@@ -240,8 +240,77 @@ async fn retention_purges_only_what_is_finished(backend: Backend) {
     );
 }
 
+/// Fired reminders whose endpoint has room go to the delivery worker in memory,
+/// written already claimed by the firing transaction (a hand-off): they are sent once,
+/// signed, and a retry read back from the store carries the same bytes.
+async fn fired_reminders_are_handed_to_the_worker(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let secret = subscribe(&app, &rx, json!(["order.*"])).await;
+    const ORDERS: usize = 30;
+    for i in 0..ORDERS {
+        app.put(
+            &format!("/v1/orders/o-{i}"),
+            json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
+        )
+        .await;
+        app.post(&format!("/v1/orders/o-{i}/checkout"), None).await;
+    }
+    // The orders' webhooks (create, checkout) succeed: the endpoint answers quickly, so
+    // its lane asks for hand-offs.
+    let immediate = app.events().await.len();
+    rx.wait_for(immediate).await;
+    let before = app.app().deliveries_handed_off();
+    // due_in_1_day: all thirty fire at one instant, in one batch.
+    app.advance_to("2030-03-01T12:00:01Z").await;
+    rx.wait_for(immediate + ORDERS).await;
+    let handed = app.app().deliveries_handed_off() - before;
+    assert!(
+        handed >= ORDERS as u64,
+        "the batch's {ORDERS} deliveries were handed to the worker ({handed})"
+    );
+    // due_in_1_hour: the first ten sends fail and are retried from the store.
+    rx.script(vec![Answer::status(500); 10]);
+    app.advance_to("2030-03-02T11:30:00Z").await;
+    app.advance(60).await;
+
+    let got = rx.wait_for(immediate + 2 * ORDERS + 10).await;
+    let mut by_id: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
+    for r in &got {
+        verify_standard(&secret, r);
+        by_id.entry(r.header("webhook-id")).or_default().push(r);
+    }
+    assert_eq!(
+        by_id.len(),
+        immediate + 2 * ORDERS,
+        "one webhook-id per event"
+    );
+    let retried: Vec<_> = by_id.values().filter(|v| v.len() > 1).collect();
+    assert_eq!(retried.len(), 10, "ten sent twice");
+    for sends in &retried {
+        assert_eq!(sends.len(), 2);
+        assert_eq!(
+            sends[0].body, sends[1].body,
+            "a retry read from the store sends the bytes the hand-off sent"
+        );
+        assert_eq!(sends[0].json()["type"], "order.due_in_1_hour");
+    }
+    let d = app
+        .get("/v1/deliveries?event_type=order.due_in_1_hour&status=succeeded")
+        .await;
+    assert_eq!(
+        d.body["deliveries"].as_array().map(Vec::len),
+        Some(ORDERS),
+        "{}",
+        d.body
+    );
+}
+
 both_backends!(
     retention_purges_only_what_is_finished,
     reminders_reach_the_receiver_at_their_instant,
-    a_crash_between_firing_and_delivery_loses_nothing
+    a_crash_between_firing_and_delivery_loses_nothing,
+    fired_reminders_are_handed_to_the_worker
 );

@@ -3,9 +3,12 @@
 //! outbox Notify after every committed event; polls as a fallback (work written by
 //! another node).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::handoff::{self, Handed, Handoff};
 use super::pipeline::Pipeline;
 use crate::domain::event::Event;
 use crate::store::{StoreError, Tx, deliveries, endpoints};
@@ -71,8 +74,10 @@ pub async fn fan_out_in(
             .iter()
             .map(|ev| (ev.id.as_str(), ev.event_type.as_str())),
         now,
+        None,
     )
-    .await?;
+    .await?
+    .count;
     let seqs: Vec<i64> = events.iter().map(|ev| ev.seq).collect();
     deliveries::mark_many_fanned_out(tx, &seqs).await?;
     Ok(created)
@@ -84,15 +89,20 @@ pub async fn fan_out_in(
 /// group commit (posted events) and the scheduler (fired batches) write their events
 /// already marked, in the transaction that creates their deliveries, so they need no
 /// fan-out transaction of their own.
-/// Returns how many deliveries were created.
-pub async fn deliveries_for<'a>(
+///
+/// With a `handoff`, the deliveries due at once that this node's worker has room for
+/// are written claimed by it; the caller passes them on after its commit
+/// ([`Created::handed`], see [`super::handoff`]).
+pub async fn deliveries_for<'a, 'h>(
     tx: &mut Tx,
     events: impl Iterator<Item = (&'a str, &'a str)>,
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+    handoff: Option<&'h Handoff>,
+) -> Result<Created<'h>, StoreError> {
     let endpoints = endpoints::list_enabled(tx).await?;
+    // (event index, delivery)
     let mut rows = Vec::new();
-    for (event_id, event_type) in events {
+    for (i, (event_id, event_type)) in events.enumerate() {
         for ep in endpoints.iter().filter(|ep| ep.subscribes_to(event_type)) {
             let first_delay = ep
                 .settings
@@ -100,16 +110,81 @@ pub async fn deliveries_for<'a>(
                 .first()
                 .and_then(|d| TimeDelta::from_std(*d).ok())
                 .unwrap_or_default();
-            rows.push(deliveries::NewDelivery {
-                event_id,
-                event_type,
-                endpoint_id: &ep.id,
-                first_attempt_at: now + first_delay,
-            });
+            rows.push((
+                i,
+                deliveries::NewDelivery {
+                    id: deliveries::new_id(now),
+                    event_id,
+                    event_type,
+                    endpoint_id: &ep.id,
+                    first_attempt_at: now + first_delay,
+                },
+            ));
         }
     }
-    if rows.is_empty() {
-        return Ok(0);
+    let Some(handoff) = handoff.filter(|_| !rows.is_empty()) else {
+        let rows: Vec<_> = rows.into_iter().map(|(_, r)| r).collect();
+        let count = if rows.is_empty() {
+            0
+        } else {
+            deliveries::insert_many(tx, &rows, now, None).await?
+        };
+        return Ok(Created {
+            count,
+            handed: None,
+        });
+    };
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for (_, r) in rows.iter().filter(|(_, r)| r.first_attempt_at <= now) {
+        *wanted.entry(r.endpoint_id).or_default() += 1;
     }
-    deliveries::insert_many(tx, &rows, now).await
+    let mut reservation = handoff.reserve(&wanted);
+    let (mut claimed, mut unclaimed) = (Vec::new(), Vec::new());
+    let mut handed_rows = Vec::new();
+    for (i, r) in rows {
+        if r.first_attempt_at <= now && reservation.take(r.endpoint_id) {
+            handed_rows.push((i, r.id.clone(), r.endpoint_id.to_string()));
+            claimed.push(r);
+        } else {
+            unclaimed.push(r);
+        }
+    }
+    let mut count = 0;
+    if !unclaimed.is_empty() {
+        count += deliveries::insert_many(tx, &unclaimed, now, None).await?;
+    }
+    if !claimed.is_empty() {
+        let n = deliveries::insert_many(
+            tx,
+            &claimed,
+            now,
+            Some((handoff.node(), handoff::lease_until(now))),
+        )
+        .await?;
+        if n != claimed.len() as u64 {
+            // Fresh events have no deliveries yet; if some already existed, the
+            // worker would be handed ids the store does not hold for it.
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} handed-off deliveries already existed",
+                claimed.len() as u64 - n,
+                claimed.len()
+            )));
+        }
+        count += n;
+    }
+    Ok(Created {
+        count,
+        handed: Some(Handed {
+            reservation,
+            rows: handed_rows,
+        }),
+    })
+}
+
+/// What [`deliveries_for`] created.
+pub struct Created<'h> {
+    /// Deliveries inserted.
+    pub count: u64,
+    /// Those written claimed for this node's worker, to pass on after the commit.
+    pub handed: Option<Handed<'h>>,
 }

@@ -13,6 +13,7 @@ pub mod sign;
 pub mod alert;
 pub mod endpoint;
 pub mod fanout;
+pub mod handoff;
 pub mod health;
 pub mod pipeline;
 pub mod ratelimit;

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::DestinationGuard;
+use super::handoff::Handoff;
 use super::health::HealthPolicy;
 use crate::clock::SharedClock;
 use crate::config::{AlertsConfig, DeliveryConfig};
@@ -29,6 +30,8 @@ pub struct Pipeline {
     pub alert: Arc<Notify>,
     /// Sends this process has in flight (claimed and not yet recorded or given up).
     pub sending: Arc<AtomicUsize>,
+    /// Where this node's writers pass the deliveries they create to its worker.
+    pub handoff: Arc<Handoff>,
 }
 
 impl Pipeline {
@@ -54,6 +57,7 @@ impl Pipeline {
             work: Arc::new(Notify::new()),
             alert: Arc::new(Notify::new()),
             sending: Arc::new(AtomicUsize::new(0)),
+            handoff: Arc::new(Handoff::new()),
         }
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -43,12 +43,15 @@ use super::send;
 use crate::store::deliveries::{self, Claimed, Record};
 use crate::store::{Store, StoreError, endpoints};
 
-/// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
-const LEASE: TimeDelta = TimeDelta::seconds(360);
 /// A fast endpoint's lane holds about what it takes in this long.
 const PREFETCH_WINDOW: Duration = Duration::from_millis(500);
 /// At most this many deliveries wait in one lane beyond its in-flight cap.
 const PREFETCH_MAX: usize = 1024;
+/// A fast endpoint's lane takes about what it sends in this long from hand-offs
+/// ([`super::handoff`]): they cost no claim, so more of them may wait in memory.
+const HANDOFF_WINDOW: Duration = Duration::from_secs(2);
+/// At most this many handed-off deliveries wait in one lane beyond its in-flight cap.
+const HANDOFF_MAX: usize = 4096;
 /// At most this many deliveries are claimed by one statement.
 const CLAIM_MAX: usize = 1024;
 
@@ -73,6 +76,22 @@ impl Lane {
             (ahead as usize).min(PREFETCH_MAX)
         });
         per_endpoint + prefetch
+    }
+
+    /// How many more deliveries this lane takes from hand-offs: a few seconds of work
+    /// for an endpoint answering with success quickly and without a rate limit (whose
+    /// sends would be held back and given back), none for any other.
+    fn handoff_room(&self, per_endpoint: usize) -> usize {
+        let Some(pace) = self.pace else {
+            return 0;
+        };
+        if self.endpoint.settings.rate_limit.is_some() {
+            return 0;
+        }
+        let ahead =
+            per_endpoint as f64 * HANDOFF_WINDOW.as_secs_f64() / pace.as_secs_f64().max(1e-5);
+        (per_endpoint + (ahead as usize).min(HANDOFF_MAX))
+            .saturating_sub(self.queue.len() + self.in_flight)
     }
 
     fn room(&self, per_endpoint: usize) -> usize {
@@ -116,8 +135,13 @@ struct Worker {
     /// The last claim, made at this instant, found nothing: the store is asked when
     /// to wake.
     idle_since: Option<DateTime<Utc>>,
+    /// When the store said, after that empty claim, that work comes due next (asked
+    /// once per empty claim: the answer only changes with new work, which pokes).
+    store_wake: Option<Option<DateTime<Utc>>>,
     /// The earliest retry recorded since the last claim.
     retry_at: Option<DateTime<Utc>>,
+    /// Handed-off deliveries taken per endpoint since the room was last published.
+    arrived: HashMap<String, usize>,
     /// The last claim left out endpoints at their rate limit; the first of them may
     /// send again at this instant, and what it held back is claimed then. (The clock
     /// may pass it while a claim is out, so the limiter, asked afterwards, no longer
@@ -133,7 +157,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             return;
         }
     };
-    let node = format!("node_{}", uuid::Uuid::new_v4().simple());
+    let node = p.handoff.node().to_string();
+    let mut handoffs = p.handoff.take_receiver();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel();
@@ -147,7 +172,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         client,
         node,
         per_endpoint: p.config.max_in_flight_per_endpoint,
-        max_held: p.config.max_concurrent_sends + PREFETCH_MAX,
+        max_held: p.config.max_concurrent_sends + PREFETCH_MAX + HANDOFF_MAX,
         permits: Arc::new(Semaphore::new(p.config.max_concurrent_sends)),
         lanes: HashMap::new(),
         claimed: HashSet::new(),
@@ -157,7 +182,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         finished_tx: Some(finished_tx),
         poked: true,
         idle_since: None,
+        store_wake: None,
         retry_at: None,
+        arrived: HashMap::new(),
         limit_lifts_at: None,
         p,
     };
@@ -185,6 +212,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         while w.tasks.try_join_next().is_some() {}
         let now = w.p.clock.now();
         w.start_sends(now).await;
+        w.publish_room();
         if w.limit_lifts_at.is_some_and(|t| t <= now) {
             w.limit_lifts_at = None;
             w.poked = true;
@@ -195,9 +223,17 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         hold_claims = false;
         let (_, limiter_wake) = w.limiter.blocked(now);
         let mut wake_at = now + w.p.poll_interval();
+        if w.idle_since.is_some() && claiming.is_none() && w.store_wake.is_none() {
+            w.store_wake = Some(
+                deliveries::next_wake(w.p.store.pool(), now)
+                    .await
+                    .ok()
+                    .flatten(),
+            );
+        }
         if let Some(looked_at) = w.idle_since
             && claiming.is_none()
-            && let Ok(Some(at)) = deliveries::next_wake(w.p.store.pool(), now).await
+            && let Some(Some(at)) = w.store_wake
         {
             if at > now {
                 wake_at = wake_at.min(at);
@@ -205,7 +241,10 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                 // Came due after the last claim looked (the clock moved while it was
                 // out): claim again now rather than at the next poll. What was due
                 // when it looked and not taken is held back (a limit) and waits.
+                // No longer idle: the claim that follows (as soon as there is room)
+                // says what is left.
                 w.poked = true;
+                w.idle_since = None;
                 continue;
             }
         }
@@ -219,6 +258,12 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = w.p.work.notified() => w.poked = true,
             Some(m) = ended_rx.recv() => w.ended(m),
+            Some(batch) = async {
+                match handoffs.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => w.handed(batch).await,
             Some(r) = recorded_rx.recv(), if claiming.is_none() => w.recorded(r).await,
             done = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                 claiming = None;
@@ -238,7 +283,14 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     // Stop sending. Attempts already made are recorded; what is still queued or was
     // cut off in flight is released, to be sent again after a restart (at least once,
     // same webhook-id).
+    w.p.handoff.close();
     w.tasks.shutdown().await;
+    // Handed off and not yet taken: ours to release too.
+    if let Some(rx) = handoffs.as_mut() {
+        while let Ok(batch) = rx.try_recv() {
+            w.claimed.extend(batch.into_iter().map(|c| c.id));
+        }
+    }
     // A claim still out may have taken deliveries: they are ours to release.
     if let Some(h) = claiming
         && let Ok(done) = h.await
@@ -278,6 +330,38 @@ impl Worker {
                 let budget = l.budget(self.per_endpoint);
                 l.more && l.room(self.per_endpoint) * 2 >= budget.max(2)
             })
+    }
+
+    /// Tells writers how many deliveries each lane would take from hand-offs.
+    fn publish_room(&mut self) {
+        let per_endpoint = self.per_endpoint;
+        let spare = self.max_held.saturating_sub(self.held());
+        self.p.handoff.publish(
+            self.lanes
+                .iter()
+                .map(|(ep, lane)| (ep.clone(), lane.handoff_room(per_endpoint).min(spare))),
+            &self.arrived,
+        );
+        self.arrived.clear();
+    }
+
+    /// Queues deliveries a writer created already claimed for this worker.
+    async fn handed(&mut self, batch: Vec<Claimed>) {
+        self.p.handoff.count_taken(batch.len());
+        let mut give_back = Vec::new();
+        for c in batch {
+            *self.arrived.entry(c.endpoint_id.clone()).or_default() += 1;
+            let Some(lane) = self.lanes.get_mut(&c.endpoint_id) else {
+                // Room is published only for lanes that exist; a lane is never
+                // dropped, so this is a delivery that is not ours to send.
+                give_back.push(c.id);
+                continue;
+            };
+            self.claimed.insert(c.id.clone());
+            lane.queue.push_back(c);
+        }
+        self.p.sending.store(self.claimed.len(), Ordering::Release);
+        self.give_back(give_back).await;
     }
 
     fn ended(&mut self, m: SendEnded) {
@@ -370,7 +454,7 @@ impl Worker {
                 &store,
                 &node,
                 now,
-                now + LEASE,
+                now + super::handoff::LEASE,
                 i64::try_from(limit).unwrap_or(1),
                 i64::try_from(cap).unwrap_or(1),
                 &exclude,
@@ -424,6 +508,7 @@ impl Worker {
         };
         self.retry_at = None;
         self.idle_since = ids.is_empty().then_some(at);
+        self.store_wake = None;
         // A claim cut short by its limit says nothing about what is left: every lane it
         // served may have more. Otherwise a lane has more only if it got its cap.
         let filled = ids.len() >= limit;

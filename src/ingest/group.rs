@@ -17,10 +17,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use chrono::SubsecRound;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::SharedClock;
 use crate::delivery::fanout;
+use crate::delivery::handoff::Handoff;
 use crate::domain::event::{Event, NewEvent};
 use crate::store::{Backend, Store, StoreError, events};
 
@@ -42,7 +44,12 @@ impl EventWriter {
     /// Starts the writer tasks: one on SQLite (one writer at a time anyway), a few on
     /// PostgreSQL, whose transactions proceed side by side. They end when the last
     /// handle is dropped.
-    pub fn start(store: Store, clock: SharedClock, work: Arc<Notify>) -> Self {
+    pub fn start(
+        store: Store,
+        clock: SharedClock,
+        work: Arc<Notify>,
+        handoff: Arc<Handoff>,
+    ) -> Self {
         let writers = match store.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -50,7 +57,13 @@ impl EventWriter {
         let queues: Vec<_> = (0..writers)
             .map(|_| {
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(store.clone(), clock.clone(), work.clone(), rx));
+                tokio::spawn(run(
+                    store.clone(),
+                    clock.clone(),
+                    work.clone(),
+                    handoff.clone(),
+                    rx,
+                ));
                 queue
             })
             .collect();
@@ -75,13 +88,14 @@ async fn run(
     store: Store,
     clock: SharedClock,
     work: Arc<Notify>,
+    handoff: Arc<Handoff>,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let (evs, replies): (Vec<NewEvent>, Vec<Reply>) =
             std::mem::take(&mut batch).into_iter().unzip();
-        let written = match write_all(&store, &clock, &evs).await {
+        let written = match write_all(&store, &clock, &handoff, &evs).await {
             Ok(written) => written.into_iter().map(Ok).collect(),
             Err(e) if evs.len() == 1 => vec![Err(e)],
             Err(e) => {
@@ -89,7 +103,7 @@ async fn run(
                 let mut one_by_one = Vec::with_capacity(evs.len());
                 for ev in &evs {
                     one_by_one.push(
-                        write_all(&store, &clock, std::slice::from_ref(ev))
+                        write_all(&store, &clock, &handoff, std::slice::from_ref(ev))
                             .await
                             .map(|mut w| w.remove(0)),
                     );
@@ -107,21 +121,35 @@ async fn run(
     }
 }
 
-/// One transaction for `evs`.
+/// One transaction for `evs`; their deliveries this node's worker has room for go to
+/// it in memory once committed.
 async fn write_all(
     store: &Store,
     clock: &SharedClock,
+    handoff: &Handoff,
     evs: &[NewEvent],
 ) -> Result<Vec<Event>, StoreError> {
     let mut tx = store.begin().await?;
     let now = clock.now();
     let out = events::insert_fanned_out(&mut tx, evs, now).await?;
-    fanout::deliveries_for(
+    let created = fanout::deliveries_for(
         &mut tx,
         out.iter().map(|e| (e.id.as_str(), e.event_type.as_str())),
         now,
+        Some(handoff),
     )
     .await?;
     tx.commit().await?;
+    if let Some(handed) = created.handed {
+        // As the store holds them (milliseconds), so a retry read back renders the
+        // same bytes.
+        handed.send(|i| {
+            out.get(i).map(|e| Event {
+                created: e.created.trunc_subsecs(3),
+                scheduled_at: e.scheduled_at.map(|t| t.trunc_subsecs(3)),
+                ..e.clone()
+            })
+        });
+    }
     Ok(out)
 }

@@ -70,9 +70,10 @@ impl Ingest {
         planner: Planner,
         catalogue: Arc<Catalogue>,
         delivery_work: Arc<Notify>,
+        handoff: Arc<crate::delivery::handoff::Handoff>,
     ) -> Self {
         Self {
-            events: group::EventWriter::start(store.clone(), clock.clone(), delivery_work),
+            events: group::EventWriter::start(store.clone(), clock.clone(), delivery_work, handoff),
             store,
             clock,
             outbox,

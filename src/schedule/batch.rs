@@ -15,7 +15,8 @@ use super::digest;
 use super::fire::{Fired, check, fire_digest, misfire, to_value};
 use super::plan::{Planner, Subject};
 use crate::delivery::fanout;
-use crate::domain::event::new_event_id;
+use crate::delivery::handoff::{Handed, Handoff};
+use crate::domain::event::{Event, new_event_id};
 use crate::domain::item::Item;
 use crate::domain::order::Order;
 use crate::domain::reservation::Reservation;
@@ -55,21 +56,26 @@ pub async fn fire_many(
     now: DateTime<Utc>,
 ) -> Result<Vec<Fired>, StoreError> {
     let mut tx = store.begin().await?;
-    let outcomes = fire_many_in(&mut tx, store, planner, misfire_after, ids, now).await?;
+    let (outcomes, _) =
+        fire_many_in(&mut tx, store, planner, misfire_after, ids, now, None).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
 /// [`fire_many`] in a transaction the caller began (from [`Store::begin`]) and commits.
 /// On an error the caller must roll it back: part of the batch may be written.
-pub async fn fire_many_in(
+/// With a `handoff`, the deliveries this node's worker has room for are written
+/// claimed by it: after the commit the caller passes them on with
+/// [`FiredHandoff::send`] (dropping it instead gives the room back).
+pub async fn fire_many_in<'h>(
     tx: &mut Tx,
     store: &Store,
     planner: &Planner,
     misfire_after: TimeDelta,
     ids: &[i64],
     now: DateTime<Utc>,
-) -> Result<Vec<Fired>, StoreError> {
+    handoff: Option<&'h Handoff>,
+) -> Result<(Vec<Fired>, Option<FiredHandoff<'h>>), StoreError> {
     let pg = store.backend() == Backend::Postgres;
     let (due, mut loaded) = if pg {
         // Entity locks first, then timer rows: the order ingest takes them in, so the
@@ -148,10 +154,11 @@ pub async fn fire_many_in(
     insert_events(tx, &rows, now).await?;
     // Fanned out here, so an event fired costs no fan-out transaction of its own and
     // its deliveries can be claimed as soon as this commits.
-    fanout::deliveries_for(
+    let created = fanout::deliveries_for(
         tx,
         rows.iter().map(|r| (r.id.as_str(), r.event_type.as_str())),
         now,
+        handoff,
     )
     .await?;
     mark_fired(tx, &rows, now, misfire_after).await?;
@@ -167,10 +174,46 @@ pub async fn fire_many_in(
             )));
         }
     }
-    Ok(ids
+    let outcomes = ids
         .iter()
         .map(|id| outcome.remove(id).unwrap_or(Fired::Nothing))
-        .collect())
+        .collect();
+    let handed = created
+        .handed
+        .filter(|h| !h.is_empty())
+        .map(|handed| FiredHandoff { handed, rows, now });
+    Ok((outcomes, handed))
+}
+
+/// The deliveries of a fired batch written claimed for this node's worker, with the
+/// events they carry, waiting for the batch's commit.
+pub struct FiredHandoff<'h> {
+    handed: Handed<'h>,
+    rows: Vec<NewRow>,
+    now: DateTime<Utc>,
+}
+
+impl FiredHandoff<'_> {
+    /// After the commit: passes the deliveries to the worker, each with its event as
+    /// the store now holds it (instants at the store's millisecond precision, `data`
+    /// parsed from the text written), so a retry read back renders the same bytes.
+    pub fn send(self) {
+        let Self { handed, rows, now } = self;
+        let created = from_ms(to_ms(now)).ok();
+        handed.send(|i| {
+            let r = rows.get(i)?;
+            Some(Event {
+                id: r.id.clone(),
+                event_type: r.event_type.clone(),
+                created: created?,
+                scheduled_at: Some(from_ms(to_ms(r.scheduled_at)).ok()?),
+                data: serde_json::from_str(&r.data).ok()?,
+                seq: 0,
+                entity_kind: r.entity_kind.to_string(),
+                entity_id: r.entity_id.clone(),
+            })
+        });
+    }
 }
 
 async fn settle_one(

@@ -67,6 +67,8 @@ pub struct Driver {
     /// Poked after each batch that wrote events: their deliveries were created with
     /// them, so the delivery worker can claim them at once.
     pub deliveries: Arc<Notify>,
+    /// Where fired deliveries go to this node's delivery worker in memory.
+    pub handoff: Arc<crate::delivery::handoff::Handoff>,
     pub stats: Arc<DriverStats>,
     /// Signs of life for the systemd watchdog (see `crate::watchdog`).
     pub heartbeat: Arc<Heartbeat>,
@@ -270,10 +272,19 @@ impl Driver {
             self.misfire_after,
             ids,
             now,
+            Some(&self.handoff),
         )
         .await
         {
-            Ok(outcomes) => tx.commit().await.map(|()| outcomes).map_err(Into::into),
+            Ok((outcomes, handed)) => match tx.commit().await {
+                Ok(()) => {
+                    if let Some(h) = handed {
+                        h.send();
+                    }
+                    Ok(outcomes)
+                }
+                Err(e) => Err(e.into()),
+            },
             Err(e) => {
                 // Ends the transaction (and frees the writer lock) before the fallback
                 // begins transactions of its own.

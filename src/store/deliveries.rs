@@ -155,8 +155,9 @@ pub async fn insert(
 }
 
 /// One delivery fan-out wants: event `event_id` (of type `event_type`) to
-/// `endpoint_id`, first tried at `first_attempt_at`.
+/// `endpoint_id`, first tried at `first_attempt_at`, under the id `id` (see [`new_id`]).
 pub struct NewDelivery<'a> {
+    pub id: String,
     pub event_id: &'a str,
     pub event_type: &'a str,
     pub endpoint_id: &'a str,
@@ -164,11 +165,13 @@ pub struct NewDelivery<'a> {
 }
 
 /// Inserts the deliveries that do not exist yet, 500 rows per statement; returns how
-/// many were inserted.
+/// many were inserted. With `claim = Some((node, lease_until))` they are written
+/// already claimed by `node` (a hand-off to this node's worker).
 pub async fn insert_many(
     tx: &mut Tx,
     rows: &[NewDelivery<'_>],
     now: DateTime<Utc>,
+    claim: Option<(&str, DateTime<Utc>)>,
 ) -> Result<u64, StoreError> {
     let mut inserted = 0;
     for chunk in rows.chunks(500) {
@@ -177,12 +180,18 @@ pub async fn insert_many(
             .map(|_| {
                 let [id, event, endpoint, kind, first, created, updated] =
                     std::array::from_fn(|_| p.one());
-                format!("({id}, {event}, {endpoint}, {kind}, 'pending', 0, {first}, {created}, {updated})")
+                let (by, lease) = match claim {
+                    Some(_) => (p.one(), p.one()),
+                    None => ("NULL".to_string(), "NULL".to_string()),
+                };
+                format!(
+                    "({id}, {event}, {endpoint}, {kind}, 'pending', 0, {first}, {created}, {updated}, {by}, {lease})"
+                )
             })
             .collect();
         let sql = format!(
             "INSERT INTO deliveries (id, event_id, endpoint_id, event_type, status, attempts,
-                 next_attempt_at, created_at, updated_at)
+                 next_attempt_at, created_at, updated_at, claimed_by, lease_until)
              VALUES {}
              ON CONFLICT (event_id, endpoint_id) DO NOTHING",
             values.join(", ")
@@ -190,13 +199,16 @@ pub async fn insert_many(
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
             q = q
-                .bind(new_id(now))
+                .bind(r.id.clone())
                 .bind(r.event_id.to_string())
                 .bind(r.endpoint_id.to_string())
                 .bind(r.event_type.to_string())
                 .bind(to_ms(r.first_attempt_at))
                 .bind(to_ms(now))
                 .bind(to_ms(now));
+            if let Some((node, lease_until)) = claim {
+                q = q.bind(node.to_string()).bind(to_ms(lease_until));
+            }
         }
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }

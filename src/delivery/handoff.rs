@@ -1,0 +1,261 @@
+//! Hand-off: deliveries created by a writer on this node (a batch of fired timers, a
+//! group of posted events) are written already claimed by this node's delivery worker
+//! and passed to it in memory when their transaction commits, so the worker neither
+//! claims them (a write, on SQLite behind the one writer) nor reads them back with
+//! their events (the writer has them in hand).
+//!
+//! Only as many as the worker has asked for go this way: each loop it publishes, per
+//! endpoint, how many more deliveries it would hold — a few seconds of work for an
+//! endpoint that has been answering with success quickly and has no rate limit,
+//! nothing for any other. A writer reserves from that room before it inserts (the rest
+//! of its deliveries are written unclaimed, for the worker's claims as before); what it
+//! reserved counts as in transit until the worker takes it, or until the reservation
+//! is dropped (its transaction failed). The worker's own claims leave out a lane whose
+//! room hand-offs filled, so the two do not compete.
+//!
+//! Crash safety is that of a claim: a handed-off delivery carries this node's name and
+//! a lease in the store from its first commit; if the process dies before the attempt
+//! is recorded, the lease lapses and the delivery is sent again (at least once, same
+//! `webhook-id`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::mpsc;
+
+use crate::domain::event::Event;
+use crate::store::deliveries::Claimed;
+
+/// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
+pub const LEASE: TimeDelta = TimeDelta::seconds(360);
+
+/// What the worker wants and what is on its way to it, per endpoint.
+#[derive(Default)]
+struct Room {
+    /// How many more deliveries the worker would take, as it last published.
+    free: HashMap<String, usize>,
+    /// Reserved by writers and not yet taken by the worker.
+    in_transit: HashMap<String, usize>,
+    /// The worker stopped: nothing more is reserved.
+    closed: bool,
+}
+
+/// The meeting point of this node's writers and its delivery worker.
+pub struct Handoff {
+    node: String,
+    room: Mutex<Room>,
+    tx: mpsc::UnboundedSender<Vec<Claimed>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Claimed>>>>,
+    /// Deliveries the worker took from hand-offs since the start.
+    taken: AtomicU64,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Handoff {
+    /// A hand-off for a worker named `node_<uuid>` (its `claimed_by` in the store).
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            node: format!("node_{}", uuid::Uuid::new_v4().simple()),
+            room: Mutex::new(Room::default()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// The worker's name in `claimed_by`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn room(&self) -> std::sync::MutexGuard<'_, Room> {
+        // A panic while holding this lock leaves plain counters behind: still usable.
+        self.room
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves up to `wanted[endpoint]` deliveries per endpoint for the worker;
+    /// returns what was granted. Release it by sending it ([`Handed::send`]) or
+    /// dropping it.
+    pub fn reserve(&self, wanted: &HashMap<&str, usize>) -> Reservation<'_> {
+        let mut granted = HashMap::new();
+        let mut room = self.room();
+        if !room.closed {
+            let room = &mut *room;
+            for (ep, want) in wanted {
+                let free = room.free.get(*ep).copied().unwrap_or(0);
+                let moving = room.in_transit.entry((*ep).to_string()).or_default();
+                let take = free.saturating_sub(*moving).min(*want);
+                if take > 0 {
+                    *moving += take;
+                    granted.insert((*ep).to_string(), take);
+                }
+            }
+        }
+        Reservation {
+            handoff: self,
+            granted,
+        }
+    }
+
+    /// The worker's end of the channel (once).
+    pub(super) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Vec<Claimed>>> {
+        self.rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// The worker publishes how many more deliveries each endpoint's lane would take,
+    /// and what it has taken off the channel since it last published (no longer in
+    /// transit) — both under one lock, so a writer never counts a delivery twice.
+    pub(super) fn publish(
+        &self,
+        free: impl Iterator<Item = (String, usize)>,
+        arrived: &HashMap<String, usize>,
+    ) {
+        let mut room = self.room();
+        room.free.clear();
+        room.free.extend(free.filter(|(_, n)| *n > 0));
+        for (ep, n) in arrived {
+            if let Some(moving) = room.in_transit.get_mut(ep) {
+                *moving = moving.saturating_sub(*n);
+            }
+        }
+        room.in_transit.retain(|_, n| *n > 0);
+    }
+
+    /// How many deliveries the worker has taken from hand-offs since the start (also
+    /// the metric `duehook_deliveries_handed_off_total`).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// The worker took `n` handed-off deliveries.
+    pub(super) fn count_taken(&self, n: usize) {
+        self.taken.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::counter!("duehook_deliveries_handed_off_total").increment(n as u64);
+    }
+
+    /// The worker stopped: writers reserve nothing more.
+    pub(super) fn close(&self) {
+        let mut room = self.room();
+        room.closed = true;
+        room.free.clear();
+    }
+}
+
+/// Room reserved for the worker; given back when dropped unless sent.
+pub struct Reservation<'a> {
+    handoff: &'a Handoff,
+    granted: HashMap<String, usize>,
+}
+
+impl Reservation<'_> {
+    /// Takes one of the deliveries reserved for `endpoint`; false when none is left.
+    pub fn take(&mut self, endpoint: &str) -> bool {
+        match self.granted.get_mut(endpoint) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.granted.values().all(|n| *n == 0)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        // Whatever was reserved and not sent (left over, or the transaction failed) is
+        // no longer in transit.
+        if self.granted.values().all(|n| *n == 0) {
+            return;
+        }
+        let mut room = self.handoff.room();
+        for (ep, n) in &self.granted {
+            if let Some(moving) = room.in_transit.get_mut(ep) {
+                *moving = moving.saturating_sub(*n);
+            }
+        }
+    }
+}
+
+/// Deliveries a writer inserted already claimed for the worker, waiting for the
+/// writer's commit: `(index of the event among the writer's events, delivery id,
+/// endpoint id)`.
+pub struct Handed<'a> {
+    pub(crate) reservation: Reservation<'a>,
+    pub(crate) rows: Vec<(usize, String, String)>,
+}
+
+impl Handed<'_> {
+    /// After the commit: passes the deliveries to the worker, each with its event as
+    /// `event(index)` builds it (exactly what the store now holds: a retry read back
+    /// from the store must render the same bytes).
+    /// A row whose event cannot be built (never expected) stays in the store, claimed,
+    /// and is sent after its lease lapses.
+    pub fn send(mut self, event: impl Fn(usize) -> Option<Event>) {
+        let claimed: Vec<Claimed> = self
+            .rows
+            .drain(..)
+            .filter_map(|(i, id, endpoint_id)| match event(i) {
+                Some(event) => Some(Claimed {
+                    id,
+                    endpoint_id,
+                    attempts: 0,
+                    event,
+                }),
+                None => {
+                    tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits for its lease");
+                    None
+                }
+            })
+            .collect();
+        if claimed.is_empty() {
+            return;
+        }
+        // In transit until the worker publishes that it took them (see `publish`);
+        // what was reserved and not used is released when the reservation drops.
+        if self.reservation.handoff.tx.send(claimed).is_err() {
+            // The worker is gone: the deliveries wait in the store for their lease.
+            tracing::debug!("delivery worker gone; handed-off deliveries wait for their lease");
+        }
+    }
+
+    /// When the writer is done with its rows: how many went to the worker.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl Drop for Handed<'_> {
+    fn drop(&mut self) {
+        // Not sent (the transaction failed): the rows' room goes back with the rest of
+        // the reservation.
+        for (_, _, endpoint) in self.rows.drain(..) {
+            *self.reservation.granted.entry(endpoint).or_default() += 1;
+        }
+    }
+}
+
+/// When a lease taken at `now` runs out.
+pub fn lease_until(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + LEASE
+}
