@@ -86,6 +86,10 @@ impl Driver {
         let mut wheel: TimingWheel<i64> = TimingWheel::new(ms(self.clock.now()));
         let mut loaded: HashSet<i64> = HashSet::new();
         let mut refill_at: Option<DateTime<Utc>> = None;
+        // Where a refill that found more than one batch stopped: the next one claims
+        // from there (what came before is in the wheel). Cleared by anything that may
+        // have put or left timers before it (a wake-up from planning, a failure).
+        let mut cursor: Option<(DateTime<Utc>, i64)> = None;
         let mut expired = Vec::new();
 
         if let Some((at, zones)) = &self.planner.digest {
@@ -100,11 +104,18 @@ impl Driver {
             self.heartbeat.beat();
             let now = self.clock.now();
             if refill_at.is_none_or(|at| now >= at) {
-                match self.refill(&mut wheel, &mut loaded, now, horizon).await {
-                    Ok(at) => refill_at = Some(at),
+                match self
+                    .refill(&mut wheel, &mut loaded, now, horizon, cursor)
+                    .await
+                {
+                    Ok((at, next)) => {
+                        refill_at = Some(at);
+                        cursor = next;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot load timers; retrying");
                         refill_at = None;
+                        cursor = None;
                         if pause(&shutdown, STORE_RETRY).await {
                             return;
                         }
@@ -164,6 +175,7 @@ impl Driver {
             self.publish(&wheel, next_deadline);
             if failed {
                 refill_at = None;
+                cursor = None;
                 if pause(&shutdown, STORE_RETRY).await {
                     return;
                 }
@@ -182,22 +194,27 @@ impl Driver {
             let parked = self.heartbeat.park();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = wake.notified() => refill_at = None,
+                _ = wake.notified() => {
+                    refill_at = None;
+                    cursor = None;
+                }
                 _ = self.clock.sleep_until(next) => {}
             }
             drop(parked);
         }
     }
 
-    /// Loads pending timers due before `now + horizon` that are not in the wheel yet.
-    /// Returns when the next refill is due.
+    /// Loads pending timers due before `now + horizon` that are not in the wheel yet
+    /// (after `cursor`, when given). Returns when the next refill is due, and where it
+    /// may start.
     async fn refill(
         &self,
         wheel: &mut TimingWheel<i64>,
         loaded: &mut HashSet<i64>,
         now: DateTime<Utc>,
         horizon: TimeDelta,
-    ) -> Result<DateTime<Utc>, StoreError> {
+        cursor: Option<(DateTime<Utc>, i64)>,
+    ) -> Result<(DateTime<Utc>, Option<(DateTime<Utc>, i64)>), StoreError> {
         let until = now + horizon;
         let rows = cluster::claim_timers(
             &self.store,
@@ -206,11 +223,21 @@ impl Driver {
             until,
             now + self.lease,
             LOAD_BATCH,
+            cursor,
         )
         .await?;
         let full = rows.len() as i64 == LOAD_BATCH;
         // Halfway through what is held: the next refill claims ahead of the wheel.
         let halfway = rows.get(rows.len() / 2).map(|(_, at)| *at);
+        // During a burst (more due than one batch) the next refill starts after the
+        // last timer of this one, rather than claiming again the half still in the
+        // wheel. A refill that finds less than a batch starts over from the beginning
+        // (it also takes over what a dead node left).
+        let next_cursor = if full {
+            rows.last().map(|(id, at)| (*at, *id))
+        } else {
+            None
+        };
         for (id, fire_at) in rows {
             if loaded.insert(id) {
                 wheel.insert(ms(fire_at), id);
@@ -219,13 +246,14 @@ impl Driver {
         self.stats
             .loaded_until_ms
             .store(until.timestamp_millis(), Ordering::Relaxed);
-        Ok(match (full, halfway) {
+        let next = match (full, halfway) {
             // More are due inside the horizon than one batch: claim more once half of this
-            // batch is due (the claim re-reads what is still held, so nothing is lost).
+            // batch is due.
             (true, Some(halfway)) => halfway,
             // Come back at least once a lease, to take over what a dead node held.
             _ => now + (horizon / 2).min(self.lease),
-        })
+        };
+        Ok((next, next_cursor))
     }
 
     /// Renews this node's leases and heartbeat every third of a lease (on the service

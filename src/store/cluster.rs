@@ -86,6 +86,8 @@ pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64,
 
 /// Claims up to `limit` pending timers due before `until` that nobody holds (or whose
 /// lease expired), plus re-reads those this node already holds. Returns (id, fire_at).
+/// With `after = Some((fire_at, id))` only timers after that one (in `(fire_at, id)`
+/// order) are looked at: the caller holds everything up to it already.
 pub async fn claim_timers(
     store: &Store,
     node: &str,
@@ -93,30 +95,38 @@ pub async fn claim_timers(
     until: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
+    after: Option<(DateTime<Utc>, i64)>,
 ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
     // PostgreSQL: rows another node is claiming right now are skipped, not waited on.
     let lock = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    let after_clause = if after.is_some() {
+        " AND (fire_at > $6 OR (fire_at = $6 AND id > $7))"
+    } else {
+        ""
+    };
     let sql = format!(
         "UPDATE timers SET claimed_by = $1, lease_until = $2
          WHERE id IN (
            SELECT id FROM timers
            WHERE state = 'pending' AND fire_at < $3
-             AND (claimed_by IS NULL OR claimed_by = $1 OR lease_until < $4)
+             AND (claimed_by IS NULL OR claimed_by = $1 OR lease_until < $4){after_clause}
            ORDER BY fire_at, id LIMIT $5{lock})
          RETURNING id, fire_at"
     );
-    let mut tx = store.begin().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(node.to_string())
         .bind(to_ms(lease_until))
         .bind(to_ms(until))
         .bind(to_ms(now))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(limit);
+    if let Some((at, id)) = after {
+        q = q.bind(to_ms(at)).bind(id);
+    }
+    let mut tx = store.begin().await?;
+    let rows = q.fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let mut out = rows
         .iter()
