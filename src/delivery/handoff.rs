@@ -5,7 +5,7 @@
 //! their events (the writer has them in hand).
 //!
 //! Only as many as the worker has asked for go this way: each loop it publishes, per
-//! endpoint, how many more deliveries it would hold — a few seconds of work for an
+//! endpoint, how many more deliveries it would hold — about a second of work for an
 //! endpoint that has been answering with success quickly and has no rate limit,
 //! nothing for any other. A writer reserves from that room before it inserts (the rest
 //! of its deliveries are written unclaimed, for the worker's claims as before); what it

@@ -49,7 +49,7 @@ const PREFETCH_WINDOW: Duration = Duration::from_millis(500);
 const PREFETCH_MAX: usize = 1024;
 /// A fast endpoint's lane takes about what it sends in this long from hand-offs
 /// ([`super::handoff`]): they cost no claim, so more of them may wait in memory.
-const HANDOFF_WINDOW: Duration = Duration::from_secs(2);
+const HANDOFF_WINDOW: Duration = Duration::from_secs(1);
 /// At most this many handed-off deliveries wait in one lane beyond its in-flight cap.
 const HANDOFF_MAX: usize = 4096;
 /// At most this many deliveries are claimed by one statement.
@@ -78,7 +78,7 @@ impl Lane {
         per_endpoint + prefetch
     }
 
-    /// How many more deliveries this lane takes from hand-offs: a few seconds of work
+    /// How many more deliveries this lane takes from hand-offs: about a second of work
     /// for an endpoint answering with success quickly and without a rate limit (whose
     /// sends would be held back and given back), none for any other.
     fn handoff_room(&self, per_endpoint: usize) -> usize {
@@ -359,6 +359,9 @@ impl Worker {
             };
             self.claimed.insert(c.id.clone());
             lane.queue.push_back(c);
+            // A writer may have left more for this endpoint in the store than the room
+            // it had: claim once the lane has room again rather than at the next poll.
+            lane.more = true;
         }
         self.p.sending.store(self.claimed.len(), Ordering::Release);
         self.give_back(give_back).await;

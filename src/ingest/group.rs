@@ -95,8 +95,13 @@ async fn run(
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let (evs, replies): (Vec<NewEvent>, Vec<Reply>) =
             std::mem::take(&mut batch).into_iter().unzip();
+        // Whether deliveries were written for the worker to claim (not all handed off).
+        let mut to_claim = false;
         let written = match write_all(&store, &clock, &handoff, &evs).await {
-            Ok(written) => written.into_iter().map(Ok).collect(),
+            Ok((written, claim)) => {
+                to_claim = claim;
+                written.into_iter().map(Ok).collect()
+            }
             Err(e) if evs.len() == 1 => vec![Err(e)],
             Err(e) => {
                 tracing::debug!(error = %e, events = evs.len(), "group commit failed; writing one by one");
@@ -105,13 +110,17 @@ async fn run(
                     one_by_one.push(
                         write_all(&store, &clock, &handoff, std::slice::from_ref(ev))
                             .await
-                            .map(|mut w| w.remove(0)),
+                            .map(|(mut w, claim)| {
+                                to_claim |= claim;
+                                w.remove(0)
+                            }),
                     );
                 }
                 one_by_one
             }
         };
-        if written.iter().any(Result::is_ok) {
+        // Handed-off deliveries need no claim: the worker is woken by the hand-off.
+        if to_claim {
             work.notify_one();
         }
         for (reply, result) in replies.into_iter().zip(written) {
@@ -122,13 +131,14 @@ async fn run(
 }
 
 /// One transaction for `evs`; their deliveries this node's worker has room for go to
-/// it in memory once committed.
+/// it in memory once committed. Also says whether any delivery was left for the
+/// worker to claim.
 async fn write_all(
     store: &Store,
     clock: &SharedClock,
     handoff: &Handoff,
     evs: &[NewEvent],
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<(Vec<Event>, bool), StoreError> {
     let mut tx = store.begin().await?;
     let now = clock.now();
     let out = events::insert_fanned_out(&mut tx, evs, now).await?;
@@ -140,6 +150,8 @@ async fn write_all(
     )
     .await?;
     tx.commit().await?;
+    let handed_count = created.handed.as_ref().map_or(0, |h| h.len() as u64);
+    let to_claim = created.count > handed_count;
     if let Some(handed) = created.handed {
         // As the store holds them (milliseconds), so a retry read back renders the
         // same bytes.
@@ -151,5 +163,5 @@ async fn write_all(
             })
         });
     }
-    Ok(out)
+    Ok((out, to_claim))
 }
