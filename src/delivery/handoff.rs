@@ -18,7 +18,7 @@
 //! is recorded, the lease lapses and the delivery is sent again (at least once, same
 //! `webhook-id`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,6 +38,10 @@ struct Room {
     free: HashMap<String, usize>,
     /// Reserved by writers and not yet taken by the worker.
     in_transit: HashMap<String, usize>,
+    /// Endpoints a writer left deliveries in the store for (it wanted more room than
+    /// there was): nothing more is handed off to them until the worker's claims have
+    /// taken those, so deliveries still go out oldest first.
+    overflowed: HashSet<String>,
     /// The worker stopped: nothing more is reserved.
     closed: bool,
 }
@@ -92,9 +96,15 @@ impl Handoff {
         if !room.closed {
             let room = &mut *room;
             for (ep, want) in wanted {
+                if room.overflowed.contains(*ep) {
+                    continue;
+                }
                 let free = room.free.get(*ep).copied().unwrap_or(0);
                 let moving = room.in_transit.entry((*ep).to_string()).or_default();
                 let take = free.saturating_sub(*moving).min(*want);
+                if take < *want {
+                    room.overflowed.insert((*ep).to_string());
+                }
                 if take > 0 {
                     *moving += take;
                     granted.insert((*ep).to_string(), take);
@@ -117,13 +127,18 @@ impl Handoff {
 
     /// The worker publishes how many more deliveries each endpoint's lane would take,
     /// and what it has taken off the channel since it last published (no longer in
-    /// transit) — both under one lock, so a writer never counts a delivery twice.
+    /// transit) — both under one lock, so a writer never counts a delivery twice —
+    /// and the endpoints whose due deliveries its last claim took all of (`drained`).
     pub(super) fn publish(
         &self,
         free: impl Iterator<Item = (String, usize)>,
         arrived: &HashMap<String, usize>,
+        drained: &[String],
     ) {
         let mut room = self.room();
+        for ep in drained {
+            room.overflowed.remove(ep);
+        }
         room.free.clear();
         room.free.extend(free.filter(|(_, n)| *n > 0));
         for (ep, n) in arrived {
@@ -258,4 +273,83 @@ impl Drop for Handed<'_> {
 /// When a lease taken at `now` runs out.
 pub fn lease_until(now: DateTime<Utc>) -> DateTime<Utc> {
     now + LEASE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(ep: &'static str, n: usize) -> HashMap<&'static str, usize> {
+        HashMap::from([(ep, n)])
+    }
+
+    fn granted(r: &mut Reservation<'_>, ep: &str) -> usize {
+        std::iter::from_fn(|| r.take(ep).then_some(())).count()
+    }
+
+    #[test]
+    fn room_is_granted_once_until_the_worker_takes_it() {
+        let h = Handoff::new();
+        assert_eq!(
+            granted(&mut h.reserve(&want("a", 3)), "a"),
+            0,
+            "no room published"
+        );
+        // Those three went to the store; a claim took them all.
+        h.publish(
+            [("a".to_string(), 5)].into_iter(),
+            &HashMap::new(),
+            &["a".to_string()],
+        );
+        let mut first = h.reserve(&want("a", 3));
+        assert_eq!(granted(&mut first, "a"), 3);
+        // Used (taken) but not yet arrived: in transit, whatever the worker publishes
+        // before it arrives.
+        h.publish([("a".to_string(), 5)].into_iter(), &HashMap::new(), &[]);
+        assert_eq!(granted(&mut h.reserve(&want("a", 2)), "a"), 2);
+        // The worker took all five: its new room counts them, nothing is in transit.
+        h.publish(
+            [("a".to_string(), 2)].into_iter(),
+            &HashMap::from([("a".to_string(), 5)]),
+            &[],
+        );
+        assert_eq!(granted(&mut h.reserve(&want("a", 2)), "a"), 2);
+        drop(first);
+    }
+
+    #[test]
+    fn a_dropped_reservation_gives_its_room_back() {
+        let h = Handoff::new();
+        h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
+        drop(h.reserve(&want("a", 4)));
+        assert_eq!(granted(&mut h.reserve(&want("a", 4)), "a"), 4);
+    }
+
+    #[test]
+    fn an_endpoint_left_with_deliveries_in_the_store_gets_none_until_drained() {
+        let h = Handoff::new();
+        h.publish([("a".to_string(), 2)].into_iter(), &HashMap::new(), &[]);
+        // Wants 5, gets 2: three are written unclaimed.
+        assert_eq!(granted(&mut h.reserve(&want("a", 5)), "a"), 2);
+        h.publish([("a".to_string(), 10)].into_iter(), &HashMap::new(), &[]);
+        assert_eq!(
+            granted(&mut h.reserve(&want("a", 1)), "a"),
+            0,
+            "newer deliveries would go before the three in the store"
+        );
+        h.publish(
+            [("a".to_string(), 10)].into_iter(),
+            &HashMap::new(),
+            &["a".to_string()],
+        );
+        assert_eq!(granted(&mut h.reserve(&want("a", 1)), "a"), 1);
+    }
+
+    #[test]
+    fn nothing_is_reserved_once_closed() {
+        let h = Handoff::new();
+        h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
+        h.close();
+        assert_eq!(granted(&mut h.reserve(&want("a", 1)), "a"), 0);
+    }
 }

@@ -142,6 +142,9 @@ struct Worker {
     retry_at: Option<DateTime<Utc>>,
     /// Handed-off deliveries taken per endpoint since the room was last published.
     arrived: HashMap<String, usize>,
+    /// Endpoints whose due deliveries a claim took all of, since the room was last
+    /// published (writers may hand off to them again).
+    drained: Vec<String>,
     /// The last claim left out endpoints at their rate limit; the first of them may
     /// send again at this instant, and what it held back is claimed then. (The clock
     /// may pass it while a claim is out, so the limiter, asked afterwards, no longer
@@ -185,6 +188,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         store_wake: None,
         retry_at: None,
         arrived: HashMap::new(),
+        drained: Vec::new(),
         limit_lifts_at: None,
         p,
     };
@@ -341,8 +345,10 @@ impl Worker {
                 .iter()
                 .map(|(ep, lane)| (ep.clone(), lane.handoff_room(per_endpoint).min(spare))),
             &self.arrived,
+            &self.drained,
         );
         self.arrived.clear();
+        self.drained.clear();
     }
 
     /// Queues deliveries a writer created already claimed for this worker.
@@ -414,6 +420,7 @@ impl Worker {
     fn start_claim(&mut self, now: DateTime<Utc>) -> Option<tokio::task::JoinHandle<ClaimDone>> {
         let per_endpoint = self.per_endpoint;
         let (mut exclude, limit_lifts) = self.limiter.blocked(now);
+        let limited: HashSet<String> = exclude.iter().cloned().collect();
         let mut cap = per_endpoint;
         let mut full = HashSet::new();
         for (ep, lane) in &self.lanes {
@@ -483,6 +490,7 @@ impl Worker {
                 limit,
                 cap,
                 full,
+                limited,
                 limit_lifts,
                 ids,
                 read,
@@ -499,6 +507,7 @@ impl Worker {
             limit,
             cap,
             full,
+            limited,
             limit_lifts,
             ids,
             read,
@@ -518,6 +527,9 @@ impl Worker {
         if ids.is_empty() {
             for (ep, lane) in &mut self.lanes {
                 lane.more &= full.contains(ep);
+                if !lane.more && !limited.contains(ep) {
+                    self.drained.push(ep.clone());
+                }
             }
             return Some(0);
         }
@@ -579,6 +591,9 @@ impl Worker {
             // A lane left out for being full learnt nothing: it keeps what it knew.
             if !full.contains(ep) {
                 lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
+                if !lane.more && !limited.contains(ep) {
+                    self.drained.push(ep.clone());
+                }
             }
         }
         // Claimed, but gone from the store before it could be read (deleted), or
@@ -662,8 +677,9 @@ struct ClaimDone {
     /// The most it asked for, and the most for one endpoint.
     limit: usize,
     cap: usize,
-    /// The lanes it left out for having no room.
+    /// The lanes it left out for having no room, and for their rate limit.
     full: HashSet<String>,
+    limited: HashSet<String>,
     /// When the first endpoint it left out at its rate limit may send again.
     limit_lifts: Option<DateTime<Utc>>,
     /// The deliveries it claimed.
