@@ -186,10 +186,6 @@ impl Reservation<'_> {
             _ => false,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.granted.values().all(|n| *n == 0)
-    }
 }
 
 impl Drop for Reservation<'_> {
