@@ -65,6 +65,10 @@ struct Lane {
     pace: Option<Duration>,
     /// The last claim gave this lane all it asked for: more may be due.
     more: bool,
+    /// Its circuit opened or it was disabled (see [`super::health`]): deliveries handed
+    /// off before the worker knew go back to the store. Cleared when a claim, which
+    /// leaves such endpoints out, brings it deliveries again.
+    stopped: bool,
 }
 
 impl Lane {
@@ -357,9 +361,14 @@ impl Worker {
         let mut give_back = Vec::new();
         for c in batch {
             *self.arrived.entry(c.endpoint_id.clone()).or_default() += 1;
-            let Some(lane) = self.lanes.get_mut(&c.endpoint_id) else {
-                // Room is published only for lanes that exist; a lane is never
-                // dropped, so this is a delivery that is not ours to send.
+            let Some(lane) = self
+                .lanes
+                .get_mut(&c.endpoint_id)
+                .filter(|lane| !lane.stopped)
+            else {
+                // Room is published only for lanes that exist (a lane is never
+                // dropped); a lane that stopped since its room was published takes
+                // nothing more: back to the store, for a claim once it recovers.
                 give_back.push(c.id);
                 continue;
             };
@@ -395,6 +404,7 @@ impl Worker {
                 give_back.extend(lane.queue.drain(..).map(|c| c.id));
                 lane.pace = None;
                 lane.more = false;
+                lane.stopped = true;
             }
         }
         self.give_back(give_back).await;
@@ -574,8 +584,10 @@ impl Worker {
                     in_flight: 0,
                     pace: None,
                     more: false,
+                    stopped: false,
                 });
             lane.endpoint = endpoint;
+            lane.stopped = false;
             let got = per_lane.entry(c.endpoint_id.clone()).or_default();
             *got += 1;
             if lane.room(per_endpoint) == 0 {
