@@ -535,12 +535,7 @@ impl Worker {
         // served may have more. Otherwise a lane has more only if it got its cap.
         let filled = ids.len() >= limit;
         if ids.is_empty() {
-            for (ep, lane) in &mut self.lanes {
-                lane.more &= full.contains(ep);
-                if !lane.more && !limited.contains(ep) {
-                    self.drained.push(ep.clone());
-                }
-            }
+            self.settle_lanes(&HashMap::new(), filled, cap, &full, &limited);
             return Some(0);
         }
         // Our own deliveries, still held past their lease (the clock jumped): the claim
@@ -599,15 +594,7 @@ impl Worker {
             queued += 1;
         }
         self.claimed.extend(kept.iter().cloned());
-        for (ep, lane) in &mut self.lanes {
-            // A lane left out for being full learnt nothing: it keeps what it knew.
-            if !full.contains(ep) {
-                lane.more = per_lane.get(ep).is_some_and(|got| filled || *got >= cap);
-                if !lane.more && !limited.contains(ep) {
-                    self.drained.push(ep.clone());
-                }
-            }
-        }
+        self.settle_lanes(&per_lane, filled, cap, &full, &limited);
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
         give_back.extend(ids.iter().filter(|id| !kept.contains(*id)).cloned());
@@ -615,6 +602,30 @@ impl Worker {
         give_back.dedup();
         self.give_back(give_back).await;
         Some(queued)
+    }
+
+    /// What each lane learnt from a claim that brought it `got` deliveries: it may have
+    /// more if it got its cap or the claim was cut short by its limit (`filled`);
+    /// otherwise the store holds no more due for it, and writers may hand off to it
+    /// again (unless it was left out for its rate limit). A lane left out for being full
+    /// learnt nothing: it keeps what it knew.
+    fn settle_lanes(
+        &mut self,
+        got: &HashMap<String, usize>,
+        filled: bool,
+        cap: usize,
+        full: &HashSet<String>,
+        limited: &HashSet<String>,
+    ) {
+        for (ep, lane) in &mut self.lanes {
+            if full.contains(ep) {
+                continue;
+            }
+            lane.more = got.get(ep).is_some_and(|n| filled || *n >= cap);
+            if !lane.more && !limited.contains(ep) {
+                self.drained.push(ep.clone());
+            }
+        }
     }
 
     /// Starts sends from the lanes while slots and permits allow.
