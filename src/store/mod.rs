@@ -14,6 +14,7 @@ pub mod entities;
 pub mod events;
 mod placeholders;
 pub mod sealed;
+mod sqlite_memory;
 pub mod timers;
 
 pub use placeholders::Placeholders;
@@ -159,6 +160,9 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = normalise_url(url);
+        if backend == Backend::Sqlite {
+            sqlite_memory::untrack();
+        }
         let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Unavailable)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
