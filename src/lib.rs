@@ -215,7 +215,17 @@ impl App {
                 shutdown.clone(),
             ),
         );
-        tasks.spawn("scheduler driver", driver.run(shutdown.clone()));
+        if store.backend() == store::Backend::Sqlite {
+            // Away from the HTTP sends (see `Tasks::spawn_on_own_thread`); SQLite
+            // needs no socket. On PostgreSQL the driver's connections are sockets.
+            tasks.spawn_on_own_thread(
+                "scheduler driver",
+                "duehook-scheduler",
+                driver.run(shutdown.clone()),
+            );
+        } else {
+            tasks.spawn("scheduler driver", driver.run(shutdown.clone()));
+        }
         for handle in pipeline.spawn_workers(&shutdown) {
             tasks.push_named("delivery worker", handle);
         }

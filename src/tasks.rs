@@ -2,6 +2,7 @@
 //! runs out of time can say which ones it had to abort.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -21,6 +22,67 @@ impl Tasks {
     /// Spawns `fut` as the task called `name` (used in shutdown logs).
     pub fn spawn(&mut self, name: &str, fut: impl Future<Output = ()> + Send + 'static) {
         self.push_named(name, tokio::spawn(fut));
+    }
+
+    /// Runs `fut` as the task called `name` on an OS thread of its own (`thread`), in a
+    /// single-threaded runtime, instead of on the shared workers.
+    ///
+    /// Why: tokio has no priorities. A task woken on the shared workers (a timer came
+    /// due, a statement's result arrived) waits behind every task already queued, and
+    /// during a burst those are thousands of HTTP sends; the scheduler awaits the store
+    /// several times per batch, so each wait added to how late reminders fired. On its
+    /// own thread it is woken by the operating system's scheduler, which shares the
+    /// CPUs fairly between threads. Only for work that touches no sockets: a socket
+    /// opened on this runtime would be driven by this thread alone, and would stop
+    /// working when the task ends.
+    ///
+    /// The task is aborted like any other (its future is dropped at its next `.await`);
+    /// if the thread cannot be started it runs on the shared workers after all.
+    pub fn spawn_on_own_thread(
+        &mut self,
+        name: &str,
+        thread: &str,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let (abort, registration) = futures::future::AbortHandle::new_pair();
+        let fut = futures::future::Abortable::new(fut, registration);
+        // Taken by the thread; taken back here if the thread cannot start.
+        let slot = Arc::new(std::sync::Mutex::new(Some(fut)));
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        let started = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| {
+                let slot = slot.clone();
+                std::thread::Builder::new()
+                    .name(thread.to_string())
+                    .spawn(move || {
+                        let fut = slot.lock().ok().and_then(|mut f| f.take());
+                        if let Some(fut) = fut {
+                            let _ = runtime.block_on(fut);
+                        }
+                        // Not sent when the future panicked: the sender is dropped.
+                        let _ = ended_tx.send(());
+                    })
+            });
+        if let Err(e) = started {
+            tracing::warn!(task = %name, error = %e, "cannot start a thread of its own; running on the shared workers");
+            if let Some(fut) = slot.lock().ok().and_then(|mut f| f.take()) {
+                self.spawn(name, async move {
+                    let _ = fut.await;
+                });
+            }
+            return;
+        }
+        // Stands for the thread among the tasks: ends when the thread's future does,
+        // and aborting it (or dropping it at shutdown) aborts that future.
+        let stand_in = tokio::spawn(async move {
+            let _abort_on_drop = AbortOnDrop(abort);
+            if ended_rx.await.is_err() {
+                panic!("the task on a thread of its own panicked");
+            }
+        });
+        self.push_named(name, stand_in);
     }
 
     /// Keeps a task spawned elsewhere, under `name`.
@@ -80,6 +142,15 @@ impl Tasks {
     }
 }
 
+/// Aborts a future running elsewhere when dropped.
+struct AbortOnDrop(futures::future::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +179,39 @@ mod tests {
         assert_eq!(aborted, vec!["stuck", "background task #3"]);
         // The aborted future was dropped, so its receiver is gone.
         assert!(tx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_runs_there_and_is_aborted_with_the_rest() {
+        let mut tasks = Tasks::default();
+        let (name_tx, name_rx) = tokio::sync::oneshot::channel();
+        let (mut tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn_on_own_thread("alone", "duehook-test", async move {
+            let _ = name_tx.send(std::thread::current().name().map(str::to_string));
+            // Ends only by being aborted, which drops `rx`.
+            let _ = rx.await;
+        });
+        assert_eq!(name_rx.await.unwrap().as_deref(), Some("duehook-test"));
+        tasks.abort_all();
+        let aborted = tasks
+            .join_until(Some(Instant::now() + Duration::from_secs(30)))
+            .await;
+        assert!(aborted.is_empty(), "ended when aborted: {aborted:?}");
+        // Dropped on its own thread at its next poll, which the abort wakes.
+        tokio::time::timeout(Duration::from_secs(30), tx.closed())
+            .await
+            .expect("the future on the thread was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_ends_by_itself() {
+        let mut tasks = Tasks::default();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.spawn_on_own_thread("quick", "duehook-test", async move {
+            let _ = tx.send(());
+        });
+        rx.await.unwrap();
+        let at = Instant::now() + Duration::from_secs(30);
+        assert!(tasks.join_until(Some(at)).await.is_empty());
     }
 }
