@@ -143,14 +143,23 @@ pub struct Store {
 /// start the WAL over (a checkpoint that never catches up with the writers would let
 /// the WAL grow without end). A checkpoint cut short by a crash is safe, and SQLite
 /// checkpoints when the last connection closes.
+///
+/// The task is a task: on a starved machine it may not run for a while. A writer
+/// admitted more than [`CHECKPOINT_LAG_MAX`] writers after the last checkpoint that
+/// completed checkpoints itself, holding the lock, before it writes: the WAL stays
+/// bounded however the tasks are scheduled.
 #[derive(Debug, Default)]
 struct Checkpoints {
     writes: AtomicU64,
     running: AtomicBool,
+    /// `writes` when the last checkpoint taken in the writers' queue began.
+    done_at: AtomicU64,
 }
 
 /// Writers admitted between two checkpoints (about half a second in a burst).
 const CHECKPOINT_EVERY: u64 = 64;
+/// Writers admitted since the last completed checkpoint before one checkpoints itself.
+const CHECKPOINT_LAG_MAX: u64 = 2 * CHECKPOINT_EVERY;
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -336,32 +345,48 @@ impl Store {
         match &self.writer {
             Some(m) => {
                 let guard = m.clone().lock_owned().await;
-                self.count_write();
+                self.count_write().await;
                 Some(guard)
             }
             None => None,
         }
     }
 
-    /// Counts a writer admitted; every [`CHECKPOINT_EVERY`] starts a checkpoint unless
-    /// one is still running.
-    fn count_write(&self) {
+    /// Counts a writer admitted (it holds the writer lock); every [`CHECKPOINT_EVERY`]
+    /// starts a checkpoint unless one is still running, and a writer too far ahead of
+    /// the last one checkpoints first (see [`Checkpoints`]).
+    async fn count_write(&self) {
         let Some(c) = &self.checkpoints else {
             return;
         };
         let n = c.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        if n - c.done_at.load(Ordering::Acquire).min(n) > CHECKPOINT_LAG_MAX {
+            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(_) => {
+                    c.done_at.fetch_max(n, Ordering::AcqRel);
+                }
+                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
+            }
+        }
         if n % CHECKPOINT_EVERY != 0 || c.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let (pool, c, writer) = (self.pool.clone(), c.clone(), self.writer.clone());
         tokio::spawn(async move {
-            let checkpoint = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_optional(&pool);
+            let checkpoint = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_all(&pool);
             let mut done = checkpoint().await;
             if done.is_ok()
                 && let Some(writer) = writer
             {
                 let _queued = writer.lock().await;
+                let at = c.writes.load(Ordering::Acquire);
                 done = checkpoint().await;
+                if done.is_ok() {
+                    c.done_at.fetch_max(at, Ordering::AcqRel);
+                }
             }
             if let Err(e) = done {
                 // The next one catches up; the WAL only grows meanwhile.
