@@ -23,7 +23,7 @@ use crate::domain::reservation::Reservation;
 use crate::domain::unit_rental::{Invoice, UnitRental};
 use crate::store::timers::{self, Timer, TimerState};
 use crate::store::{Backend, Store, StoreError, Tx, from_ms, to_ms};
-use crate::store::{Placeholders, entities};
+use crate::store::{MAX_ROWS, Placeholders, entities, padded, statement_chunks};
 
 /// Entities of a batch, by id, as they are now (changed in memory as timers fire).
 #[derive(Default)]
@@ -278,11 +278,11 @@ async fn load_due(
          LEFT JOIN items it ON t.entity_kind = 'item' AND it.id = t.entity_id
          WHERE {by_id}t.state = 'pending' AND {by_id}t.fire_at <= {now_p} AND t.id IN ({})
          ORDER BY t.fire_at, t.id{}",
-        p.list(ids.len()),
+        p.padded_list(ids.len()),
         if lock { " FOR UPDATE OF t" } else { "" }
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to_ms(now));
-    for id in ids {
+    for id in padded(ids) {
         q = q.bind(*id);
     }
     let rows = q.fetch_all(&mut **tx).await?;
@@ -319,11 +319,12 @@ async fn load_bodies(
     }
     let sql = format!(
         "SELECT id, body FROM {table} WHERE id IN ({})",
-        Placeholders::for_tx(tx).list(ids.len())
+        Placeholders::for_tx(tx).padded_list(ids.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        q = q.bind(id.clone());
+    let ids: Vec<&String> = ids.iter().collect();
+    for id in padded(&ids) {
+        q = q.bind((*id).clone());
     }
     q.fetch_all(&mut **tx)
         .await?
@@ -531,7 +532,7 @@ async fn lock_entities(
         .chain(rentals.iter().map(|r| format!("unitRental/{r}")))
         .collect();
     let keys: Vec<String> = keys.into_iter().collect();
-    for chunk in keys.chunks(1_000) {
+    for chunk in statement_chunks(&keys) {
         let values = (1..=chunk.len())
             .map(|i| format!("(${i})"))
             .collect::<Vec<_>>()
@@ -549,10 +550,9 @@ async fn lock_entities(
     Ok(())
 }
 
-/// One multi-row INSERT per 500 events (9 values each: 4,500 binds, within every
-/// driver's limit).
+/// Multi-row INSERTs (see [`statement_chunks`]).
 async fn insert_events(tx: &mut Tx, rows: &[NewRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for chunk in rows.chunks(500) {
+    for chunk in statement_chunks(rows) {
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out) VALUES {}",
             Placeholders::for_tx(tx).rows(chunk.len(), 9)
@@ -583,7 +583,7 @@ async fn mark_fired(
     now: DateTime<Utc>,
     misfire_after: TimeDelta,
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(500) {
+    for chunk in rows.chunks(MAX_ROWS) {
         let mut p = Placeholders::for_tx(tx);
         let (now1, now2, late, now3) = (p.one(), p.one(), p.one(), p.one());
         let sql = format!(
@@ -594,15 +594,16 @@ async fn mark_fired(
                      ELSE NULL END
              WHERE {}state = 'pending' AND id IN ({})",
             by_id(tx),
-            p.list(chunk.len())
+            p.padded_list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_ms(now))
             .bind(to_ms(now))
             .bind(misfire_after.num_milliseconds())
             .bind(to_ms(now));
-        for r in chunk {
-            q = q.bind(r.timer_id);
+        let ids: Vec<i64> = chunk.iter().map(|r| r.timer_id).collect();
+        for id in padded(&ids) {
+            q = q.bind(*id);
         }
         let n = q.execute(&mut **tx).await?.rows_affected();
         if n != chunk.len() as u64 {

@@ -8,7 +8,10 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Placeholders, StoreError, Tx, from_ms, to_ms};
+use super::placeholders::padded_len;
+use super::{
+    Backend, MAX_ROWS, Placeholders, StoreError, Tx, from_ms, padded, statement_chunks, to_ms,
+};
 use crate::domain::event::Event;
 
 /// A delivery as the API shows it.
@@ -174,7 +177,7 @@ pub async fn insert_many(
     claim: Option<(&str, DateTime<Utc>)>,
 ) -> Result<u64, StoreError> {
     let mut inserted = 0;
-    for chunk in rows.chunks(500) {
+    for chunk in statement_chunks(rows) {
         let mut p = Placeholders::for_tx(tx);
         let values: Vec<String> = (0..chunk.len())
             .map(|_| {
@@ -215,15 +218,15 @@ pub async fn insert_many(
     Ok(inserted)
 }
 
-/// Marks the events with these `seq`s fanned out, 500 per statement.
+/// Marks the events with these `seq`s fanned out.
 pub async fn mark_many_fanned_out(tx: &mut Tx, seqs: &[i64]) -> Result<(), StoreError> {
-    for chunk in seqs.chunks(500) {
+    for chunk in seqs.chunks(MAX_ROWS) {
         let sql = format!(
             "UPDATE events SET fanned_out = 1 WHERE seq IN ({})",
-            Placeholders::for_tx(tx).list(chunk.len())
+            Placeholders::for_tx(tx).padded_list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for seq in chunk {
+        for seq in padded(chunk) {
             q = q.bind(*seq);
         }
         q.execute(&mut **tx).await?;
@@ -257,7 +260,9 @@ pub async fn claim(
     let not_in = if exclude.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = (0..exclude.len()).map(|i| format!("${}", i + 6)).collect();
+        let list: Vec<String> = (0..padded_len(exclude.len()))
+            .map(|i| format!("${}", i + 6))
+            .collect();
         format!(" AND d.endpoint_id NOT IN ({})", list.join(", "))
     };
     let sql = format!(
@@ -284,7 +289,7 @@ pub async fn claim(
         .bind(to_ms(now))
         .bind(limit)
         .bind(per_endpoint);
-    for e in exclude {
+    for e in padded(exclude) {
         q = q.bind(e.clone());
     }
     let _writer = store.exclusive().await;
@@ -317,7 +322,7 @@ pub async fn claimed(
         .collect();
     let event_columns = event_columns.join(", ");
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(MAX_ROWS) {
         let mut p = Placeholders::for_backend(store.backend());
         let node_param = p.one();
         let sql = format!(
@@ -326,10 +331,10 @@ pub async fn claimed(
              FROM deliveries d JOIN events ev ON ev.id = d.event_id
              WHERE d.claimed_by = {node_param} AND d.status = 'pending' AND d.id IN ({})
              ORDER BY d.next_attempt_at, d.seq",
-            p.list(chunk.len())
+            p.padded_list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node.to_string());
-        for id in chunk {
+        for id in padded(chunk) {
             q = q.bind(id.clone());
         }
         for r in q.fetch_all(store.pool()).await? {
@@ -346,16 +351,16 @@ pub async fn claimed(
 
 /// Gives claimed deliveries back without an attempt, in one statement.
 pub async fn release(store: &super::Store, node: &str, ids: &[String]) -> Result<(), StoreError> {
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(MAX_ROWS) {
         let mut p = Placeholders::for_backend(store.backend());
         let node_param = p.one();
         let sql = format!(
             "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
              WHERE claimed_by = {node_param} AND id IN ({})",
-            p.list(chunk.len())
+            p.padded_list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node.to_string());
-        for id in chunk {
+        for id in padded(chunk) {
             q = q.bind(id.clone());
         }
         let _writer = store.exclusive().await;
@@ -409,8 +414,8 @@ pub struct Record {
 
 /// Records a batch of attempts with the deliveries' new states, in `tx`, for those
 /// deliveries `node` still holds; returns the ids recorded. The others (another node
-/// took the claim over after it lapsed) are left untouched. Two statements per 500
-/// attempts: an `UPDATE … FROM (VALUES …)` and a multi-row `INSERT`.
+/// took the claim over after it lapsed) are left untouched. Two statements per
+/// [`statement_chunks`] slice: an `UPDATE … FROM (VALUES …)` and multi-row `INSERT`s.
 pub async fn record_attempts(
     tx: &mut Tx,
     node: &str,
@@ -418,7 +423,7 @@ pub async fn record_attempts(
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let mut recorded = Vec::with_capacity(records.len());
-    for chunk in records.chunks(500) {
+    for chunk in statement_chunks(records) {
         // Placeholders in the order they appear in the text: now, the rows, node.
         let mut p = Placeholders::for_tx(tx);
         let now_param = p.one();
@@ -454,17 +459,23 @@ pub async fn record_attempts(
             .copied()
             .filter(|r| done.contains(&r.delivery_id))
             .collect();
-        if kept.is_empty() {
-            continue;
-        }
+        insert_attempts(tx, &kept).await?;
+        recorded.extend(kept.into_iter().map(|r| r.delivery_id.clone()));
+    }
+    Ok(recorded)
+}
+
+/// The attempts of `records`, in multi-row `INSERT`s.
+async fn insert_attempts(tx: &mut Tx, records: &[&Record]) -> Result<(), StoreError> {
+    for chunk in statement_chunks(records) {
         let sql = format!(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,
                  error_kind, error, response_headers, response_body)
              VALUES {}",
-            Placeholders::for_tx(tx).rows(kept.len(), 9)
+            Placeholders::for_tx(tx).rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in &kept {
+        for r in chunk {
             let a = &r.attempt;
             q = q
                 .bind(r.delivery_id.clone())
@@ -478,9 +489,8 @@ pub async fn record_attempts(
                 .bind(a.response_body.clone());
         }
         q.execute(&mut **tx).await?;
-        recorded.extend(kept.into_iter().map(|r| r.delivery_id.clone()));
     }
-    Ok(recorded)
+    Ok(())
 }
 
 pub async fn get(

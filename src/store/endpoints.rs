@@ -169,13 +169,13 @@ pub async fn get(
 /// The endpoints among `ids` (for a claimed batch of deliveries).
 pub async fn get_many(store: &super::Store, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(super::MAX_ROWS) {
         let sql = format!(
             "SELECT {COLUMNS} FROM endpoints WHERE id IN ({})",
-            super::Placeholders::for_backend(store.backend()).list(chunk.len())
+            super::Placeholders::for_backend(store.backend()).padded_list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
+        for id in super::padded(chunk) {
             q = q.bind(id.clone());
         }
         for r in q.fetch_all(store.pool()).await? {

@@ -79,14 +79,10 @@ pub async fn save_item(tx: &mut Tx, i: &Item) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Rows per multi-row statement: 500 rows of 7 values stay far below every driver's
-/// bind limit (SQLite 32,766, PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// Saves many items as [`save_item`] saves one, with one statement per
-/// [`ROWS_PER_STATEMENT`] items instead of one per item.
+/// Saves many items as [`save_item`] saves one, in multi-row statements (see
+/// [`super::statement_chunks`]) instead of one per item.
 pub async fn save_items(tx: &mut Tx, items: &[&Item]) -> Result<(), StoreError> {
-    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(items) {
         let sql = format!(
             "INSERT INTO items (id, name, expires_at, expired, body, created_at, updated_at)
              VALUES {}
@@ -217,7 +213,7 @@ pub async fn save_unit_rental(tx: &mut Tx, r: &UnitRental) -> Result<(), StoreEr
 
 /// Saves many unit rentals as [`save_unit_rental`] saves one, in multi-row statements.
 pub async fn save_unit_rentals(tx: &mut Tx, rentals: &[&UnitRental]) -> Result<(), StoreError> {
-    for chunk in rentals.chunks(ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(rentals) {
         let sql = format!(
             "INSERT INTO unit_rentals (id, timezone, overdue, body, created_at, updated_at) VALUES {}
              ON CONFLICT (id) DO UPDATE SET timezone = excluded.timezone, overdue = excluded.overdue,

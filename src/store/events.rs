@@ -43,7 +43,7 @@ async fn insert_rows(
     fanned_out: bool,
 ) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::with_capacity(evs.len());
-    for chunk in evs.chunks(500) {
+    for chunk in super::statement_chunks(evs) {
         let mut ids = Vec::with_capacity(chunk.len());
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out)

@@ -17,7 +17,7 @@ pub mod sealed;
 mod sqlite_memory;
 pub mod timers;
 
-pub use placeholders::Placeholders;
+pub use placeholders::{MAX_ROWS, Placeholders, padded, statement_chunks};
 
 use std::str::FromStr;
 use std::sync::Arc;
