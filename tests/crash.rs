@@ -112,7 +112,8 @@ impl Service {
             .arg(self.dir.path().join("config.toml"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
-            .env("RUST_LOG", "warn")
+            // Info: if a restart hangs, the tail of its log says in which step.
+            .env("RUST_LOG", "info")
             .env("DUEHOOK_SERVER_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("DUEHOOK_CLOCK_MODE", "manual")
             .env("DUEHOOK_CLOCK_START", clock.to_rfc3339())
