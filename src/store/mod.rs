@@ -360,37 +360,24 @@ impl Store {
             return;
         };
         let n = c.writes.fetch_add(1, Ordering::Relaxed) + 1;
-        if n - c.done_at.load(Ordering::Acquire).min(n) > CHECKPOINT_LAG_MAX {
-            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_all(&self.pool)
-                .await
-            {
-                Ok(_) => {
-                    c.done_at.fetch_max(n, Ordering::AcqRel);
-                }
-                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
-            }
+        if n.saturating_sub(c.done_at.load(Ordering::Acquire)) > CHECKPOINT_LAG_MAX
+            && passive_checkpoint(&self.pool).await
+        {
+            c.done_at.fetch_max(n, Ordering::AcqRel);
         }
         if n % CHECKPOINT_EVERY != 0 || c.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let (pool, c, writer) = (self.pool.clone(), c.clone(), self.writer.clone());
         tokio::spawn(async move {
-            let checkpoint = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_all(&pool);
-            let mut done = checkpoint().await;
-            if done.is_ok()
+            if passive_checkpoint(&pool).await
                 && let Some(writer) = writer
             {
                 let _queued = writer.lock().await;
                 let at = c.writes.load(Ordering::Acquire);
-                done = checkpoint().await;
-                if done.is_ok() {
+                if passive_checkpoint(&pool).await {
                     c.done_at.fetch_max(at, Ordering::AcqRel);
                 }
-            }
-            if let Err(e) = done {
-                // The next one catches up; the WAL only grows meanwhile.
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
             }
             c.running.store(false, Ordering::Release);
         });
@@ -416,6 +403,23 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// One passive checkpoint on a connection of `pool`; false (and logged) when it failed:
+/// the next one catches up, the WAL only grows meanwhile. Its result row is read to the
+/// end: a statement left un-reset on its pooled connection would keep a read open and
+/// stop the next writer from starting the WAL over.
+async fn passive_checkpoint(pool: &AnyPool) -> bool {
+    match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "SQLite checkpoint failed");
+            false
+        }
     }
 }
 
