@@ -85,9 +85,15 @@ pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64,
 }
 
 /// Claims up to `limit` pending timers due before `until` that nobody holds (or whose
-/// lease expired), plus re-reads those this node already holds. Returns (id, fire_at).
-/// With `after = Some((fire_at, id))` only timers after that one (in `(fire_at, id)`
-/// order) are looked at: the caller holds everything up to it already.
+/// lease expired), plus re-reads those this node already holds. Returns (id, fire_at),
+/// in `(fire_at, id)` order. With `after = Some((fire_at, id))` only timers after that
+/// one are looked at: the caller holds everything up to it already.
+///
+/// On SQLite a claim is a read: one process holds the file (`crate::node::lock_sqlite`),
+/// so there is no other node to split the work with or to take it over from, and
+/// writing `claimed_by` would only cost the one writer time in the middle of a burst
+/// (a refill rewrote 2,000 timer rows and their index entries). Claims an earlier
+/// process left behind are ignored for the same reason: it is gone.
 pub async fn claim_timers(
     store: &Store,
     node: &str,
@@ -97,23 +103,22 @@ pub async fn claim_timers(
     limit: i64,
     after: Option<(DateTime<Utc>, i64)>,
 ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
-    // PostgreSQL: rows another node is claiming right now are skipped, not waited on.
-    let lock = match store.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    if store.backend() == Backend::Sqlite {
+        return due_timers(store, until, limit, after).await;
+    }
     let after_clause = if after.is_some() {
         " AND (fire_at > $6 OR (fire_at = $6 AND id > $7))"
     } else {
         ""
     };
+    // Rows another node is claiming right now are skipped, not waited on.
     let sql = format!(
         "UPDATE timers SET claimed_by = $1, lease_until = $2
          WHERE id IN (
            SELECT id FROM timers
            WHERE state = 'pending' AND fire_at < $3
              AND (claimed_by IS NULL OR claimed_by = $1 OR lease_until < $4){after_clause}
-           ORDER BY fire_at, id LIMIT $5{lock})
+           ORDER BY fire_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
          RETURNING id, fire_at"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -134,6 +139,31 @@ pub async fn claim_timers(
         .collect::<Result<Vec<_>, StoreError>>()?;
     out.sort_by_key(|(id, at)| (*at, *id));
     Ok(out)
+}
+
+/// SQLite's claim (see [`claim_timers`]): the pending timers due before `until`, after
+/// `after`, read without the writer lock.
+async fn due_timers(
+    store: &Store,
+    until: DateTime<Utc>,
+    limit: i64,
+    after: Option<(DateTime<Utc>, i64)>,
+) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
+    let (at, id) = after.map_or((i64::MIN, i64::MIN), |(at, id)| (to_ms(at), id));
+    let rows = sqlx::query(
+        "SELECT id, fire_at FROM timers
+         WHERE state = 'pending' AND fire_at >= $2 AND fire_at < $1 AND (fire_at > $2 OR id > $3)
+         ORDER BY fire_at, id LIMIT $4",
+    )
+    .bind(to_ms(until))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("fire_at")?)?)))
+        .collect()
 }
 
 pub async fn list(store: &Store, now: DateTime<Utc>) -> Result<Vec<Node>, StoreError> {
