@@ -51,6 +51,30 @@ async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms:
     }
 }
 
+/// SQLite claims by reading; a claim an earlier process left in the file (a version
+/// that wrote them there) is released at start, so nothing waits for its lease.
+#[tokio::test]
+async fn a_sqlite_node_releases_claims_an_earlier_process_left() {
+    let store = StoreHandle::new(Backend::Sqlite).await.expect("sqlite");
+    let clock = ManualClock::shared(t(common::START));
+    let first = start_node(&store, &clock).await;
+    plan_items(&first, 3, 1, "2030-03-01T08:00:10Z", 0).await;
+    sqlx::query("UPDATE timers SET claimed_by = 'node_gone', lease_until = $1")
+        .bind(t("2030-03-01T09:00:00Z").timestamp_millis())
+        .execute(first.store().pool())
+        .await
+        .expect("leftover claims");
+    first.shutdown().await;
+
+    let again = start_node(&store, &clock).await;
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE claimed_by IS NOT NULL")
+        .fetch_one(again.store().pool())
+        .await
+        .expect("count");
+    assert_eq!(held, 0, "claims left by an earlier process are released");
+    again.shutdown().await;
+}
+
 async fn start_node(store: &StoreHandle, clock: &Arc<ManualClock>) -> App {
     App::start(test_config(store.url()), Arc::new(clock.clone()))
         .await

@@ -37,8 +37,20 @@ pub async fn register(
     .bind(hostname.to_string())
     .bind(i64::from(std::process::id()))
     .bind(to_ms(now));
-    let _writer = store.exclusive().await;
-    query.execute(store.pool()).await?;
+    let mut tx = store.begin().await?;
+    query.execute(&mut *tx).await?;
+    if store.backend() == Backend::Sqlite {
+        // One process holds a SQLite file: claims an earlier one left (a crash, or a
+        // version that still wrote them here) are nobody's, and this node claims by
+        // reading (see `claim_timers`). Released here once, so every query that asks
+        // who holds a timer agrees.
+        sqlx::query(
+            "UPDATE timers SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -93,7 +105,7 @@ pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64,
 /// so there is no other node to split the work with or to take it over from, and
 /// writing `claimed_by` would only cost the one writer time in the middle of a burst
 /// (a refill rewrote 2,000 timer rows and their index entries). Claims an earlier
-/// process left behind are ignored for the same reason: it is gone.
+/// process left behind were released when this one registered ([`register`]).
 pub async fn claim_timers(
     store: &Store,
     node: &str,
