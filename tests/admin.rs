@@ -248,16 +248,34 @@ async fn endpoint_health_for_operators(backend: Backend) {
         b["last_error"].as_str().is_some_and(|e| e.contains("503")),
         "{b}"
     );
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        text.contains("duehook_deliveries{status=\"pending\"}"),
-        "{text}"
-    );
+    // Every status has its gauge, zeros included, and each agrees with the listing.
+    let mut listed = Vec::new();
+    for status in ["pending", "succeeded", "failed"] {
+        let r = app.get(&format!("/v1/deliveries?status={status}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let n = r.body["deliveries"].as_array().expect("deliveries").len();
+        listed.push(format!("duehook_deliveries{{status=\"{status}\"}} {n}"));
+    }
+    assert!(listed[0].ends_with("} 2"), "{listed:?}");
+    // Gauges are process-wide and the other tests in this binary scrape their own apps
+    // too: a scrape of ours may render another app's values set in between, so look
+    // at a few scrapes before calling it wrong.
+    let mut text = String::new();
+    for _ in 0..20 {
+        text = reqwest::get(app.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        if listed.iter().all(|l| text.lines().any(|t| t == l)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for l in &listed {
+        assert!(text.lines().any(|t| t == l), "{l} missing from:\n{text}");
+    }
     assert!(text.contains("duehook_endpoints{state="), "{text}");
     assert!(text.contains("status_class=\"5xx\""), "{text}");
 }

@@ -18,7 +18,6 @@ use crate::store::events;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-const STATUSES: &[&str] = &["pending", "succeeded", "failed"];
 
 fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
@@ -32,13 +31,13 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
             "endpoint_id" => f.endpoint_id = Some(value),
             "event_type" => f.event_type = Some(value),
             "status" => {
-                if !STATUSES.contains(&value.as_str()) {
+                let Some(status) = deliveries::Status::parse(&value) else {
                     return Err(ApiError::invalid(
                         "status",
                         "one of pending, succeeded, failed",
                     ));
-                }
-                f.status = Some(value);
+                };
+                f.status = Some(status);
             }
             "since" => {
                 let t = DateTime::parse_from_rfc3339(&value).map_err(|e| {
@@ -89,7 +88,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let f = parse_filter(query.as_deref())?;
-    let page = deliveries::list(state.store.pool(), &f).await?;
+    let page = deliveries::list(&state.store, &f).await?;
     let next_cursor = (page.len() as i64 == f.limit)
         .then(|| page.last().map(|d| d.seq.to_string()))
         .flatten();

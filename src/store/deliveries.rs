@@ -532,11 +532,47 @@ pub async fn attempts(pool: &sqlx::AnyPool, delivery_id: &str) -> Result<Vec<Att
         .collect()
 }
 
+/// A delivery's status, as `GET /v1/deliveries?status=` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 3] = [Status::Pending, Status::Succeeded, Status::Failed];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The condition selecting deliveries in this status, with the status written as a
+    /// literal: the indexes on `status` are partial (`deliveries_due` holds pending
+    /// deliveries, `deliveries_failed` failed ones), and a planner uses a partial index
+    /// only for a query that names its rows the same way, never through a bound value.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Pending => "status = 'pending'",
+            Self::Succeeded => "status = 'succeeded'",
+            Self::Failed => "status = 'failed'",
+        }
+    }
+}
+
 /// Filters of `GET /v1/deliveries`.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pub endpoint_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     pub event_type: Option<String>,
     pub since: Option<DateTime<Utc>>,
     /// Only deliveries older than this one (`seq` below it): the cursor.
@@ -545,7 +581,13 @@ pub struct Filter {
 }
 
 /// Deliveries matching `f`, newest first.
-pub async fn list(pool: &sqlx::AnyPool, f: &Filter) -> Result<Vec<Delivery>, StoreError> {
+///
+/// By status: failed ones are read newest first from their own index; succeeded ones,
+/// the bulk of the table, by reading it from its newest row. Pending ones are few unless
+/// a backlog formed (in flight, waiting for a retry, maybe days old), so they are found
+/// through the due index and sorted; without statistics SQLite would rather walk the
+/// whole table from its newest row to avoid the sort, so on SQLite the index is named.
+pub async fn list(store: &super::Store, f: &Filter) -> Result<Vec<Delivery>, StoreError> {
     let mut conds = Vec::new();
     let mut n = 0;
     let mut next = || {
@@ -555,8 +597,8 @@ pub async fn list(pool: &sqlx::AnyPool, f: &Filter) -> Result<Vec<Delivery>, Sto
     if f.endpoint_id.is_some() {
         conds.push(format!("endpoint_id = {}", next()));
     }
-    if f.status.is_some() {
-        conds.push(format!("status = {}", next()));
+    if let Some(status) = f.status {
+        conds.push(status.condition().to_string());
     }
     if f.event_type.is_some() {
         conds.push(format!("event_type = {}", next()));
@@ -573,12 +615,15 @@ pub async fn list(pool: &sqlx::AnyPool, f: &Filter) -> Result<Vec<Delivery>, Sto
     } else {
         format!(" WHERE {}", conds.join(" AND "))
     };
-    let sql = format!("SELECT {COLUMNS} FROM deliveries{where_} ORDER BY seq DESC LIMIT {limit}");
+    let indexed_by = match (f.status, store.backend()) {
+        (Some(Status::Pending), Backend::Sqlite) => " INDEXED BY deliveries_due",
+        _ => "",
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM deliveries{indexed_by}{where_} ORDER BY seq DESC LIMIT {limit}"
+    );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(v) = &f.endpoint_id {
-        q = q.bind(v.clone());
-    }
-    if let Some(v) = &f.status {
         q = q.bind(v.clone());
     }
     if let Some(v) = &f.event_type {
@@ -590,7 +635,7 @@ pub async fn list(pool: &sqlx::AnyPool, f: &Filter) -> Result<Vec<Delivery>, Sto
     if let Some(v) = f.before_seq {
         q = q.bind(v);
     }
-    let rows = q.bind(f.limit).fetch_all(pool).await?;
+    let rows = q.bind(f.limit).fetch_all(store.pool()).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -785,16 +830,34 @@ pub async fn endpoint_health(
         .collect()
 }
 
-/// Deliveries per status, and endpoints per state (for the metrics gauges).
+/// Deliveries per status (every status, zeros included, so a gauge falls back to 0),
+/// and endpoints per state (for the metrics gauges).
 pub async fn gauges(
     pool: &sqlx::AnyPool,
 ) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
-    let d = sqlx::query("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Pending and failed deliveries are counted through their partial indexes; the
+    // succeeded ones, which have none, as the rest of the whole (a count of every row
+    // reads the smallest index, not the rows).
+    let r = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM deliveries) AS total,
+                (SELECT COUNT(*) FROM deliveries WHERE status = 'pending') AS pending,
+                (SELECT COUNT(*) FROM deliveries WHERE status = 'failed') AS failed",
+    )
+    .fetch_one(pool)
+    .await?;
+    let (total, pending, failed): (i64, i64, i64) = (
+        r.try_get("total")?,
+        r.try_get("pending")?,
+        r.try_get("failed")?,
+    );
+    let d = vec![
+        (Status::Pending.as_str().to_string(), pending),
+        (
+            Status::Succeeded.as_str().to_string(),
+            total - pending - failed,
+        ),
+        (Status::Failed.as_str().to_string(), failed),
+    ];
     let e = sqlx::query("SELECT CASE WHEN enabled = 1 THEN alert_state ELSE 'disabled' END AS state, COUNT(*) AS n FROM endpoints GROUP BY CASE WHEN enabled = 1 THEN alert_state ELSE 'disabled' END")
         .fetch_all(pool)
         .await?
