@@ -20,6 +20,8 @@ pub enum TimerState {
 }
 
 impl TimerState {
+    pub const ALL: [TimerState; 4] = [Self::Pending, Self::Fired, Self::Cancelled, Self::Skipped];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -30,9 +32,7 @@ impl TimerState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Fired, Self::Cancelled, Self::Skipped]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -294,14 +294,26 @@ pub async fn held_elsewhere_until(
     ms.map(from_ms).transpose()
 }
 
-/// Timer counts per state.
+/// Timer counts per state: every state, zeros included (a gauge whose state emptied,
+/// say every cancelled timer purged, must fall to 0 rather than keep its last value).
 pub async fn count_by_state(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM timers GROUP BY state ORDER BY state")
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM timers GROUP BY state")
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
-        .collect()
+    let mut counts = [0_i64; TimerState::ALL.len()];
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let i = TimerState::ALL
+            .iter()
+            .position(|t| t.as_str() == state)
+            .ok_or_else(|| StoreError::Corrupt(format!("timer state `{state}`")))?;
+        counts[i] = r.try_get("n")?;
+    }
+    Ok(TimerState::ALL
+        .iter()
+        .zip(counts)
+        .map(|(t, n)| (t.as_str().to_string(), n))
+        .collect())
 }
 
 /// Filters of `GET /admin/schedule`.
