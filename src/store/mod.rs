@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 /// A transaction on the store. On SQLite it also holds the process's writer lock
 /// (see [`Store::begin`]) until it ends. It dereferences to the connection, so queries
@@ -360,22 +360,32 @@ impl Store {
             return;
         };
         let n = c.writes.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.saturating_sub(c.done_at.load(Ordering::Acquire)) > CHECKPOINT_LAG_MAX
-            && passive_checkpoint(&self.pool).await
-        {
-            c.done_at.fetch_max(n, Ordering::AcqRel);
+        if n.saturating_sub(c.done_at.load(Ordering::Acquire)) > CHECKPOINT_LAG_MAX {
+            // This writer holds the lock, so no frame is added meanwhile: a checkpoint
+            // already running beside the writers (the task's first step, which holds
+            // SQLite's checkpointer lock) finishes soon, then this one runs.
+            for _ in 0..CHECKPOINT_BUSY_TRIES {
+                match passive_checkpoint(&self.pool).await {
+                    Checkpoint::Ran => {
+                        c.done_at.fetch_max(n, Ordering::AcqRel);
+                        break;
+                    }
+                    Checkpoint::Busy => tokio::time::sleep(Duration::from_millis(1)).await,
+                    Checkpoint::Failed => break,
+                }
+            }
         }
         if n % CHECKPOINT_EVERY != 0 || c.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let (pool, c, writer) = (self.pool.clone(), c.clone(), self.writer.clone());
         tokio::spawn(async move {
-            if passive_checkpoint(&pool).await
+            if passive_checkpoint(&pool).await == Checkpoint::Ran
                 && let Some(writer) = writer
             {
                 let _queued = writer.lock().await;
                 let at = c.writes.load(Ordering::Acquire);
-                if passive_checkpoint(&pool).await {
+                if passive_checkpoint(&pool).await == Checkpoint::Ran {
                     c.done_at.fetch_max(at, Ordering::AcqRel);
                 }
             }
@@ -406,19 +416,43 @@ impl Store {
     }
 }
 
-/// One passive checkpoint on a connection of `pool`; false (and logged) when it failed:
-/// the next one catches up, the WAL only grows meanwhile. Its result row is read to the
+/// What a checkpoint did.
+#[derive(Debug, PartialEq, Eq)]
+enum Checkpoint {
+    /// It copied what the WAL held (up to what open reads still need).
+    Ran,
+    /// Another checkpoint held SQLite's checkpointer lock: this one copied nothing. The
+    /// pragma says so in its first column, not as an error, so taking this for a
+    /// checkpoint let writers run on while the WAL grew.
+    Busy,
+    /// It failed (logged): the next one catches up, the WAL only grows meanwhile.
+    Failed,
+}
+
+/// How often a writer over [`CHECKPOINT_LAG_MAX`] tries again, 1 ms apart, while
+/// another checkpoint runs.
+const CHECKPOINT_BUSY_TRIES: u32 = 1000;
+
+/// One passive checkpoint on a connection of `pool`. Its result row is read to the
 /// end: a statement left un-reset on its pooled connection would keep a read open and
 /// stop the next writer from starting the WAL over.
-async fn passive_checkpoint(pool: &AnyPool) -> bool {
+async fn passive_checkpoint(pool: &AnyPool) -> Checkpoint {
     match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_all(pool)
         .await
     {
-        Ok(_) => true,
+        // (busy, frames in the WAL, frames checkpointed)
+        Ok(rows) => match rows.first().map(|r| r.try_get::<i64, _>(0)) {
+            Some(Ok(0)) => Checkpoint::Ran,
+            Some(Ok(_)) => Checkpoint::Busy,
+            other => {
+                tracing::warn!(result = ?other, "SQLite checkpoint answered no result");
+                Checkpoint::Failed
+            }
+        },
         Err(e) => {
             tracing::warn!(error = %e, "SQLite checkpoint failed");
-            false
+            Checkpoint::Failed
         }
     }
 }
