@@ -384,6 +384,7 @@ async fn run(p: &Params) {
         .filter_map(|(id, _, s)| first_arrival(id).map(|a| (a - s * 1000) as f64 / 1000.0))
         .collect();
     let fire_lag_ms: Vec<f64> = timed.iter().map(|(_, c, s)| (c - s) as f64).collect();
+    let timeline = burst_timeline(&timed, &first_arrival, due.timestamp_millis());
     let recv_first = hits.iter().map(|h| h.1).min().unwrap_or(0);
     let recv_last = hits.iter().map(|h| h.1).max().unwrap_or(0);
     let recv_secs = (recv_last - recv_first) as f64 / 1e6;
@@ -485,6 +486,7 @@ async fn run(p: &Params) {
         "             scheduled_at -> event written (fire lag): {}",
         spread(fire_lag_ms)
     );
+    println!("{timeline}");
     println!(
         "immediate:   {} events posted at {} /s over {:.1} s ({} failed); POST answered: {}",
         posted.len(),
@@ -521,6 +523,51 @@ async fn run(p: &Params) {
     assert_eq!(bad_signatures, 0, "signatures that do not verify");
     assert_eq!(post_errors, 0, "ingest POSTs that failed");
     assert!(!timed_out, "the run did not finish");
+}
+
+/// Milliseconds of each slice of the burst in the timeline.
+const SLICE_MS: i64 = 100;
+
+/// Where in the burst lateness comes from: per [`SLICE_MS`] of due instants (from the
+/// burst's first), how many timers were due, and the p50 / max of their fire lag and
+/// of their lateness to receipt. Lateness that grows slice by slice is throughput
+/// falling behind the burst's rate; one slice far above its neighbours is a stall.
+fn burst_timeline(
+    timed: &[(&str, i64, i64)],
+    first_arrival: &dyn Fn(&str) -> Option<i64>,
+    due_ms: i64,
+) -> String {
+    let mut slices: std::collections::BTreeMap<i64, (Vec<f64>, Vec<f64>)> = Default::default();
+    for (id, created, scheduled) in timed {
+        let slice = slices
+            .entry((scheduled - due_ms).div_euclid(SLICE_MS))
+            .or_default();
+        slice.0.push((created - scheduled) as f64);
+        if let Some(at) = first_arrival(id) {
+            slice.1.push((at - scheduled * 1000) as f64 / 1000.0);
+        }
+    }
+    let p50_max = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        match v.last() {
+            Some(max) => format!("{:5.0} {:5.0}", v[(v.len() - 1) / 2], max),
+            None => format!("{:>5} {:>5}", "-", "-"),
+        }
+    };
+    let mut out = String::from(
+        "timeline:    due (ms from first)  timers  fire lag p50/max  to receipt p50/max (ms)",
+    );
+    for (slice, (lag, receipt)) in slices {
+        out.push_str(&format!(
+            "\n             {:>6}..{:<6}      {:>6}     {}       {}",
+            slice * SLICE_MS,
+            (slice + 1) * SLICE_MS,
+            lag.len(),
+            p50_max(lag),
+            p50_max(receipt)
+        ));
+    }
+    out
 }
 
 async fn timed_ids(app: &App) -> Vec<String> {
