@@ -176,6 +176,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings an idle connection before lending it out. A PostgreSQL socket
+            // can die while idle; a SQLite connection is a file handle served by a
+            // thread of its own, and the ping is a round trip to that thread (two
+            // thread wake-ups) before every transaction and every pooled query.
+            .test_before_acquire(backend != Backend::Sqlite)
             // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
             // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
             // counting the transaction as open, so every later BEGIN on that pooled
