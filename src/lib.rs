@@ -216,6 +216,10 @@ impl App {
             ),
         );
         if store.backend() == store::Backend::Sqlite {
+            tasks.spawn(
+                "SQLite checkpoint when idle",
+                store.clone().checkpoint_when_idle(shutdown.clone()),
+            );
             // Away from the HTTP sends (see `Tasks::spawn_on_own_thread`); SQLite
             // needs no socket. On PostgreSQL the driver's connections are sockets.
             tasks.spawn_on_own_thread(
