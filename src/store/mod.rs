@@ -415,11 +415,11 @@ impl Store {
 
     /// SQLite: checkpoints once the writers have paused for [`CHECKPOINT_IDLE`] after
     /// at least [`CHECKPOINT_IDLE_MIN`] writers since the last checkpoint, until
-    /// `shutdown`. Counting writers alone leaves a quiet
-    /// store with up to [`CHECKPOINT_EVERY`] writers' frames in its WAL, and the next
-    /// burst's first checkpoint then copies them while the burst runs: a burst planned
-    /// ahead started with ~30 ms of copying beside its writers and ~13 ms in their queue.
-    /// Nothing on PostgreSQL.
+    /// `shutdown`. Counting writers alone leaves a quiet store with up to
+    /// [`CHECKPOINT_EVERY`] writers' frames in its WAL, and the next burst's first
+    /// checkpoint then copies them while the burst runs: a burst planned ahead started
+    /// with ~30 ms of copying beside its writers and ~13 ms in their queue. Nothing on
+    /// PostgreSQL.
     pub async fn checkpoint_when_idle(self, shutdown: tokio_util::sync::CancellationToken) {
         let Some(c) = self.checkpoints.clone() else {
             return;
@@ -545,10 +545,23 @@ mod tests {
         let store = Store::open(&format!("sqlite://{}", path.display()), 4)
             .await
             .expect("open");
-        let body = "x".repeat(8192);
         // 1,000 writes of ~8 KiB (three pages each, and the index): about 12 MiB of WAL
         // frames in all.
-        for i in 0..1000 {
+        write_contacts(&store, 1000).await;
+        let wal = std::fs::metadata(dir.path().join("duehook.db-wal"))
+            .expect("WAL file")
+            .len();
+        assert!(
+            wal < 4 * 1024 * 1024,
+            "the WAL stays small: {wal} bytes after 1,000 writes of 8 KiB"
+        );
+        store.close().await;
+    }
+
+    /// `n` write transactions, each a contact of ~8 KiB.
+    async fn write_contacts(store: &Store, n: u64) {
+        let body = "x".repeat(8192);
+        for i in 0..n {
             let mut tx = store.begin().await.expect("begin");
             sqlx::query(
                 "INSERT INTO contacts (id, body, created_at, updated_at) VALUES ($1, $2, 0, 0)",
@@ -560,14 +573,6 @@ mod tests {
             .expect("insert");
             tx.commit().await.expect("commit");
         }
-        let wal = std::fs::metadata(dir.path().join("duehook.db-wal"))
-            .expect("WAL file")
-            .len();
-        assert!(
-            wal < 4 * 1024 * 1024,
-            "the WAL stays small: {wal} bytes after 1,000 writes of 8 KiB"
-        );
-        store.close().await;
     }
 
     /// `(mxFrame, nBackfill)` from the wal-index (the `-shm` file, laid out in
@@ -591,19 +596,7 @@ mod tests {
             .expect("open");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let idle = tokio::spawn(store.clone().checkpoint_when_idle(shutdown.clone()));
-        let body = "x".repeat(8192);
-        for i in 0..(CHECKPOINT_EVERY / 2) {
-            let mut tx = store.begin().await.expect("begin");
-            sqlx::query(
-                "INSERT INTO contacts (id, body, created_at, updated_at) VALUES ($1, $2, 0, 0)",
-            )
-            .bind(format!("c-{i}"))
-            .bind(body.clone())
-            .execute(&mut *tx)
-            .await
-            .expect("insert");
-            tx.commit().await.expect("commit");
-        }
+        write_contacts(&store, CHECKPOINT_EVERY / 2).await;
         let (frames, copied) = wal_index(&path);
         assert!(
             frames > 0 && copied < frames,
