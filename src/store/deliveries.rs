@@ -559,12 +559,8 @@ impl Status {
     /// literal: the indexes on `status` are partial (`deliveries_due` holds pending
     /// deliveries, `deliveries_failed` failed ones), and a planner uses a partial index
     /// only for a query that names its rows the same way, never through a bound value.
-    fn condition(self) -> &'static str {
-        match self {
-            Self::Pending => "status = 'pending'",
-            Self::Succeeded => "status = 'succeeded'",
-            Self::Failed => "status = 'failed'",
-        }
+    fn condition(self) -> String {
+        format!("status = '{}'", self.as_str())
     }
 }
 
@@ -598,7 +594,7 @@ pub async fn list(store: &super::Store, f: &Filter) -> Result<Vec<Delivery>, Sto
         conds.push(format!("endpoint_id = {}", next()));
     }
     if let Some(status) = f.status {
-        conds.push(status.condition().to_string());
+        conds.push(status.condition());
     }
     if f.event_type.is_some() {
         conds.push(format!("event_type = {}", next()));

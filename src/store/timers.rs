@@ -300,19 +300,18 @@ pub async fn count_by_state(pool: &sqlx::AnyPool) -> Result<Vec<(String, i64)>, 
     let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM timers GROUP BY state")
         .fetch_all(pool)
         .await?;
-    let mut counts = [0_i64; TimerState::ALL.len()];
+    let mut counts = TimerState::ALL.map(|t| (t, 0_i64));
     for r in &rows {
         let state: String = r.try_get("state")?;
-        let i = TimerState::ALL
-            .iter()
-            .position(|t| t.as_str() == state)
+        let state = TimerState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("timer state `{state}`")))?;
-        counts[i] = r.try_get("n")?;
+        if let Some(count) = counts.iter_mut().find(|(t, _)| *t == state) {
+            count.1 = r.try_get("n")?;
+        }
     }
-    Ok(TimerState::ALL
+    Ok(counts
         .iter()
-        .zip(counts)
-        .map(|(t, n)| (t.as_str().to_string(), n))
+        .map(|(t, n)| (t.as_str().to_string(), *n))
         .collect())
 }
 
