@@ -414,12 +414,13 @@ pub struct Record {
 
 /// Records a batch of attempts with the deliveries' new states, in `tx`, for those
 /// deliveries `node` still holds; returns the ids recorded. The others (another node
-/// took the claim over after it lapsed) are left untouched. Two statements per
-/// [`statement_chunks`] slice: an `UPDATE … FROM (VALUES …)` and multi-row `INSERT`s.
+/// took the claim over after it lapsed) are left untouched. Per [`statement_chunks`]
+/// slice: an `UPDATE … FROM (VALUES …)` and a multi-row `INSERT` of the attempts.
 ///
 /// On SQLite a count comes first: this transaction holds the write lock, so when this
-/// node holds every delivery of the slice (nearly always), the update needs to return
-/// nothing. Returning the ids cost a row through sqlx's `Any` driver per delivery.
+/// node holds every delivery of the slice (nearly always), the update need not return
+/// the ids it changed. Returning them cost a row through sqlx's `Any` driver per
+/// delivery; a slice with a lost claim, and PostgreSQL, still get them back.
 pub async fn record_attempts(
     tx: &mut Tx,
     node: &str,
