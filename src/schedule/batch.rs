@@ -714,11 +714,7 @@ mod tests {
     /// due pending timers among the ids, oldest first, a missing entity as `None`.
     #[tokio::test]
     async fn due_timers_read_as_json_match_the_bound_read() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("duehook.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()), 2)
-            .await
-            .expect("open");
+        let (_dir, store, _) = crate::store::temp_sqlite_store().await;
         let t0 = from_ms(1_800_000_000_000).expect("instant");
         let s = TimeDelta::seconds;
         let mut tx = store.begin().await.expect("begin");

@@ -430,7 +430,7 @@ pub async fn record_attempts(
     let sqlite = tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
     let mut recorded = Vec::with_capacity(records.len());
     for chunk in statement_chunks(records) {
-        if sqlite && held_by(tx, node, chunk).await? == chunk.len() {
+        let kept: Vec<&Record> = if sqlite && held_by(tx, node, chunk).await? == chunk.len() {
             let updated = update_recorded(tx, node, chunk, now, false)
                 .execute(&mut **tx)
                 .await?
@@ -442,21 +442,21 @@ pub async fn record_attempts(
                     chunk.len()
                 )));
             }
-            insert_attempts(tx, chunk).await?;
-            recorded.extend(chunk.iter().map(|r| r.delivery_id.clone()));
-            continue;
-        }
-        let done: std::collections::HashSet<String> = update_recorded(tx, node, chunk, now, true)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let kept: Vec<&Record> = chunk
-            .iter()
-            .copied()
-            .filter(|r| done.contains(&r.delivery_id))
-            .collect();
+            chunk.to_vec()
+        } else {
+            let done: std::collections::HashSet<String> =
+                update_recorded(tx, node, chunk, now, true)
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get("id"))
+                    .collect::<Result<_, _>>()?;
+            chunk
+                .iter()
+                .copied()
+                .filter(|r| done.contains(&r.delivery_id))
+                .collect()
+        };
         insert_attempts(tx, &kept).await?;
         recorded.extend(kept.into_iter().map(|r| r.delivery_id.clone()));
     }
@@ -918,7 +918,6 @@ pub async fn gauges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     /// A record for `id`: attempt 1, succeeded with a 200.
     fn succeeded(id: &str, at: DateTime<Utc>) -> Record {
@@ -946,11 +945,7 @@ mod tests {
     /// the deliveries it holds are recorded, each with its attempt.
     #[tokio::test]
     async fn only_deliveries_still_held_are_recorded() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("duehook.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()), 2)
-            .await
-            .expect("open");
+        let (_dir, store, _) = crate::store::temp_sqlite_store().await;
         let now = from_ms(1_800_000_000_000).expect("instant");
         let mut tx = store.begin().await.expect("begin");
         sqlx::query(

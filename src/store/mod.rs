@@ -532,6 +532,18 @@ pub fn from_ms(ms: i64) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("instant {ms} out of range")))
 }
 
+/// A migrated SQLite store in a temporary directory, for the store's unit tests: the
+/// directory (the store lives as long as it does), the store, and its file's path.
+#[cfg(test)]
+pub(crate) async fn temp_sqlite_store() -> (tempfile::TempDir, Store, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("duehook.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()), 4)
+        .await
+        .expect("open");
+    (dir, store, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,15 +552,11 @@ mod tests {
     /// connection closes: the checkpoints taken beside the writers keep it bounded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_wal_is_checkpointed_beside_the_writers() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("duehook.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()), 4)
-            .await
-            .expect("open");
+        let (_dir, store, path) = temp_sqlite_store().await;
         // 1,000 writes of ~8 KiB (three pages each, and the index): about 12 MiB of WAL
         // frames in all.
         write_contacts(&store, 1000).await;
-        let wal = std::fs::metadata(dir.path().join("duehook.db-wal"))
+        let wal = std::fs::metadata(path.with_extension("db-wal"))
             .expect("WAL file")
             .len();
         assert!(
@@ -589,11 +597,7 @@ mod tests {
     /// checkpointed while nobody writes, not by the next burst.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_wal_is_checkpointed_when_writers_pause() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("duehook.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()), 4)
-            .await
-            .expect("open");
+        let (_dir, store, path) = temp_sqlite_store().await;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let idle = tokio::spawn(store.clone().checkpoint_when_idle(shutdown.clone()));
         write_contacts(&store, CHECKPOINT_EVERY / 2).await;
