@@ -30,7 +30,8 @@ use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
 use serde_json::{Value, json};
 use support::{
-    BenchStore, config, env_usize, loadavg, memory_mib, post_booking, spread, start_receiver,
+    BenchStore, CpuTicks, calibrate, config, env_usize, handoff_round_trip_us, loadavg, memory_mib,
+    post_booking, spread, start_receiver,
 };
 
 const TOKEN: &str = "ingest-bench-token-0123456789";
@@ -86,6 +87,8 @@ async fn run() {
     let clients = env_usize("INGEST_CLIENTS", 64).max(1);
     let store_spec = std::env::var("INGEST_STORE").unwrap_or_else(|_| "sqlite".into());
     let load = loadavg();
+    let speed_at_start = calibrate();
+    let round_trip_at_start = handoff_round_trip_us();
     let store = BenchStore::create(&store_spec).await;
     let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
@@ -107,6 +110,7 @@ async fn run() {
     let secret = created["secret"].as_str().expect("secret").to_string();
 
     let t0 = Instant::now();
+    let cpu_start = CpuTicks::read();
     let (posted, failed) = push(&app.url(), messages, clients).await;
     let pushed = t0.elapsed();
 
@@ -128,6 +132,7 @@ async fn run() {
             break;
         }
     }
+    let cpu_done = CpuTicks::read();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (hwm, _) = memory_mib();
     app.shutdown().await;
@@ -165,6 +170,11 @@ async fn run() {
     println!();
     println!("== duehook ingest benchmark (messages in, webhooks out) ==");
     println!(
+        "machine:     SHA-256 on one core {speed_at_start:.0} MB/s at the start, {:.0} MB/s at the end; a thread hand-off round trip {round_trip_at_start:.1} µs at the start, {:.1} µs at the end (figures are comparable only at similar readings)",
+        calibrate(),
+        handoff_round_trip_us()
+    );
+    println!(
         "store {store_name}; {} CPUs, load average at start {load}; INGEST_MESSAGES={messages} INGEST_CLIENTS={clients}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         config.store.max_connections,
@@ -192,6 +202,10 @@ async fn run() {
         samples.len() - bad,
         samples.len(),
         if timed_out { "; WAIT TIMED OUT" } else { "" }
+    );
+    println!(
+        "cpu:         first POST to last webhook: {}",
+        cpu_start.share_until(&cpu_done)
     );
     println!("memory:      peak RSS (VmHWM) {hwm:.0} MiB (bench, receiver and service together)");
 

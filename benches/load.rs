@@ -43,7 +43,8 @@ use duehook::store::entities;
 use serde_json::{Value, json};
 use sqlx::Row;
 use support::{
-    BenchStore, config, env_usize, loadavg, memory_mib, post_booking, spread, start_receiver,
+    BenchStore, CpuTicks, calibrate, config, env_usize, handoff_round_trip_us, loadavg, memory_mib,
+    post_booking, spread, start_receiver,
 };
 
 const TOKEN: &str = "load-bench-token-0123456789";
@@ -186,6 +187,8 @@ async fn count(app: &App, sql: &'static str) -> i64 {
 async fn run(p: &Params) {
     // Other work on the machine skews every figure: say how busy it was.
     let loadavg = loadavg();
+    let speed_at_start = calibrate();
+    let round_trip_at_start = handoff_round_trip_us();
     let store = BenchStore::create(&p.store).await;
     let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
@@ -222,6 +225,7 @@ async fn run(p: &Params) {
 
     // 1. The pending timers, from 1 h ahead to 30 days ahead, evenly spread.
     let t_load = Instant::now();
+    let cpu_load = CpuTicks::read();
     let base = clock.now() + TimeDelta::hours(1);
     let span_ms = (TimeDelta::days(30) - TimeDelta::hours(1)).num_milliseconds() as f64;
     let n = p.pending.max(1) as f64;
@@ -235,6 +239,7 @@ async fn run(p: &Params) {
     )
     .await;
     let load = t_load.elapsed();
+    let cpu_loaded = CpuTicks::read();
     let (hwm_loaded, _) = memory_mib();
 
     // 2. The burst: `burst` timers due within the `burst_span_ms` starting at `due`.
@@ -271,6 +276,7 @@ async fn run(p: &Params) {
     let stop = Arc::new(AtomicBool::new(false));
     let wait = (due - clock.now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
+    let cpu_burst = CpuTicks::read();
     let poster = tokio::spawn(post_events(app.url(), p.events_per_sec, stop.clone()));
 
     // Wait until every burst timer has fired and arrived (then stop posting), and every
@@ -321,6 +327,7 @@ async fn run(p: &Params) {
         }
     }
     let (posted, post_errors) = poster.await.expect("poster");
+    let cpu_burst_done = CpuTicks::read();
     // A moment for stray duplicates to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (hwm_burst, _) = memory_mib();
@@ -448,6 +455,11 @@ async fn run(p: &Params) {
     println!();
     println!("== duehook load benchmark ==");
     println!(
+        "machine:     SHA-256 on one core {speed_at_start:.0} MB/s at the start, {:.0} MB/s at the end; a thread hand-off round trip {round_trip_at_start:.1} µs at the start, {:.1} µs at the end (figures are comparable only at similar readings)",
+        calibrate(),
+        handoff_round_trip_us()
+    );
+    println!(
         "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_BURST_SPAN_MS={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         p.pending,
@@ -511,6 +523,11 @@ async fn run(p: &Params) {
         "restart:     {pending} pending; App::start returned after {:.0} ms, /readyz 200 after {:.0} ms",
         started.as_secs_f64() * 1000.0,
         ready.as_secs_f64() * 1000.0
+    );
+    println!(
+        "cpu:         loading: {}\n             burst: {}",
+        cpu_load.share_until(&cpu_loaded),
+        cpu_burst.share_until(&cpu_burst_done)
     );
     println!(
         "memory:      peak RSS (VmHWM) {hwm:.0} MiB (after loading {hwm_loaded:.0} MiB, after the burst {hwm_burst:.0} MiB); RSS now {rss:.0} MiB"

@@ -156,6 +156,118 @@ pub fn memory_mib() -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// The machine's speed right now, as one core's SHA-256 throughput over 64 MiB (MB/s),
+/// taking ~0.1–0.3 s. On shared virtual machines the same binary runs up to 5× slower in
+/// some hours without any steal showing; a figure is only comparable with runs whose
+/// calibration was close to its own.
+pub fn calibrate() -> f64 {
+    use sha2::{Digest, Sha256};
+    let block = vec![0x5au8; 1 << 20];
+    let started = std::time::Instant::now();
+    let mut h = Sha256::new();
+    for _ in 0..64 {
+        h.update(&block);
+    }
+    std::hint::black_box(h.finalize());
+    64.0 * (1 << 20) as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// The median round trip, in µs, of a message passed to another thread and back (2,000
+/// trips). Each statement sqlx runs on SQLite is such a round trip to the connection's
+/// thread; on a virtual machine it costs most when the other thread sleeps on an idle
+/// CPU that must be woken.
+pub fn handoff_round_trip_us() -> f64 {
+    let (to_tx, to_rx) = std::sync::mpsc::channel::<u32>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<u32>();
+    let echo = std::thread::spawn(move || {
+        while let Ok(v) = to_rx.recv() {
+            if back_tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut trips = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        let started = std::time::Instant::now();
+        to_tx.send(i).expect("echo thread");
+        back_rx.recv().expect("echo thread");
+        trips.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(to_tx);
+    let _ = echo.join();
+    trips.sort_by(f64::total_cmp);
+    trips[trips.len() / 2]
+}
+
+/// Where the machine's CPU time went since a starting point: this process, everything
+/// else, idle, and steal (time the hypervisor gave the virtual CPUs to someone else).
+/// Read from `/proc/stat` and `/proc/self/stat` in clock ticks, so no clock is read.
+/// On shared virtual machines the same binary runs up to 5× slower in some hours; this
+/// line tells a slow hour (steal, other load) from a slower binary.
+#[derive(Clone, Copy, Default)]
+pub struct CpuTicks {
+    /// All CPUs: user + nice + system + irq + softirq.
+    busy: u64,
+    idle: u64,
+    steal: u64,
+    /// This process: utime + stime.
+    process: u64,
+}
+
+impl CpuTicks {
+    /// Now, or zeros where `/proc` cannot be read (the summary then says so).
+    pub fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // After the command name in parentheses: fields 3.. ; utime and stime are 14, 15.
+        let after = own.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let v: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let process = v.get(11).copied().unwrap_or(0) + v.get(12).copied().unwrap_or(0);
+        Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3) + at(4),
+            steal: at(7),
+            process,
+        }
+    }
+
+    /// "this process 61 %, other 3 %, idle 35 %, steal 1 % of 2 CPUs' time (n ticks)"
+    /// for the time from `self` to `later`.
+    pub fn share_until(&self, later: &CpuTicks) -> String {
+        let busy = later.busy.saturating_sub(self.busy);
+        let idle = later.idle.saturating_sub(self.idle);
+        let steal = later.steal.saturating_sub(self.steal);
+        let process = later.process.saturating_sub(self.process).min(busy);
+        let total = busy + idle + steal;
+        if total == 0 {
+            return "not measured (/proc/stat unreadable or no tick passed)".into();
+        }
+        let pct = |x: u64| x as f64 * 100.0 / total as f64;
+        format!(
+            "this process {:.0} %, others {:.0} %, idle {:.0} %, steal {:.0} % of the CPUs' time ({total} ticks)",
+            pct(process),
+            pct(busy - process),
+            pct(idle),
+            pct(steal)
+        )
+    }
+}
+
 /// The 1-minute, 5-minute and 15-minute load averages, to say how busy the machine was.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
