@@ -156,10 +156,9 @@ pub fn memory_mib() -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// The machine's speed right now, as one core's SHA-256 throughput over 64 MiB (MB/s),
-/// taking ~0.1–0.3 s. On shared virtual machines the same binary runs up to 5× slower in
-/// some hours without any steal showing; a figure is only comparable with runs whose
-/// calibration was close to its own.
+/// The machine's speed right now, as one core's SHA-256 throughput over 64 MiB (MB/s;
+/// ~35 ms here). On shared virtual machines the same bench has run over 3× slower in
+/// some hours; a figure is only comparable with runs whose speed was close to its own.
 pub fn calibrate() -> f64 {
     use sha2::{Digest, Sha256};
     let block = vec![0x5au8; 1 << 20];
@@ -202,8 +201,8 @@ pub fn handoff_round_trip_us() -> f64 {
 /// Where the machine's CPU time went since a starting point: this process, everything
 /// else, idle, and steal (time the hypervisor gave the virtual CPUs to someone else).
 /// Read from `/proc/stat` and `/proc/self/stat` in clock ticks, so no clock is read.
-/// On shared virtual machines the same binary runs up to 5× slower in some hours; this
-/// line tells a slow hour (steal, other load) from a slower binary.
+/// On shared virtual machines the same bench has run over 3× slower in some hours; this
+/// tells a slow hour (steal, other load) from a slower binary.
 #[derive(Clone, Copy, Default)]
 pub struct CpuTicks {
     /// All CPUs: user + nice + system + irq + softirq.
