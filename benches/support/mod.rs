@@ -245,7 +245,7 @@ impl CpuTicks {
         }
     }
 
-    /// "this process 61 %, other 3 %, idle 35 %, steal 1 % of 2 CPUs' time (n ticks)"
+    /// "this process 61 %, others 3 %, idle 35 %, steal 1 % of the CPUs' time (n ticks)"
     /// for the time from `self` to `later`.
     pub fn share_until(&self, later: &CpuTicks) -> String {
         let busy = later.busy.saturating_sub(self.busy);
