@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;
+mod pg_nodelay;
 mod placeholders;
 pub mod sealed;
 mod sqlite_memory;
@@ -212,6 +213,9 @@ impl Store {
                         // Checkpoints are taken beside the writers, not by whichever
                         // write happens to commit the 1,000th page (see `Checkpoints`).
                         conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                    } else if let Err(e) = pg_nodelay::set_on(conn).await {
+                        // Only a latency matter (see `pg_nodelay`): the connection works.
+                        tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
                     }
                     Ok(())
                 })
