@@ -26,7 +26,8 @@ pub enum NoDelay {
     Set,
     /// Not a TCP connection (a Unix socket): no Nagle, nothing to do.
     NotTcp,
-    /// No socket of this process has the ports the server sees (NAT, a pooler).
+    /// No socket of this process has the ports the server sees (NAT, a pooler), or
+    /// setting the option failed.
     NotFound,
 }
 
@@ -44,18 +45,22 @@ pub async fn set_on(conn: &mut AnyConnection) -> Result<NoDelay, sqlx::Error> {
     let (Ok(client), Ok(server)) = (u16::try_from(client), u16::try_from(server)) else {
         return Ok(NoDelay::NotFound);
     };
-    let found = for_each_socket(client, server, |s| s.set_tcp_nodelay(true).is_ok());
-    if found.contains(&true) {
+    let results = for_each_socket(client, server, |s| s.set_tcp_nodelay(true));
+    if results.iter().any(Result::is_ok) {
         return Ok(NoDelay::Set);
     }
     if !WARNED.swap(true, Ordering::Relaxed) {
+        let why = match results.into_iter().find_map(Result::err) {
+            Some(e) => format!("setting it failed: {e}"),
+            None => "no socket of this process has the ports the server sees (NAT or a \
+                     connection pooler between them, or no /proc/self/fd to look in)"
+                .to_string(),
+        };
         tracing::warn!(
             client_port = client,
             server_port = server,
-            "cannot set TCP_NODELAY on the PostgreSQL connections: no socket of this process \
-             has the ports the server sees (NAT or a connection pooler between them?); \
-             statements larger than one TCP segment may wait ~40 ms for the server's \
-             delayed acknowledgement"
+            "cannot set TCP_NODELAY on the PostgreSQL connections: {why}; statements larger \
+             than one TCP segment may wait ~40 ms for the server's delayed acknowledgement"
         );
     }
     Ok(NoDelay::NotFound)
