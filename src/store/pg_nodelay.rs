@@ -89,8 +89,6 @@ fn for_each_socket<T>(
         return out;
     };
     for entry in entries.flatten() {
-        let is_socket = std::fs::read_link(entry.path())
-            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
         let Some(raw) = entry
             .file_name()
             .to_str()
@@ -98,6 +96,8 @@ fn for_each_socket<T>(
         else {
             continue;
         };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
         if !is_socket {
             continue;
         }
