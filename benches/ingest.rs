@@ -30,8 +30,8 @@ use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
 use serde_json::{Value, json};
 use support::{
-    BenchStore, CpuTicks, calibrate, config, env_usize, handoff_round_trip_us, loadavg, memory_mib,
-    post_booking, spread, start_receiver,
+    BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
+    spread, start_receiver,
 };
 
 const TOKEN: &str = "ingest-bench-token-0123456789";
@@ -87,8 +87,7 @@ async fn run() {
     let clients = env_usize("INGEST_CLIENTS", 64).max(1);
     let store_spec = std::env::var("INGEST_STORE").unwrap_or_else(|_| "sqlite".into());
     let load = loadavg();
-    let speed_at_start = calibrate();
-    let round_trip_at_start = handoff_round_trip_us();
+    let speed_at_start = MachineSpeed::read();
     let store = BenchStore::create(&store_spec).await;
     let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
@@ -169,11 +168,7 @@ async fn run() {
 
     println!();
     println!("== duehook ingest benchmark (messages in, webhooks out) ==");
-    println!(
-        "machine:     SHA-256 on one core {speed_at_start:.0} MB/s at the start, {:.0} MB/s at the end; a thread hand-off round trip {round_trip_at_start:.1} µs at the start, {:.1} µs at the end (figures are comparable only at similar readings)",
-        calibrate(),
-        handoff_round_trip_us()
-    );
+    println!("{}", speed_at_start.line_until_now());
     println!(
         "store {store_name}; {} CPUs, load average at start {load}; INGEST_MESSAGES={messages} INGEST_CLIENTS={clients}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

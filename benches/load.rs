@@ -43,8 +43,8 @@ use duehook::store::entities;
 use serde_json::{Value, json};
 use sqlx::Row;
 use support::{
-    BenchStore, CpuTicks, calibrate, config, env_usize, handoff_round_trip_us, loadavg, memory_mib,
-    post_booking, spread, start_receiver,
+    BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
+    spread, start_receiver,
 };
 
 const TOKEN: &str = "load-bench-token-0123456789";
@@ -187,8 +187,7 @@ async fn count(app: &App, sql: &'static str) -> i64 {
 async fn run(p: &Params) {
     // Other work on the machine skews every figure: say how busy it was.
     let loadavg = loadavg();
-    let speed_at_start = calibrate();
-    let round_trip_at_start = handoff_round_trip_us();
+    let speed_at_start = MachineSpeed::read();
     let store = BenchStore::create(&p.store).await;
     let config = config(store.url(), TOKEN);
     duehook::telemetry::init(&config.log);
@@ -454,11 +453,7 @@ async fn run(p: &Params) {
         .count();
     println!();
     println!("== duehook load benchmark ==");
-    println!(
-        "machine:     SHA-256 on one core {speed_at_start:.0} MB/s at the start, {:.0} MB/s at the end; a thread hand-off round trip {round_trip_at_start:.1} µs at the start, {:.1} µs at the end (figures are comparable only at similar readings)",
-        calibrate(),
-        handoff_round_trip_us()
-    );
+    println!("{}", speed_at_start.line_until_now());
     println!(
         "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_BURST_SPAN_MS={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -159,7 +159,7 @@ pub fn memory_mib() -> (f64, f64) {
 /// The machine's speed right now, as one core's SHA-256 throughput over 64 MiB (MB/s;
 /// ~35 ms here). On shared virtual machines the same bench has run over 3× slower in
 /// some hours; a figure is only comparable with runs whose speed was close to its own.
-pub fn calibrate() -> f64 {
+fn calibrate() -> f64 {
     use sha2::{Digest, Sha256};
     let block = vec![0x5au8; 1 << 20];
     let started = std::time::Instant::now();
@@ -175,7 +175,7 @@ pub fn calibrate() -> f64 {
 /// trips). Each statement sqlx runs on SQLite is such a round trip to the connection's
 /// thread; on a virtual machine it costs most when the other thread sleeps on an idle
 /// CPU that must be woken.
-pub fn handoff_round_trip_us() -> f64 {
+fn handoff_round_trip_us() -> f64 {
     let (to_tx, to_rx) = std::sync::mpsc::channel::<u32>();
     let (back_tx, back_rx) = std::sync::mpsc::channel::<u32>();
     let echo = std::thread::spawn(move || {
@@ -196,6 +196,32 @@ pub fn handoff_round_trip_us() -> f64 {
     let _ = echo.join();
     trips.sort_by(f64::total_cmp);
     trips[trips.len() / 2]
+}
+
+/// How fast the machine is right now: [`calibrate`] and [`handoff_round_trip_us`],
+/// taken at the start of a run and again at its end for the `machine:` line.
+#[derive(Clone, Copy)]
+pub struct MachineSpeed {
+    sha256_mb_s: f64,
+    round_trip_us: f64,
+}
+
+impl MachineSpeed {
+    pub fn read() -> Self {
+        Self {
+            sha256_mb_s: calibrate(),
+            round_trip_us: handoff_round_trip_us(),
+        }
+    }
+
+    /// The `machine:` line: this reading as the start, a new one as the end.
+    pub fn line_until_now(&self) -> String {
+        let end = Self::read();
+        format!(
+            "machine:     SHA-256 on one core {:.0} MB/s at the start, {:.0} MB/s at the end; a thread hand-off round trip {:.1} µs at the start, {:.1} µs at the end (figures are comparable only at similar readings)",
+            self.sha256_mb_s, end.sha256_mb_s, self.round_trip_us, end.round_trip_us
+        )
+    }
 }
 
 /// Where the machine's CPU time went since a starting point: this process, everything
