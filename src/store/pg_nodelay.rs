@@ -35,10 +35,7 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Sets `TCP_NODELAY` on the socket of the freshly opened PostgreSQL connection `conn`.
 pub async fn set_on(conn: &mut AnyConnection) -> Result<NoDelay, sqlx::Error> {
-    let (client, server): (Option<i32>, Option<i32>) =
-        sqlx::query_as("SELECT inet_client_port(), inet_server_port()")
-            .fetch_one(&mut *conn)
-            .await?;
+    let (client, server) = ports_seen_by_server(conn).await?;
     let (Some(client), Some(server)) = (client, server) else {
         return Ok(NoDelay::NotTcp);
     };
@@ -64,6 +61,16 @@ pub async fn set_on(conn: &mut AnyConnection) -> Result<NoDelay, sqlx::Error> {
         );
     }
     Ok(NoDelay::NotFound)
+}
+
+/// The client's and the server's port of `conn` as the server sees them (`None` over a
+/// Unix socket).
+async fn ports_seen_by_server(
+    conn: &mut AnyConnection,
+) -> Result<(Option<i32>, Option<i32>), sqlx::Error> {
+    sqlx::query_as("SELECT inet_client_port(), inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await
 }
 
 /// `TCP_NODELAY` of this process's TCP socket(s) from `local_port` to `peer_port`.
@@ -137,11 +144,10 @@ mod tests {
     use crate::store::Store;
 
     async fn ports(conn: &mut AnyConnection) -> (u16, u16) {
-        let (c, s): (i32, i32) = sqlx::query_as("SELECT inet_client_port(), inet_server_port()")
-            .fetch_one(&mut *conn)
-            .await
-            .expect("ports");
-        (c as u16, s as u16)
+        match ports_seen_by_server(conn).await.expect("ports") {
+            (Some(c), Some(s)) => (c as u16, s as u16),
+            other => panic!("the test connects over TCP; the server saw {other:?}"),
+        }
     }
 
     #[tokio::test]
