@@ -10,9 +10,11 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod domain;
+pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod node;
+pub mod outbox;
 pub mod progress;
 pub mod schedule;
 pub mod service;
@@ -65,8 +67,8 @@ pub struct App {
     server: JoinHandle<()>,
     /// Background workers (scheduler, fan-out, delivery, cron). Each watches `shutdown`.
     tasks: tasks::Tasks,
-    /// Where writers pass new deliveries to the delivery worker.
-    handoff: Arc<delivery::handoff::Handoff>,
+    /// Where every event enters; it hands new deliveries to the delivery worker.
+    outbox: Arc<outbox::Outbox>,
     /// The scheduler driver's signs of life, for the systemd watchdog.
     heartbeat: Arc<watchdog::Heartbeat>,
 }
@@ -116,7 +118,7 @@ impl App {
                 ),
             )
         })));
-        let outbox = Arc::new(Notify::new());
+        let outbox = Arc::new(outbox::Outbox::new());
         let planner = schedule::plan::Planner {
             rules: Arc::new(rules),
             default_tz: config.schedule.timezone,
@@ -146,13 +148,16 @@ impl App {
             outbox.clone(),
             planner.clone(),
             catalogue.clone(),
-            pipeline.work.clone(),
-            pipeline.handoff.clone(),
+        );
+        let endpoints = delivery::service::Endpoints::new(
+            store.clone(),
+            clock.clone(),
+            outbox.clone(),
+            pipeline.guard.clone(),
+            pipeline.config.clone(),
+            catalogue.clone(),
         );
         let state_planner = planner.clone();
-        let delivery_work = pipeline.work.clone();
-        let delivery_handoff = pipeline.handoff.clone();
-        let handoff = pipeline.handoff.clone();
         let state = http::AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -161,6 +166,7 @@ impl App {
             driver_stats: driver_stats.clone(),
             catalogue,
             delivery: pipeline.clone(),
+            endpoints,
             node_id: node_id.clone(),
         };
         let router = http::router(
@@ -197,11 +203,12 @@ impl App {
             lease: config.cluster.lease,
             store: store.clone(),
             clock: clock.clone(),
+            firing: schedule::fire::Firing {
+                planner: planner.clone(),
+                outbox: outbox.clone(),
+                misfire_after: config.schedule.misfire_after,
+            },
             planner,
-            misfire_after: config.schedule.misfire_after,
-            outbox: outbox.clone(),
-            deliveries: delivery_work,
-            handoff: delivery_handoff,
             stats: driver_stats,
             heartbeat: heartbeat.clone(),
         };
@@ -255,7 +262,7 @@ impl App {
             server,
             tasks,
             heartbeat,
-            handoff,
+            outbox,
         })
     }
 
@@ -274,9 +281,9 @@ impl App {
     }
 
     /// How many deliveries went to the delivery worker in memory, written already
-    /// claimed by the transaction that created them (see [`delivery::handoff`]).
+    /// claimed by the transaction that created them (see [`outbox`]).
     pub fn deliveries_handed_off(&self) -> u64 {
-        self.handoff.taken()
+        self.outbox.handoff().taken()
     }
 
     /// This node's id (`GET /admin/nodes`).

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Channel ingest notifies (in the planning transaction) when a timer lands inside the
 /// horizon; every node listens.
-pub const TIMERS_CHANNEL: &str = "duehook_timers";
+pub use crate::store::timers::PLANNED_CHANNEL as TIMERS_CHANNEL;
 
 /// A fresh node id: the configured name (or host name), the pid and a short random tag,
 /// so a restarted process is a new node and its predecessor's claims lapse cleanly.

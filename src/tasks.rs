@@ -76,8 +76,11 @@ impl Tasks {
         }
         // Stands for the thread among the tasks: ends when the thread's future does,
         // and aborting it (or dropping it at shutdown) aborts that future.
+        // The guard is made here, not inside the task: a task aborted before its first
+        // poll is dropped without running, and must still abort the thread's future.
+        let abort_on_drop = AbortOnDrop(abort);
         let stand_in = tokio::spawn(async move {
-            let _abort_on_drop = AbortOnDrop(abort);
+            let _abort_on_drop = abort_on_drop;
             if ended_rx.await.is_err() {
                 panic!("the task on a thread of its own panicked");
             }

@@ -871,37 +871,35 @@ async fn time_based_event_carries_scheduled_at(backend: Backend) {
         json!({"name": "due", "url": rx.url("/"), "topics": ["order.overdue_1_day"]}),
     )
     .await;
-    // What the scheduler writes when a timer fires: an events row with scheduled_at.
+    // A time-based event as a store may hold it unfanned (written without the
+    // outbox's same-transaction fan-out): an events row with scheduled_at.
     let due = app.clock.now() - TimeDelta::minutes(3);
-    let store = app.app().store();
-    let mut tx = store.begin().await.expect("begin");
-    let ev = duehook::store::events::insert(
-        &mut tx,
-        duehook::domain::event::NewEvent {
-            event_type: "order.overdue_1_day".into(),
-            entity_kind: "order".into(),
-            entity_id: "o-1".into(),
-            data: json!({"id": "o-1", "status": "checked_out"}),
-            scheduled_at: Some(due),
-            timer_id: None,
-        },
-        app.clock.now(),
+    let created = app.clock.now();
+    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    let ev_id = "evt_0196f0c2b0a87c3e9a1d5b2f4c6e8a01";
+    sqlx::query(
+        "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, data, fanned_out)
+         VALUES ($1, 'order.overdue_1_day', 'order', 'o-1', $2, $3, $4, 0)",
     )
+    .bind(ev_id)
+    .bind(ms(created))
+    .bind(ms(due))
+    .bind(json!({"id": "o-1", "status": "checked_out"}).to_string())
+    .execute(app.app().store().pool())
     .await
     .expect("insert");
-    tx.commit().await.expect("commit");
-    // Nobody poked the outbox: the fan-out's polling fallback picks the event up.
+    // Nobody poked the outbox: the sweeper's poll picks the event up.
     app.forward(TimeDelta::seconds(1));
     let got = rx.wait_for(1).await;
     let body = got[0].json();
-    assert_eq!(body["id"], json!(ev.id));
+    assert_eq!(body["id"], json!(ev_id));
     assert_eq!(
         body["scheduled_at"],
         json!(due.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
     );
     assert_eq!(
         body["created"],
-        json!(ev.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        json!(created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
     );
     assert_eq!(body["data"]["status"], "checked_out");
 }

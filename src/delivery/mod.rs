@@ -1,5 +1,6 @@
-//! Delivery: every event in the outbox, immediate or time-based, goes through one
-//! pipeline: fan-out to matching endpoints → render → sign → POST → retry / disable.
+//! Delivery: every delivery the outbox created, for an immediate or a time-based
+//! event, goes through one pipeline: claim (or hand-off) → render → sign → POST →
+//! record → retry / disable / alert.
 //!
 //! The pure parts live here as small modules with no I/O of their own: `render`
 //! (formats and envelopes), `sign` (signature schemes), `retry` (policy, backoff,
@@ -12,11 +13,10 @@ pub mod sign;
 
 pub mod alert;
 pub mod endpoint;
-pub mod fanout;
-pub mod handoff;
 pub mod health;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod record;
 pub mod send;
+pub mod service;
 pub mod worker;

@@ -8,10 +8,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::DestinationGuard;
-use super::handoff::Handoff;
 use super::health::HealthPolicy;
 use crate::clock::SharedClock;
 use crate::config::{AlertsConfig, DeliveryConfig};
+use crate::outbox::Outbox;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -22,16 +22,12 @@ pub struct Pipeline {
     pub config: Arc<DeliveryConfig>,
     pub alerts: Arc<AlertsConfig>,
     pub health: HealthPolicy,
-    /// Poked by ingest (and the scheduler) after each committed event: fan-out waits on it.
-    pub outbox: Arc<Notify>,
-    /// Poked when deliveries may have become due: the delivery worker waits on it.
-    pub work: Arc<Notify>,
+    /// Where deliveries come from: the worker takes its hand-offs and wake-ups there.
+    pub outbox: Arc<Outbox>,
     /// Poked when alerts were written: the alert worker waits on it.
     pub alert: Arc<Notify>,
     /// Sends this process has in flight (claimed and not yet recorded or given up).
     pub sending: Arc<AtomicUsize>,
-    /// Where this node's writers pass the deliveries they create to its worker.
-    pub handoff: Arc<Handoff>,
 }
 
 impl Pipeline {
@@ -40,7 +36,7 @@ impl Pipeline {
         clock: SharedClock,
         config: &DeliveryConfig,
         alerts: &AlertsConfig,
-        outbox: Arc<Notify>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Self {
             store,
@@ -54,18 +50,22 @@ impl Pipeline {
             alerts: Arc::new(alerts.clone()),
             health: HealthPolicy::from_config(config, alerts),
             outbox,
-            work: Arc::new(Notify::new()),
             alert: Arc::new(Notify::new()),
             sending: Arc::new(AtomicUsize::new(0)),
-            handoff: Arc::new(Handoff::new()),
         }
     }
 
-    /// Starts the fan-out, delivery and alert workers; each stops when `shutdown` is
-    /// cancelled.
+    /// Starts the outbox's sweeper and the delivery and alert workers; each stops when
+    /// `shutdown` is cancelled.
     pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
-            tokio::spawn(super::fanout::run(self.clone(), shutdown.clone())),
+            tokio::spawn(crate::outbox::sweep(
+                self.outbox.clone(),
+                self.store.clone(),
+                self.clock.clone(),
+                self.poll_interval(),
+                shutdown.clone(),
+            )),
             tokio::spawn(super::worker::run(self.clone(), shutdown.clone())),
             tokio::spawn(super::alert::run(self.clone(), shutdown.clone())),
         ]

@@ -13,7 +13,7 @@
 //! Claiming is one statement for many deliveries, and it runs in a task beside the
 //! loop: on SQLite a claim waits its turn behind the other writers (firing, ingest,
 //! the recorder), and a loop that waited with it started no sends meanwhile — during
-//! a burst of firing the sends went four at a time, one claim apart. A lane holds more than its
+//! a burst of firing it would start sends only between claims. A lane holds more than its
 //! in-flight cap only for an endpoint that has been answering with success quickly:
 //! about what it takes in [`PREFETCH_WINDOW`] at its recent pace, at most
 //! [`PREFETCH_MAX`]. A slow, failing or new endpoint gets no more than it can have in
@@ -48,7 +48,7 @@ const PREFETCH_WINDOW: Duration = Duration::from_millis(500);
 /// At most this many deliveries wait in one lane beyond its in-flight cap.
 const PREFETCH_MAX: usize = 1024;
 /// A fast endpoint's lane takes about what it sends in this long from hand-offs
-/// ([`super::handoff`]): they cost no claim, so more of them may wait in memory.
+/// ([`crate::outbox`]): they cost no claim, so more of them may wait in memory.
 const HANDOFF_WINDOW: Duration = Duration::from_secs(1);
 /// At most this many handed-off deliveries wait in one lane beyond its in-flight cap.
 const HANDOFF_MAX: usize = 4096;
@@ -164,8 +164,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             return;
         }
     };
-    let node = p.handoff.node().to_string();
-    let mut handoffs = p.handoff.take_receiver();
+    let node = p.outbox.handoff().node().to_string();
+    let mut handoffs = p.outbox.handoff().take_receiver();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel();
@@ -264,7 +264,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = w.p.work.notified() => w.poked = true,
+            _ = w.p.outbox.delivery_wake().notified() => w.poked = true,
             Some(m) = ended_rx.recv() => w.ended(m),
             Some(batch) = async {
                 match handoffs.as_mut() {
@@ -291,7 +291,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     // Stop sending. Attempts already made are recorded; what is still queued or was
     // cut off in flight is released, to be sent again after a restart (at least once,
     // same webhook-id).
-    w.p.handoff.close();
+    w.p.outbox.handoff().close();
     w.tasks.shutdown().await;
     // Handed off and not yet taken: ours to release too.
     if let Some(rx) = handoffs.as_mut() {
@@ -344,7 +344,7 @@ impl Worker {
     fn publish_room(&mut self) {
         let per_endpoint = self.per_endpoint;
         let spare = self.max_held.saturating_sub(self.held());
-        self.p.handoff.publish(
+        self.p.outbox.handoff().publish(
             self.lanes
                 .iter()
                 .map(|(ep, lane)| (ep.clone(), lane.handoff_room(per_endpoint).min(spare))),
@@ -357,7 +357,7 @@ impl Worker {
 
     /// Queues deliveries a writer created already claimed for this worker.
     async fn handed(&mut self, batch: Vec<Claimed>) {
-        self.p.handoff.count_taken(batch.len());
+        self.p.outbox.handoff().count_taken(batch.len());
         let mut give_back = Vec::new();
         for c in batch {
             *self.arrived.entry(c.endpoint_id.clone()).or_default() += 1;
@@ -474,7 +474,7 @@ impl Worker {
                 &store,
                 &node,
                 now,
-                now + super::handoff::LEASE,
+                now + crate::outbox::LEASE,
                 i64::try_from(limit).unwrap_or(1),
                 i64::try_from(cap).unwrap_or(1),
                 &exclude,

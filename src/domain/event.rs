@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A new event, before it is stored.
 #[derive(Debug, Clone)]
@@ -10,7 +11,8 @@ pub struct NewEvent {
     pub event_type: String,
     pub entity_kind: String,
     pub entity_id: String,
-    pub data: Value,
+    /// The event's `data`, as the JSON text that is stored and sent.
+    pub data: Box<RawValue>,
     /// For a time-based event: the instant its timer was due.
     pub scheduled_at: Option<DateTime<Utc>>,
     /// For a time-based event: the timer that produced it (one event per timer).
@@ -18,22 +20,32 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// An event caused by a change, carrying `data`.
     pub fn immediate(
         event_type: &str,
         entity_kind: &str,
         entity_id: &str,
-        data: impl Serialize,
+        data: &impl Serialize,
     ) -> Self {
         Self {
             event_type: event_type.to_string(),
             entity_kind: entity_kind.to_string(),
             entity_id: entity_id.to_string(),
-            // Serialising our own plain structs cannot fail; Null keeps the type total.
-            data: serde_json::to_value(data).unwrap_or(Value::Null),
+            data: json_text(data),
             scheduled_at: None,
             timer_id: None,
         }
     }
+}
+
+/// `data` as JSON text. Serialising our own plain structs and JSON values cannot fail;
+/// `null` keeps the function total.
+pub fn json_text(data: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(data).unwrap_or_else(|_| null())
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).expect("`null` is JSON")
 }
 
 /// A stored event, in the default wire envelope's shape.

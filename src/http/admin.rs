@@ -106,7 +106,7 @@ pub async fn advance_clock(
         node: &s.node_id,
         sending: &s.delivery.sending,
         wake: &s.planner.wake,
-        work: &s.delivery.work,
+        work: s.delivery.outbox.delivery_wake(),
     };
     let advanced = live_through(&s.store, &workers, clock, target)
         .await

@@ -13,8 +13,8 @@ use super::error::ApiError;
 use super::openapi::{
     Conflict, DeliveryDetail, DeliveryPage, DeliveryQuery, InvalidField, NotFound, StoreErrors,
 };
+use crate::delivery::service;
 use crate::store::deliveries::{self, Delivery, Filter};
-use crate::store::events;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -88,7 +88,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let f = parse_filter(query.as_deref())?;
-    let page = deliveries::list(&state.store, &f).await?;
+    let page = state.endpoints.deliveries(&f).await?;
     let next_cursor = (page.len() as i64 == f.limit)
         .then(|| page.last().map(|d| d.seq.to_string()))
         .flatten();
@@ -113,11 +113,11 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let d = deliveries::get(state.store.pool(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
-    let attempts = deliveries::attempts(state.store.pool(), &id).await?;
-    let event = events::get(state.store.pool(), &d.event_id).await?;
+    let service::DeliveryDetail {
+        delivery: d,
+        attempts,
+        event,
+    } = state.endpoints.delivery(&id).await?;
     let mut body = serde_json::to_value(&d).unwrap_or(Value::Null);
     body["attempts"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
     // The event as the standard envelope shows it (what was delivered, before the
@@ -144,18 +144,6 @@ pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
-    if deliveries::get(&mut *tx, &id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no delivery {id:?}")));
-    }
-    if !deliveries::retry(&mut tx, &id, now).await? {
-        return Err(ApiError::conflict(
-            "the delivery is still pending; it will be attempted on its schedule",
-        ));
-    }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.delivery.work.notify_one();
-    let d = deliveries::get(state.store.pool(), &id).await?;
+    let d = state.endpoints.retry(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,26 +18,10 @@ use super::openapi::{
     BodyErrors, Conflict, EndpointCreated, EndpointDeleted, EndpointList, EndpointSecret, NotFound,
     Recovered, SecretRotated, StoreErrors, TestSent,
 };
-use crate::delivery::endpoint::{
-    Endpoint, EndpointInput, EndpointPatch, EndpointView, check_destination,
-};
-use crate::delivery::sign;
-use crate::domain::event::NewEvent;
-use crate::store::{deliveries, endpoints, events};
-
-/// Event type of the events sent by `POST /v1/endpoints/{id}/test`.
-pub const TEST_EVENT_TYPE: &str = "webhook.test";
-/// Longest rotation grace period accepted, in seconds (30 days).
-const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+use crate::delivery::endpoint::{Endpoint, EndpointInput, EndpointPatch, EndpointView};
 
 fn view(ep: &Endpoint) -> Value {
     serde_json::to_value(ep.view()).unwrap_or(Value::Null)
-}
-
-async fn load(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
-    endpoints::get(state.store.pool(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))
 }
 
 #[utoipa::path(
@@ -56,24 +40,9 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<EndpointInput>,
 ) -> Result<Response, ApiError> {
-    let p = &state.delivery;
-    let (settings, secret) =
-        input.validate(&p.guard, p.config.default_timeout_ms, &state.catalogue)?;
-    check_destination(&p.guard, &settings.url).await?;
-    let now = state.clock.now();
-    let id = endpoints::new_id();
-    let mut tx = state.store.begin().await?;
-    endpoints::insert(&mut tx, &id, &settings, &state.store.seal(&secret), now).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    let ep = load(&state, &id).await?;
+    let (ep, secret) = state.endpoints.create(input).await?;
     let mut body = view(&ep);
     body["secret"] = Value::String(secret);
-    // Only the host: some receivers put a token in the URL's path or query.
-    let host = url::Url::parse(&ep.settings.url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    tracing::info!(endpoint = %id, %host, "endpoint created");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -88,7 +57,7 @@ pub async fn create(
     )
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let all = endpoints::list(state.store.pool()).await?;
+    let all = state.endpoints.list().await?;
     Ok(Json(
         json!({"endpoints": all.iter().map(view).collect::<Vec<_>>()}),
     ))
@@ -110,7 +79,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&load(&state, &id).await?)))
+    Ok(Json(view(&state.endpoints.get(&id).await?)))
 }
 
 #[utoipa::path(
@@ -132,25 +101,7 @@ pub async fn patch(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<EndpointPatch>,
 ) -> Result<Json<Value>, ApiError> {
-    // Resolving a name can take a while: not inside the write transaction.
-    if let Some(url) = &patch.url {
-        check_destination(&state.delivery.guard, url).await?;
-    }
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
-    let current = endpoints::get_locked(&mut tx, state.store.backend(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))?;
-    let settings = patch.apply(
-        &current.settings,
-        &state.store.open_secret(&current.secret)?,
-        &state.delivery.guard,
-        &state.catalogue,
-    )?;
-    endpoints::update_settings(&mut tx, &id, &settings, now).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.delivery.work.notify_one();
-    Ok(Json(view(&load(&state, &id).await?)))
+    Ok(Json(view(&state.endpoints.patch(&id, patch).await?)))
 }
 
 #[utoipa::path(
@@ -169,11 +120,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = state.store.begin().await?;
-    if !endpoints::delete(&mut tx, &id).await? {
-        return Err(ApiError::not_found(format!("no endpoint {id:?}")));
-    }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    state.endpoints.delete(&id).await?;
     Ok(Json(json!({"id": id, "deleted": true})))
 }
 
@@ -193,13 +140,7 @@ pub async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = state.store.begin().await?;
-    if !endpoints::enable(&mut tx, &id, state.clock.now()).await? {
-        return Err(ApiError::not_found(format!("no endpoint {id:?}")));
-    }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.delivery.work.notify_one();
-    Ok(Json(view(&load(&state, &id).await?)))
+    Ok(Json(view(&state.endpoints.enable(&id).await?)))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -230,21 +171,9 @@ pub async fn disable(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<DisableInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let reason = input
-        .reason
-        .unwrap_or_else(|| "disabled by an operator".into());
-    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "reason",
-            "at most 500 characters, without control characters",
-        ));
-    }
-    let mut tx = state.store.begin().await?;
-    if !endpoints::disable(&mut tx, &id, &reason, state.clock.now()).await? {
-        return Err(ApiError::not_found(format!("no endpoint {id:?}")));
-    }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    Ok(Json(view(&load(&state, &id).await?)))
+    Ok(Json(view(
+        &state.endpoints.disable(&id, input.reason).await?,
+    )))
 }
 
 /// Sends a `webhook.test` event to this endpoint only (whatever its topics), through
@@ -266,32 +195,10 @@ pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let ep = load(&state, &id).await?;
-    if !ep.enabled {
-        return Err(ApiError::conflict(
-            "the endpoint is disabled; enable it first (POST /v1/endpoints/{id}/enable)",
-        ));
-    }
-    let now = state.clock.now();
-    let ev = NewEvent::immediate(
-        TEST_EVENT_TYPE,
-        "endpoint",
-        &id,
-        json!({
-            "id": id,
-            "name": ep.settings.name,
-            "message": "This is a test webhook from duehook.",
-        }),
-    );
-    let mut tx = state.store.begin().await?;
-    let event = events::insert(&mut tx, ev, now).await?;
-    deliveries::mark_fanned_out(&mut tx, event.seq).await?;
-    let delivery = deliveries::insert(&mut tx, &event, &id, now, now).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.delivery.work.notify_one();
+    let (event, delivery) = state.endpoints.test(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"event_id": event.id, "delivery_id": delivery})),
+        Json(json!({"event_id": event, "delivery_id": delivery})),
     )
         .into_response())
 }
@@ -329,32 +236,10 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RotateInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let grace = input
-        .grace_seconds
-        .unwrap_or(state.delivery.config.rotation_grace_seconds);
-    if grace > MAX_GRACE_SECONDS {
-        return Err(ApiError::invalid(
-            "grace_seconds",
-            format!("at most {MAX_GRACE_SECONDS} (30 days)"),
-        ));
-    }
-    let now = state.clock.now();
-    let mut tx = state.store.begin().await?;
-    let ep = endpoints::get_locked(&mut tx, state.store.backend(), &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))?;
-    let secret = match input.secret {
-        Some(s) => {
-            sign::validate_secret(ep.settings.scheme, &s)
-                .map_err(|e| ApiError::invalid("secret", e.to_string()))?;
-            s
-        }
-        None => sign::generate_secret(),
-    };
-    let until = now + TimeDelta::seconds(i64::try_from(grace).unwrap_or(0));
-    endpoints::rotate_secret(&mut tx, &id, &state.store.seal(&secret), until, now).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    tracing::info!(endpoint = %id, "endpoint secret rotated");
+    let (secret, until) = state
+        .endpoints
+        .rotate_secret(&id, input.secret, input.grace_seconds)
+        .await?;
     Ok(Json(json!({
         "id": id,
         "secret": secret,
@@ -379,19 +264,13 @@ pub async fn secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let ep = load(&state, &id).await?;
-    let now = state.clock.now();
-    let previous = ep
-        .previous_secret
-        .as_ref()
-        .filter(|_| ep.previous_secret_until.is_some_and(|u| now < u))
-        .map(|p| state.store.open_secret(p))
-        .transpose()?;
+    let s = state.endpoints.secrets(&id).await?;
+    let (previous, until) = s.previous.unzip();
     Ok(Json(json!({
-        "id": ep.id,
-        "secret": state.store.open_secret(&ep.secret)?,
+        "id": id,
+        "secret": s.secret,
         "previous_secret": previous,
-        "previous_secret_expires_at": previous.and(ep.previous_secret_until),
+        "previous_secret_expires_at": until,
     })))
 }
 
@@ -425,15 +304,9 @@ pub async fn recover(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RecoverInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = state.clock.now();
-    let until = input.until.unwrap_or(now);
-    if until <= input.since {
-        return Err(ApiError::invalid("until", "must be after `since`"));
-    }
-    load(&state, &id).await?;
-    let mut tx = state.store.begin().await?;
-    let n = deliveries::recover(&mut tx, &id, input.since, until, now).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.delivery.work.notify_one();
+    let n = state
+        .endpoints
+        .recover(&id, input.since, input.until)
+        .await?;
     Ok(Json(json!({"id": id, "recovered": n})))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::DomainError;
-use crate::ingest::IngestError;
+use crate::error::ServiceError;
 use crate::store::StoreError;
 
 /// Every error answer: a stable machine-readable `error` code, the `field` at fault
@@ -111,11 +111,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            IngestError::Domain(d) => d.into(),
-            IngestError::Store(s) => s.into(),
+            ServiceError::Refused(d) => d.into(),
+            ServiceError::Store(s) => s.into(),
         }
     }
 }

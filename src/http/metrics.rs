@@ -65,10 +65,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             metrics::gauge!(names::TIMERS_BY_STATE, "state" => state).set(n as f64);
         }
     }
-    if let Ok(n) = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE fanned_out = 0")
-        .fetch_one(s.store.pool())
-        .await
-    {
+    if let Ok(n) = crate::store::events::unfanned_count(s.store.pool()).await {
         metrics::gauge!(names::OUTBOX_DEPTH).set(n as f64);
     }
     if let Ok((deliveries, endpoints)) = crate::store::deliveries::gauges(s.store.pool()).await {

@@ -21,6 +21,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 use crate::delivery::pipeline::Pipeline;
+use crate::delivery::service::Endpoints;
 
 use crate::clock::SharedClock;
 use crate::domain::catalogue::Catalogue;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub driver_stats: Arc<DriverStats>,
     pub catalogue: Arc<Catalogue>,
     pub delivery: Pipeline,
+    /// Endpoint and delivery commands.
+    pub endpoints: Endpoints,
     /// This node's id: the name the scheduler driver claims timers under.
     pub node_id: String,
 }

@@ -7,9 +7,8 @@
 //! than the row (SQLite's single writer, a WAL flush on PostgreSQL). Under load the
 //! batches grow by themselves; alone, a request waits for no one.
 //!
-//! The same transaction fans the events out (their deliveries, see
-//! [`fanout::deliveries_for`]), so posted events need no fan-out transaction of their own
-//! and the delivery worker is woken directly.
+//! The events enter through the outbox like every other event, in the batch's
+//! transaction.
 //!
 //! A batch that fails is written again one event per transaction, so one bad request
 //! (a value the database refuses) fails alone and the others still succeed.
@@ -17,14 +16,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chrono::SubsecRound;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::SharedClock;
-use crate::delivery::fanout;
-use crate::delivery::handoff::Handoff;
 use crate::domain::event::{Event, NewEvent};
-use crate::store::{Backend, Store, StoreError, events};
+use crate::outbox::Outbox;
+use crate::store::{Backend, Store, StoreError};
 
 /// Events written per transaction at most.
 const BATCH: usize = 256;
@@ -44,12 +41,7 @@ impl EventWriter {
     /// Starts the writer tasks: one on SQLite (one writer at a time anyway), a few on
     /// PostgreSQL, whose transactions proceed side by side. They end when the last
     /// handle is dropped.
-    pub fn start(
-        store: Store,
-        clock: SharedClock,
-        work: Arc<Notify>,
-        handoff: Arc<Handoff>,
-    ) -> Self {
+    pub fn start(store: Store, clock: SharedClock, outbox: Arc<Outbox>) -> Self {
         let writers = match store.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -57,13 +49,7 @@ impl EventWriter {
         let queues: Vec<_> = (0..writers)
             .map(|_| {
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(
-                    store.clone(),
-                    clock.clone(),
-                    work.clone(),
-                    handoff.clone(),
-                    rx,
-                ));
+                tokio::spawn(run(store.clone(), clock.clone(), outbox.clone(), rx));
                 queue
             })
             .collect();
@@ -87,42 +73,29 @@ impl EventWriter {
 async fn run(
     store: Store,
     clock: SharedClock,
-    work: Arc<Notify>,
-    handoff: Arc<Handoff>,
+    outbox: Arc<Outbox>,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let (evs, replies): (Vec<NewEvent>, Vec<Reply>) =
             std::mem::take(&mut batch).into_iter().unzip();
-        // Whether deliveries were written for the worker to claim (not all handed off).
-        let mut to_claim = false;
-        let written = match write_all(&store, &clock, &handoff, &evs).await {
-            Ok((written, claim)) => {
-                to_claim = claim;
-                written.into_iter().map(Ok).collect()
-            }
+        let written = match write_all(&store, &clock, &outbox, &evs).await {
+            Ok(written) => written.into_iter().map(Ok).collect(),
             Err(e) if evs.len() == 1 => vec![Err(e)],
             Err(e) => {
                 tracing::debug!(error = %e, events = evs.len(), "group commit failed; writing one by one");
                 let mut one_by_one = Vec::with_capacity(evs.len());
                 for ev in &evs {
                     one_by_one.push(
-                        write_all(&store, &clock, &handoff, std::slice::from_ref(ev))
+                        write_all(&store, &clock, &outbox, std::slice::from_ref(ev))
                             .await
-                            .map(|(mut w, claim)| {
-                                to_claim |= claim;
-                                w.remove(0)
-                            }),
+                            .map(|mut w| w.remove(0)),
                     );
                 }
                 one_by_one
             }
         };
-        // Handed-off deliveries need no claim: the worker is woken by the hand-off.
-        if to_claim {
-            work.notify_one();
-        }
         for (reply, result) in replies.into_iter().zip(written) {
             // The request may have gone away (client disconnected): its event stays.
             let _ = reply.send(result);
@@ -130,38 +103,24 @@ async fn run(
     }
 }
 
-/// One transaction for `evs`; their deliveries this node's worker has room for go to
-/// it in memory once committed. Also says whether any delivery was left for the
-/// worker to claim.
+/// One transaction for `evs`, through the outbox; returns them as stored.
 async fn write_all(
     store: &Store,
     clock: &SharedClock,
-    handoff: &Handoff,
+    outbox: &Outbox,
     evs: &[NewEvent],
-) -> Result<(Vec<Event>, bool), StoreError> {
+) -> Result<Vec<Event>, StoreError> {
     let mut tx = store.begin().await?;
     let now = clock.now();
-    let out = events::insert_fanned_out(&mut tx, evs, now).await?;
-    let created = fanout::deliveries_for(
-        &mut tx,
-        out.iter().map(|e| (e.id.as_str(), e.event_type.as_str())),
-        now,
-        Some(handoff),
-    )
-    .await?;
+    let written = outbox.write(&mut tx, evs, now).await?;
     tx.commit().await?;
-    let handed_count = created.handed.as_ref().map_or(0, |h| h.len() as u64);
-    let to_claim = created.count > handed_count;
-    if let Some(handed) = created.handed {
-        // As the store holds them (milliseconds), so a retry read back renders the
-        // same bytes.
-        handed.send(|i| {
-            out.get(i).map(|e| Event {
-                created: e.created.trunc_subsecs(3),
-                scheduled_at: e.scheduled_at.map(|t| t.trunc_subsecs(3)),
-                ..e.clone()
-            })
-        });
-    }
-    Ok((out, to_claim))
+    let out = (0..written.len())
+        .map(|i| {
+            written
+                .event(i)
+                .ok_or_else(|| StoreError::Corrupt("event written without its data".into()))
+        })
+        .collect();
+    written.committed();
+    out
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::domain::catalogue::Catalogue;
@@ -18,24 +17,12 @@ use crate::domain::order::{CheckinInput, Order, OrderInput, OrderStatus};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::domain::{DomainError, EntityKind, input};
+use crate::error::ServiceError;
+use crate::outbox::Outbox;
 use crate::schedule::plan::{Planner, Subject};
-use crate::store::{Store, StoreError, Tx, entities as db, events};
+use crate::store::{Store, StoreError, Tx, entities as db, timers};
 
 mod group;
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for IngestError {
-    fn from(e: sqlx::Error) -> Self {
-        IngestError::Store(e.into())
-    }
-}
 
 /// What a change produced: the entity as it now is and the event it emitted, if any
 /// (an idempotent repeat emits none).
@@ -49,13 +36,39 @@ pub struct Applied<T> {
     pub created: bool,
 }
 
+impl<T> Applied<T> {
+    /// Nothing changed: no event.
+    fn unchanged(entity: T) -> Self {
+        Applied {
+            entity,
+            event: None,
+            created: false,
+        }
+    }
+}
+
+/// One change in progress: its transaction, its instant, the events it emits (in
+/// order) and whether it planned a timer the scheduler must load now.
+struct Change {
+    tx: Tx,
+    now: DateTime<Utc>,
+    events: Vec<NewEvent>,
+    wake: bool,
+}
+
+impl Change {
+    fn emit(&mut self, event_type: &str, kind: EntityKind, id: &str, data: &impl Serialize) {
+        self.events
+            .push(NewEvent::immediate(event_type, kind.as_str(), id, data));
+    }
+}
+
 /// The ingest service, shared by the HTTP handlers.
 #[derive(Clone)]
 pub struct Ingest {
     store: Store,
     clock: SharedClock,
-    /// Poked after every commit that wrote an event, so fan-out need not poll.
-    outbox: Arc<Notify>,
+    outbox: Arc<Outbox>,
     planner: Planner,
     catalogue: Arc<Catalogue>,
     /// Posted events go through group commit.
@@ -66,14 +79,12 @@ impl Ingest {
     pub fn new(
         store: Store,
         clock: SharedClock,
-        outbox: Arc<Notify>,
+        outbox: Arc<Outbox>,
         planner: Planner,
         catalogue: Arc<Catalogue>,
-        delivery_work: Arc<Notify>,
-        handoff: Arc<crate::delivery::handoff::Handoff>,
     ) -> Self {
         Self {
-            events: group::EventWriter::start(store.clone(), clock.clone(), delivery_work, handoff),
+            events: group::EventWriter::start(store.clone(), clock.clone(), outbox.clone()),
             store,
             clock,
             outbox,
@@ -82,286 +93,185 @@ impl Ingest {
         }
     }
 
-    /// Re-plans `subject`'s timers in `tx`; remembers whether the driver must be woken.
-    async fn replan(
-        &self,
-        tx: &mut Tx,
-        subject: Subject<'_>,
-        now: DateTime<Utc>,
-        wake: &mut bool,
-    ) -> Result<(), IngestError> {
-        *wake |= self.planner.replan(tx, subject, now).await?;
+    /// Begins the change of entity `kind/id`: its id checked, the write transaction
+    /// open and the entity locked.
+    async fn begin(&self, kind: &str, id: &str) -> Result<Change, ServiceError> {
+        input::check_id("id", id)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        self.store.lock_entity(&mut tx, kind, id).await?;
+        Ok(Change {
+            tx,
+            now,
+            events: Vec::new(),
+            wake: false,
+        })
+    }
+
+    /// Re-plans `subject`'s timers in the change's transaction.
+    async fn replan(&self, c: &mut Change, subject: Subject<'_>) -> Result<(), ServiceError> {
+        c.wake |= self.planner.replan(&mut c.tx, subject, c.now).await?;
         Ok(())
     }
 
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
+    /// Ends a change: its events through the outbox, commit, then the hand-off and the
+    /// scheduler's wake-up. The first event emitted is the one the answer names.
     async fn commit<T>(
         &self,
-        tx: Tx,
-        applied: Applied<T>,
-        wake: bool,
-    ) -> Result<Applied<T>, IngestError> {
-        let mut tx = tx;
-        if wake && self.store.backend() == crate::store::Backend::Postgres {
-            // Delivered at commit to every node's LISTEN: the node that claims the
-            // timer may not be this one.
-            sqlx::query("SELECT pg_notify($1, '')::text AS sent")
-                .bind(crate::node::TIMERS_CHANNEL)
-                .fetch_one(&mut *tx)
-                .await?;
+        c: Change,
+        entity: T,
+        created: bool,
+    ) -> Result<Applied<T>, ServiceError> {
+        let Change {
+            mut tx,
+            now,
+            events,
+            wake,
+        } = c;
+        if wake {
+            timers::notify_planned(&mut tx).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
-        if let Some(ev) = &applied.event {
-            metrics::counter!(crate::telemetry::names::EVENTS, "type" => ev.event_type.clone(), "trigger" => "immediate")
-                .increment(1);
-            self.outbox.notify_one();
-        }
+        let written = self.outbox.write(&mut tx, events, now).await?;
+        tx.commit().await?;
+        let event = written.event(0);
+        written.committed();
         if wake {
             self.planner.wake.notify_one();
         }
-        Ok(applied)
-    }
-
-    async fn emit(
-        tx: &mut Tx,
-        event_type: &str,
-        kind: EntityKind,
-        id: &str,
-        data: impl Serialize,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Event>, IngestError> {
-        let ev = NewEvent::immediate(event_type, kind.as_str(), id, data);
-        Ok(Some(events::insert(tx, ev, now).await?))
+        Ok(Applied {
+            entity,
+            event,
+            created,
+        })
     }
 
     pub async fn put_reservation(
         &self,
         id: &str,
         input: ReservationInput,
-    ) -> Result<Applied<Reservation>, IngestError> {
+    ) -> Result<Applied<Reservation>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "reservation", id).await?;
-        let (entity, event_type, created) = match db::load_reservation(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let mut c = self.begin("reservation", id).await?;
+        let (entity, event_type, created) = match db::load_reservation(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
-                existing.update(input, now)?;
+                existing.update(input, c.now)?;
                 (existing, "reservation.update", false)
             }
             None => (
-                Reservation::create(id, input, now),
+                Reservation::create(id, input, c.now),
                 "reservation.reserve",
                 true,
             ),
         };
-        db::save_reservation(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            event_type,
-            EntityKind::Reservation,
-            id,
-            &entity,
-            now,
-        )
-        .await?;
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Reservation(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            wake,
-        )
-        .await
+        db::save_reservation(&mut c.tx, &entity).await?;
+        c.emit(event_type, EntityKind::Reservation, id, &entity);
+        self.replan(&mut c, Subject::Reservation(&entity)).await?;
+        self.commit(c, entity, created).await
     }
 
-    pub async fn cancel_reservation(&self, id: &str) -> Result<Applied<Reservation>, IngestError> {
-        input::check_id("id", id)?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "reservation", id).await?;
-        let mut entity = db::load_reservation(&mut tx, id)
+    pub async fn cancel_reservation(&self, id: &str) -> Result<Applied<Reservation>, ServiceError> {
+        let mut c = self.begin("reservation", id).await?;
+        let mut entity = db::load_reservation(&mut c.tx, id)
             .await?
             .ok_or_else(|| DomainError::not_found(format!("no reservation {id}")))?;
-        entity.cancel(now)?;
-        db::save_reservation(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            "reservation.cancel",
-            EntityKind::Reservation,
-            id,
-            &entity,
-            now,
-        )
-        .await?;
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Reservation(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created: false,
-            },
-            wake,
-        )
-        .await
+        entity.cancel(c.now)?;
+        db::save_reservation(&mut c.tx, &entity).await?;
+        c.emit("reservation.cancel", EntityKind::Reservation, id, &entity);
+        self.replan(&mut c, Subject::Reservation(&entity)).await?;
+        self.commit(c, entity, false).await
     }
 
     pub async fn put_order(
         &self,
         id: &str,
         input: OrderInput,
-    ) -> Result<Applied<Order>, IngestError> {
+    ) -> Result<Applied<Order>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "order", id).await?;
+        let mut c = self.begin("order", id).await?;
         if let Some(rid) = &input.reservation_id
-            && db::load_reservation(&mut tx, rid).await?.is_none()
+            && db::load_reservation(&mut c.tx, rid).await?.is_none()
         {
             return Err(
                 DomainError::invalid("reservation_id", format!("no reservation {rid}")).into(),
             );
         }
-        let (entity, event_type, created) = match db::load_order(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let (entity, event_type, created) = match db::load_order(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
-                existing.update(input, now)?;
+                existing.update(input, c.now)?;
                 (existing, "order.update", false)
             }
-            None => (Order::create(id, input, now), "order.create", true),
+            None => (Order::create(id, input, c.now), "order.create", true),
         };
-        db::save_order(&mut tx, &entity).await?;
-        let event = Self::emit(&mut tx, event_type, EntityKind::Order, id, &entity, now).await?;
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            wake,
-        )
-        .await
+        self.finish_order(c, entity, event_type, None, created)
+            .await
     }
 
-    async fn load_order_or_404(tx: &mut Tx, id: &str) -> Result<Order, IngestError> {
-        Ok(db::load_order(tx, id)
+    /// The start of every change to an existing order: the order locked and loaded.
+    async fn open_order(&self, id: &str) -> Result<(Change, Order), ServiceError> {
+        let mut c = self.begin("order", id).await?;
+        let order = db::load_order(&mut c.tx, id)
             .await?
-            .ok_or_else(|| DomainError::not_found(format!("no order {id}")))?)
+            .ok_or_else(|| DomainError::not_found(format!("no order {id}")))?;
+        Ok((c, order))
     }
 
-    /// The start of every change to an existing order: its id checked, the write
-    /// transaction open, the order locked and loaded.
-    async fn open_order(&self, id: &str) -> Result<(Tx, Order, DateTime<Utc>), IngestError> {
-        input::check_id("id", id)?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "order", id).await?;
-        let order = Self::load_order_or_404(&mut tx, id).await?;
-        Ok((tx, order, now))
-    }
-
-    /// The end of every change to an order: save it, emit `event_type` carrying
-    /// `data`, re-plan its timers, commit.
+    /// The end of every change to an order: save it, emit `event_type` carrying the
+    /// order (with `extra` fields), re-plan its timers, commit.
     async fn finish_order(
         &self,
-        mut tx: Tx,
+        mut c: Change,
         entity: Order,
         event_type: &str,
-        data: Value,
-        now: DateTime<Utc>,
-        mut wake: bool,
-    ) -> Result<Applied<Order>, IngestError> {
-        db::save_order(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            event_type,
-            EntityKind::Order,
-            &entity.id,
-            data,
-            now,
-        )
-        .await?;
-        self.replan(&mut tx, Subject::Order(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created: false,
-            },
-            wake,
-        )
-        .await
-    }
-
-    fn order_data(entity: &Order) -> Result<Value, IngestError> {
-        Ok(serde_json::to_value(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        extra: Option<Value>,
+        created: bool,
+    ) -> Result<Applied<Order>, ServiceError> {
+        db::save_order(&mut c.tx, &entity).await?;
+        match extra {
+            None => c.emit(event_type, EntityKind::Order, &entity.id, &entity),
+            Some(Value::Object(extra)) => {
+                let mut data = to_value(&entity)?;
+                if let Value::Object(m) = &mut data {
+                    m.extend(extra);
+                }
+                c.emit(event_type, EntityKind::Order, &entity.id, &data);
+            }
+            Some(other) => c.emit(event_type, EntityKind::Order, &entity.id, &other),
+        }
+        self.replan(&mut c, Subject::Order(&entity)).await?;
+        self.commit(c, entity, created).await
     }
 
     pub async fn patch_order_due(
         &self,
         id: &str,
         due_at: DateTime<Utc>,
-    ) -> Result<Applied<Order>, IngestError> {
-        let (tx, mut entity, now) = self.open_order(id).await?;
-        if !entity.set_due(due_at, now)? {
-            return Ok(Applied {
-                entity,
-                event: None,
-                created: false,
-            });
+    ) -> Result<Applied<Order>, ServiceError> {
+        let (c, mut entity) = self.open_order(id).await?;
+        if !entity.set_due(due_at, c.now)? {
+            return Ok(Applied::unchanged(entity));
         }
-        let data = Self::order_data(&entity)?;
-        self.finish_order(tx, entity, "order.update", data, now, false)
+        self.finish_order(c, entity, "order.update", None, false)
             .await
     }
 
-    pub async fn checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
-        let (mut tx, mut entity, now) = self.open_order(id).await?;
-        entity.checkout(now)?;
-        let mut wake = false;
+    pub async fn checkout(&self, id: &str) -> Result<Applied<Order>, ServiceError> {
+        let (mut c, mut entity) = self.open_order(id).await?;
+        entity.checkout(c.now)?;
         // Checking out an order made from a reservation is its pickup: the
         // reservation's pickup reminders stop.
         if let Some(rid) = &entity.reservation_id
-            && let Some(mut reservation) = db::load_reservation(&mut tx, rid).await?
+            && let Some(mut reservation) = db::load_reservation(&mut c.tx, rid).await?
         {
-            reservation.pick_up(now);
-            db::save_reservation(&mut tx, &reservation).await?;
-            self.replan(&mut tx, Subject::Reservation(&reservation), now, &mut wake)
+            reservation.pick_up(c.now);
+            db::save_reservation(&mut c.tx, &reservation).await?;
+            self.replan(&mut c, Subject::Reservation(&reservation))
                 .await?;
         }
-        let data = Self::order_data(&entity)?;
-        self.finish_order(tx, entity, "order.checkout", data, now, wake)
+        self.finish_order(c, entity, "order.checkout", None, false)
             .await
     }
 
@@ -369,179 +279,106 @@ impl Ingest {
         &self,
         id: &str,
         input: CheckinInput,
-    ) -> Result<Applied<Order>, IngestError> {
-        let (tx, mut entity, now) = self.open_order(id).await?;
-        let checked_in = entity.checkin(input.item_ids.as_deref(), now)?;
-        let mut data = Self::order_data(&entity)?;
-        if let Value::Object(m) = &mut data {
-            // Receivers need to know what this check-in covered, and whether it was partial.
-            m.insert("checked_in_item_ids".into(), json!(checked_in));
-            m.insert(
-                "partial".into(),
-                json!(entity.status != OrderStatus::Closed),
-            );
-        }
-        self.finish_order(tx, entity, "order.checkin", data, now, false)
+    ) -> Result<Applied<Order>, ServiceError> {
+        let (c, mut entity) = self.open_order(id).await?;
+        let checked_in = entity.checkin(input.item_ids.as_deref(), c.now)?;
+        // Receivers need to know what this check-in covered, and whether it was partial.
+        let extra = json!({
+            "checked_in_item_ids": checked_in,
+            "partial": entity.status != OrderStatus::Closed,
+        });
+        self.finish_order(c, entity, "order.checkin", Some(extra), false)
             .await
     }
 
-    pub async fn undo_checkout(&self, id: &str) -> Result<Applied<Order>, IngestError> {
-        let (tx, mut entity, now) = self.open_order(id).await?;
-        entity.undo_checkout(now)?;
-        let data = Self::order_data(&entity)?;
-        self.finish_order(tx, entity, "order.undocheckout", data, now, false)
+    pub async fn undo_checkout(&self, id: &str) -> Result<Applied<Order>, ServiceError> {
+        let (c, mut entity) = self.open_order(id).await?;
+        entity.undo_checkout(c.now)?;
+        self.finish_order(c, entity, "order.undocheckout", None, false)
             .await
     }
 
-    pub async fn put_item(&self, id: &str, input: ItemInput) -> Result<Applied<Item>, IngestError> {
+    pub async fn put_item(
+        &self,
+        id: &str,
+        input: ItemInput,
+    ) -> Result<Applied<Item>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "item", id).await?;
-        let (entity, event_type, created) = match db::load_item(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let mut c = self.begin("item", id).await?;
+        let (mut entity, event_type, created) = match db::load_item(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
-                existing.update(input, now);
+                existing.update(input, c.now);
                 (existing, "item.update", false)
             }
-            None => (Item::create(id, input, now), "item.create", true),
+            None => (Item::create(id, input, c.now), "item.create", true),
         };
-        let mut entity = entity;
         // An expired item whose expiry is cleared or moved into the future is unexpired.
-        let unexpire = entity.expired && entity.expires_at.is_none_or(|at| at > now);
+        let unexpire = entity.expired && entity.expires_at.is_none_or(|at| at > c.now);
         if unexpire {
             entity.expired = false;
         }
-        db::save_item(&mut tx, &entity).await?;
-        let event = Self::emit(&mut tx, event_type, EntityKind::Item, id, &entity, now).await?;
+        db::save_item(&mut c.tx, &entity).await?;
+        c.emit(event_type, EntityKind::Item, id, &entity);
         if unexpire {
-            Self::emit(
-                &mut tx,
-                "item.undoexpire",
-                EntityKind::Item,
-                id,
-                &entity,
-                now,
-            )
-            .await?;
+            c.emit("item.undoexpire", EntityKind::Item, id, &entity);
         }
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Item(&entity), now, &mut wake)
-            .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            wake,
-        )
-        .await
+        self.replan(&mut c, Subject::Item(&entity)).await?;
+        self.commit(c, entity, created).await
     }
 
     pub async fn put_contact(
         &self,
         id: &str,
         input: ContactInput,
-    ) -> Result<Applied<Contact>, IngestError> {
+    ) -> Result<Applied<Contact>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "contact", id).await?;
-        let (entity, event_type, created) = match db::load_contact(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let mut c = self.begin("contact", id).await?;
+        let (entity, event_type, created) = match db::load_contact(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
-                existing.update(input, now);
+                existing.update(input, c.now);
                 (existing, "contact.update", false)
             }
-            None => (Contact::create(id, input, now), "contact.create", true),
+            None => (Contact::create(id, input, c.now), "contact.create", true),
         };
-        db::save_contact(&mut tx, &entity).await?;
-        let event = Self::emit(&mut tx, event_type, EntityKind::Contact, id, &entity, now).await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            false,
-        )
-        .await
+        db::save_contact(&mut c.tx, &entity).await?;
+        c.emit(event_type, EntityKind::Contact, id, &entity);
+        self.commit(c, entity, created).await
     }
 
     pub async fn put_unit_rental(
         &self,
         id: &str,
         input: UnitRentalInput,
-    ) -> Result<Applied<UnitRental>, IngestError> {
+    ) -> Result<Applied<UnitRental>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "unitRental", id).await?;
-        let (entity, created) = match db::load_unit_rental(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let mut c = self.begin("unitRental", id).await?;
+        let (entity, created) = match db::load_unit_rental(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
-                existing.update(input, now);
+                existing.update(input, c.now);
                 (existing, false)
             }
-            None => (UnitRental::create(id, input, now), true),
+            None => (UnitRental::create(id, input, c.now), true),
         };
-        db::save_unit_rental(&mut tx, &entity).await?;
-        let event = Self::emit(
-            &mut tx,
-            "unitRental.updated",
-            EntityKind::UnitRental,
-            id,
-            &entity,
-            now,
-        )
-        .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            false,
-        )
-        .await
+        db::save_unit_rental(&mut c.tx, &entity).await?;
+        c.emit("unitRental.updated", EntityKind::UnitRental, id, &entity);
+        self.commit(c, entity, created).await
     }
 
     pub async fn put_invoice(
         &self,
         id: &str,
         input: InvoiceInput,
-    ) -> Result<Applied<Invoice>, IngestError> {
+    ) -> Result<Applied<Invoice>, ServiceError> {
         input::check_id("id", id)?;
         input.validate()?;
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, "invoice", id).await?;
-        let rental = db::load_unit_rental(&mut tx, &input.unit_rental_id)
+        let mut c = self.begin("invoice", id).await?;
+        let rental = db::load_unit_rental(&mut c.tx, &input.unit_rental_id)
             .await?
             .ok_or_else(|| {
                 DomainError::invalid(
@@ -552,93 +389,61 @@ impl Ingest {
                     ),
                 )
             })?;
-        let (entity, event) = match db::load_invoice(&mut tx, id).await? {
-            Some(existing) if existing.matches(&input) => {
-                return Ok(Applied {
-                    entity: existing,
-                    event: None,
-                    created: false,
-                });
-            }
+        let (entity, created) = match db::load_invoice(&mut c.tx, id).await? {
+            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
             Some(mut existing) => {
                 let old_state = existing.state;
-                existing.update(input, now)?;
-                db::save_invoice(&mut tx, &existing).await?;
+                existing.update(input, c.now)?;
+                db::save_invoice(&mut c.tx, &existing).await?;
                 // A due-date or data change alone emits nothing immediate: Storeganise's
                 // catalogue has no such event; the invoice's timers are re-planned.
-                let event = if existing.state != old_state {
-                    let mut data = serde_json::to_value(&existing)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if existing.state != old_state {
+                    let mut data = to_value(&existing)?;
                     if let Value::Object(m) = &mut data {
                         m.insert("previous_state".into(), json!(old_state.as_str()));
                     }
-                    Self::emit(
-                        &mut tx,
-                        "invoice.state.updated",
-                        EntityKind::Invoice,
-                        id,
-                        data,
-                        now,
-                    )
-                    .await?
-                } else {
-                    None
-                };
-                (existing, event)
+                    c.emit("invoice.state.updated", EntityKind::Invoice, id, &data);
+                }
+                (existing, false)
             }
             None => {
-                let invoice = Invoice::create(id, input, now);
-                db::save_invoice(&mut tx, &invoice).await?;
+                let invoice = Invoice::create(id, input, c.now);
+                db::save_invoice(&mut c.tx, &invoice).await?;
                 // The entity of a unitRental.* event is the rental; the invoice rides along.
-                let mut data = serde_json::to_value(&rental)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut data = to_value(&rental)?;
                 if let Value::Object(m) = &mut data {
                     m.insert("invoice".into(), json!(&invoice));
                 }
-                let event = Self::emit(
-                    &mut tx,
+                c.emit(
                     "unitRental.invoice.created",
                     EntityKind::UnitRental,
                     &rental.id,
-                    data,
-                    now,
-                )
-                .await?;
-                (invoice, event)
+                    &data,
+                );
+                (invoice, true)
             }
         };
-        let created = matches!(&event, Some(e) if e.event_type == "unitRental.invoice.created");
-        let mut wake = false;
-        self.replan(&mut tx, Subject::Invoice(&entity, &rental), now, &mut wake)
+        self.replan(&mut c, Subject::Invoice(&entity, &rental))
             .await?;
-        self.unmark_overdue_if_settled(&mut tx, rental, &entity, now)
+        self.unmark_overdue_if_settled(&mut c, rental, &entity)
             .await?;
-        self.commit(
-            tx,
-            Applied {
-                entity,
-                event,
-                created,
-            },
-            wake,
-        )
-        .await
+        self.commit(c, entity, created).await
     }
 
     /// A rental marked overdue stops being overdue once none of its invoices is unpaid
     /// past its due date plus grace (`unitRental.unmarkOverdue`, Storeganise's event).
     async fn unmark_overdue_if_settled(
         &self,
-        tx: &mut Tx,
+        c: &mut Change,
         mut rental: UnitRental,
         changed: &Invoice,
-        now: DateTime<Utc>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), ServiceError> {
         if !rental.overdue {
             return Ok(());
         }
         let grace = self.planner.invoice_grace();
-        let still_overdue = db::load_invoices_of_rental(tx, &rental.id)
+        let now = c.now;
+        let still_overdue = db::load_invoices_of_rental(&mut c.tx, &rental.id)
             .await?
             .iter()
             .any(|i| i.state.is_unpaid() && i.due_at + grace <= now);
@@ -647,26 +452,22 @@ impl Ingest {
         }
         rental.overdue = false;
         rental.updated_at = now;
-        db::save_unit_rental(tx, &rental).await?;
-        let mut data =
-            serde_json::to_value(&rental).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        db::save_unit_rental(&mut c.tx, &rental).await?;
+        let mut data = to_value(&rental)?;
         if let Value::Object(m) = &mut data {
             m.insert("invoice".into(), json!(changed));
         }
-        Self::emit(
-            tx,
+        c.emit(
             "unitRental.unmarkOverdue",
             EntityKind::UnitRental,
             &rental.id,
-            data,
-            now,
-        )
-        .await?;
+            &data,
+        );
         Ok(())
     }
 
     /// `POST /v1/events`: any catalogue type, with the application's own data.
-    pub async fn post_event(&self, event_type: &str, data: Value) -> Result<Event, IngestError> {
+    pub async fn post_event(&self, event_type: &str, data: Value) -> Result<Event, ServiceError> {
         let known = self.catalogue.find(event_type).ok_or_else(|| {
             DomainError::invalid(
                 "type",
@@ -688,15 +489,11 @@ impl Ingest {
             }
         };
         let kind = known.name.split('.').next().unwrap_or(&known.name);
-        let ev = NewEvent {
-            event_type: known.name.to_string(),
-            entity_kind: kind.to_string(),
-            entity_id,
-            data,
-            scheduled_at: None,
-            timer_id: None,
-        };
-        let event = self.events.write(ev).await?;
-        Ok(event)
+        let ev = NewEvent::immediate(&known.name, kind, &entity_id, &data);
+        Ok(self.events.write(ev).await?)
     }
+}
+
+fn to_value(v: &impl Serialize) -> Result<Value, ServiceError> {
+    Ok(serde_json::to_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))?)
 }

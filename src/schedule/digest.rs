@@ -1,18 +1,19 @@
 //! The daily overdue digest (`order.overdue_digest`): one timer per zone per day, fired
-//! through the same exactly-once machinery as every other timer. Firing a digest plans
-//! the next one in the same transaction, so the chain never breaks; a digest missed
-//! during downtime is skipped (yesterday's list is stale) and the next one is planned.
+//! through the same exactly-once machinery as every other timer (see
+//! [`super::decide`]). Firing a digest plans the next one in the same transaction, so
+//! the chain never breaks; a digest missed during downtime is skipped (yesterday's list
+//! is stale) and the next one is planned.
 
 use chrono::{DateTime, Days, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use sqlx::Row;
 
+use crate::store::firing::{DIGEST_KIND, OverdueOrder};
 use crate::store::timers::{self, NewTimer};
-use crate::store::{Store, StoreError, Tx, from_ms, to_ms};
+use crate::store::{Store, StoreError};
 
 pub const EVENT_TYPE: &str = "order.overdue_digest";
-pub const ENTITY_KIND: &str = "digest";
+pub const ENTITY_KIND: &str = DIGEST_KIND;
 
 /// The first `at` local time in `tz` strictly after `now`.
 pub fn next_occurrence(tz: Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -32,27 +33,21 @@ pub fn next_occurrence(tz: Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Ut
     now + TimeDelta::days(1)
 }
 
-/// Plans the next digest for `tz` (a no-op when it is already planned).
-pub async fn plan_next(
-    tx: &mut Tx,
-    tz: Tz,
-    at: NaiveTime,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let fire_at = next_occurrence(tz, at, now);
-    let t = NewTimer {
+/// The timer of the first digest for `tz` after `after`.
+pub fn next(tz: Tz, at: NaiveTime, after: DateTime<Utc>) -> NewTimer<'static> {
+    let fire_at = next_occurrence(tz, at, after);
+    NewTimer {
         entity_kind: ENTITY_KIND,
         entity_id: tz.name(),
         rule: EVENT_TYPE,
         event_type: EVENT_TYPE,
         anchor_at: fire_at,
         fire_at,
-    };
-    timers::insert_pending(tx, &t, now).await?;
-    Ok(())
+    }
 }
 
-/// Plans the next digest of every zone; called when the driver starts.
+/// Plans the next digest of every zone that has none pending; called when the
+/// scheduler starts.
 pub async fn plan_all(
     store: &Store,
     zones: &[Tz],
@@ -65,40 +60,36 @@ pub async fn plan_all(
         let pending =
             timers::of_entity(&mut tx, ENTITY_KIND, tz.name(), timers::TimerState::Pending).await?;
         if pending.is_empty() {
-            plan_next(&mut tx, *tz, at, now).await?;
+            timers::insert_pending(&mut tx, &next(*tz, at, now), now).await?;
         }
     }
-    tx.commit().await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// The digest's data: every check-out still out past its due date at `now`.
-pub async fn data(
-    tx: &mut Tx,
+pub fn data(
     tz: Tz,
+    overdue: &[OverdueOrder],
     scheduled_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Value, StoreError> {
-    let rows = sqlx::query("SELECT id, contact_id, due_at FROM orders WHERE status = 'checked_out' AND due_at < $1 ORDER BY due_at, id")
-        .bind(to_ms(now))
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut overdue = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let due_at = from_ms(r.try_get("due_at")?)?;
-        overdue.push(json!({
-            "id": r.try_get::<String, _>("id")?,
-            "contact_id": r.try_get::<String, _>("contact_id")?,
-            "due_at": due_at,
-            "overdue_seconds": (now - due_at).num_seconds(),
-        }));
-    }
+) -> Value {
+    let orders: Vec<Value> = overdue
+        .iter()
+        .map(|o| {
+            json!({
+                "id": o.id,
+                "contact_id": o.contact_id,
+                "due_at": o.due_at,
+                "overdue_seconds": (now - o.due_at).num_seconds(),
+            })
+        })
+        .collect();
     let date = scheduled_at.with_timezone(&tz).date_naive();
-    Ok(json!({
+    json!({
         "id": format!("{}/{}", tz.name(), date),
         "timezone": tz.name(),
         "date": date,
-        "count": overdue.len(),
-        "orders": overdue,
-    }))
+        "count": orders.len(),
+        "orders": orders,
+    })
 }

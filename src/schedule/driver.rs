@@ -15,8 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::fire_many_in;
-use super::fire::{Fired, fire};
+use super::fire::{Fired, Firing};
 use super::plan::Planner;
 use super::wheel::TimingWheel;
 use crate::clock::SharedClock;
@@ -60,15 +59,8 @@ pub struct Driver {
     pub store: Store,
     pub clock: SharedClock,
     pub planner: Planner,
-    pub misfire_after: TimeDelta,
-    /// Poked after each fired event, so fan-out starts at once (for events written
-    /// one by one or by a digest; a batch fans out its own events).
-    pub outbox: Arc<Notify>,
-    /// Poked after each batch that wrote events: their deliveries were created with
-    /// them, so the delivery worker can claim them at once.
-    pub deliveries: Arc<Notify>,
-    /// Where fired deliveries go to this node's delivery worker in memory.
-    pub handoff: Arc<crate::delivery::handoff::Handoff>,
+    /// Decides and writes each batch of due timers.
+    pub firing: Firing,
     pub stats: Arc<DriverStats>,
     /// Signs of life for the systemd watchdog (see `crate::watchdog`).
     pub heartbeat: Arc<Heartbeat>,
@@ -125,7 +117,6 @@ impl Driver {
             }
 
             wheel.advance(ms(now), &mut expired);
-            let mut wrote_event = false;
             let mut failed = false;
             let mut settled = now;
             let mut due: VecDeque<i64> = VecDeque::new();
@@ -149,10 +140,7 @@ impl Driver {
                 take_expired(&mut expired, &mut loaded, &mut due);
                 let chunk: Vec<i64> = due.drain(..due.len().min(FIRE_BATCH)).collect();
                 match self.fire_chunk(tx, &chunk, at).await {
-                    Ok(event) => {
-                        wrote_event |= event;
-                        settled = at;
-                    }
+                    Ok(()) => settled = at,
                     Err(e) => {
                         // Left pending in the store: the next refill loads them again.
                         tracing::warn!(error = %e, "firing failed; the timers stay pending and are retried");
@@ -160,9 +148,6 @@ impl Driver {
                         break;
                     }
                 }
-            }
-            if wrote_event {
-                self.outbox.notify_one();
             }
             if !failed {
                 self.stats
@@ -285,33 +270,21 @@ impl Driver {
     }
 
     /// Fires a chunk of due timers in `tx` (already begun: on SQLite it holds the
-    /// writer lock); if that fails (a deadlock with another node, say), each on its own
-    /// so one bad timer cannot hold up the rest. True when any event was written.
+    /// writer lock); if that fails (a deadlock with another node, say), each in a
+    /// transaction of its own, so one bad timer cannot hold up the rest.
     async fn fire_chunk(
         &self,
         mut tx: Tx,
         ids: &[i64],
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let batch = match fire_many_in(
-            &mut tx,
-            &self.store,
-            &self.planner,
-            self.misfire_after,
-            ids,
-            now,
-            Some(&self.handoff),
-        )
-        .await
-        {
-            Ok((outcomes, handed)) => match tx.commit().await {
+    ) -> Result<(), StoreError> {
+        let batch = match self.firing.fire(&mut tx, ids, now).await {
+            Ok((outcomes, written)) => match tx.commit().await {
                 Ok(()) => {
-                    if let Some(h) = handed {
-                        h.send();
-                    }
+                    written.committed();
                     Ok(outcomes)
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             },
             Err(e) => {
                 // Ends the transaction (and frees the writer lock) before the fallback
@@ -326,25 +299,24 @@ impl Driver {
                 tracing::info!(error = %e, batch = ids.len(), "batch fire failed; firing one by one");
                 let mut outcomes = Vec::with_capacity(ids.len());
                 for &id in ids {
-                    outcomes
-                        .push(fire(&self.store, &self.planner, self.misfire_after, id, now).await?);
+                    let mut tx = self.store.begin().await?;
+                    let (mut one, written) = self.firing.fire(&mut tx, &[id], now).await?;
+                    tx.commit().await?;
+                    written.committed();
+                    outcomes.push(one.pop().unwrap_or(Fired::Nothing));
                 }
                 outcomes
             }
             Err(e) => return Err(e),
         };
-        let mut wrote = false;
         for (id, outcome) in ids.iter().zip(outcomes) {
-            wrote |= self.record(*id, &outcome);
+            self.record(*id, &outcome);
         }
-        if wrote {
-            self.deliveries.notify_one();
-        }
-        Ok(wrote)
+        Ok(())
     }
 
-    /// Logs and counts one timer's outcome; true when it wrote an event.
-    fn record(&self, id: i64, outcome: &Fired) -> bool {
+    /// Logs and counts one timer's outcome.
+    fn record(&self, id: i64, outcome: &Fired) {
         let span = tracing::info_span!("fire", timer = id);
         let _enter = span.enter();
         let label = match outcome {
@@ -379,7 +351,6 @@ impl Driver {
             }
             Fired::Nothing => {}
         }
-        matches!(outcome, Fired::Event { .. })
     }
 
     fn publish(&self, wheel: &TimingWheel<i64>, next_deadline: Option<u64>) {

@@ -1,17 +1,25 @@
-//! Firing one timer: a single transaction that re-reads the timer (still pending?) and
-//! its entity (does the rule's condition still hold? is the anchor unchanged?), applies
-//! the misfire policy when the timer is late, writes the event and marks the timer
-//! fired. Whatever crashes where, a timer ends with at most one event.
+//! Firing a batch of due timers in one transaction: the timers and their entities are
+//! read at once ([`store::firing::load_due`], which locks them), each timer is decided
+//! in memory by [`decide`], the events enter through the outbox, and what was decided
+//! is written at once ([`store::firing::settle`]). One timer is a batch of one. The
+//! timers are locked (PostgreSQL rows, SQLite's write lock), every one still pending is
+//! settled once, and the whole batch commits or none of it does: whatever crashes where,
+//! a timer ends with at most one event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use super::decide::{Current, Effect, Verdict, decide};
 use super::digest;
-use super::plan::{Planner, Subject};
-use super::rules::Misfire;
-use crate::domain::event::NewEvent;
-use crate::store::timers::{self, Timer, TimerState};
-use crate::store::{Backend, Store, StoreError, Tx, entities as db, events};
+use super::plan::Planner;
+use crate::domain::event::{NewEvent, json_text};
+use crate::outbox::{Outbox, Written};
+use crate::store::firing::{self, DIGEST_KIND, DueBatch, Settled};
+use crate::store::timers::{Timer, TimerState};
+use crate::store::{StoreError, Tx};
 
 /// What became of a timer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,291 +37,201 @@ pub enum Fired {
     Nothing,
 }
 
-/// Fires timer `id` at `now`, in a transaction of its own (the careful path: batches
-/// fall back to it when a batch fails).
-pub async fn fire(
-    store: &Store,
-    planner: &Planner,
-    misfire_after: TimeDelta,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<Fired, StoreError> {
-    let mut tx = store.begin().await?;
-    let outcome = fire_in(&mut tx, store, planner, misfire_after, id, now).await?;
-    tx.commit().await?;
-    Ok(outcome)
+/// What firing needs besides the store: the rules, the outbox, the misfire threshold.
+#[derive(Clone)]
+pub struct Firing {
+    pub planner: Planner,
+    pub outbox: Arc<Outbox>,
+    pub misfire_after: TimeDelta,
 }
 
-async fn fire_in(
-    tx: &mut Tx,
-    store: &Store,
-    planner: &Planner,
-    misfire_after: TimeDelta,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<Fired, StoreError> {
-    // SQLite: BEGIN IMMEDIATE holds the write lock until commit. PostgreSQL: lock the
-    // entity first, then the timer row, the order ingest takes them in (no deadlock).
-    let Some(timer) = timers::pending_for_fire(tx, id, false).await? else {
-        return Ok(Fired::Nothing);
-    };
-    if timer.fire_at > now {
-        return Ok(Fired::Nothing);
+impl Firing {
+    /// Fires the timers `ids` that are pending and due at `now`, in `tx` (begun by the
+    /// caller, who commits it and then calls [`Written::committed`]). On an error the
+    /// caller must roll back: part of the batch may be written. Returns one outcome
+    /// per id, in order.
+    pub async fn fire<'a>(
+        &'a self,
+        tx: &mut Tx,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Fired>, Written<'a>), StoreError> {
+        let mut batch = firing::load_due(tx, ids, now).await?;
+        let timers = std::mem::take(&mut batch.timers);
+        let mut events = Vec::new();
+        // (timer, index of its event, lateness) of the timers that fire.
+        let mut fires = Vec::new();
+        let mut closed = Vec::new();
+        let mut changed_items = BTreeSet::new();
+        let mut changed_rentals = BTreeSet::new();
+        let mut next_digests = Vec::new();
+        for timer in &timers {
+            let d = decide(
+                timer,
+                current(&batch, timer),
+                &self.planner,
+                self.misfire_after,
+                now,
+            );
+            match d.effect {
+                Some(Effect::ExpireItem) => {
+                    if let Some(item) = batch.items.get_mut(&timer.entity_id) {
+                        item.expired = true;
+                        item.updated_at = now;
+                        changed_items.insert(item.id.clone());
+                    }
+                }
+                Some(Effect::MarkRentalOverdue) => {
+                    let rental_id = batch
+                        .invoices
+                        .get(&timer.entity_id)
+                        .map(|i| &i.unit_rental_id);
+                    if let Some(rental) = rental_id.and_then(|r| batch.rentals.get_mut(r)) {
+                        rental.overdue = true;
+                        rental.updated_at = now;
+                        changed_rentals.insert(rental.id.clone());
+                    }
+                }
+                Some(Effect::PlanNextDigest(tz)) => {
+                    next_digests.push((tz, now.max(timer.fire_at)));
+                }
+                None => {}
+            }
+            match d.verdict {
+                Verdict::Fire { late } => {
+                    fires.push((timer, events.len(), late));
+                    events.push(event_of(&batch, timer, &self.planner, now)?);
+                }
+                Verdict::Cancel(why) => closed.push((timer.id, TimerState::Cancelled, why)),
+                Verdict::Skip(why) => closed.push((timer.id, TimerState::Skipped, why)),
+            }
+        }
+        let written = self.outbox.write(tx, events, now).await?;
+        let planned = match &self.planner.digest {
+            Some((at, _)) => next_digests
+                .iter()
+                .map(|(tz, after)| digest::next(*tz, *at, *after))
+                .collect(),
+            None => Vec::new(),
+        };
+        let settled = Settled {
+            fired: fires.iter().map(|(t, ..)| t.id).collect(),
+            closed,
+            items: changed_items
+                .iter()
+                .filter_map(|id| batch.items.get(id))
+                .collect(),
+            rentals: changed_rentals
+                .iter()
+                .filter_map(|id| batch.rentals.get(id))
+                .collect(),
+            planned,
+        };
+        firing::settle(tx, &settled, now, self.misfire_after).await?;
+
+        let mut outcome: HashMap<i64, Fired> = HashMap::with_capacity(timers.len());
+        for (timer, i, late) in fires {
+            outcome.insert(
+                timer.id,
+                Fired::Event {
+                    event_id: written.id(i).unwrap_or_default().to_string(),
+                    late,
+                    lag: now - timer.fire_at,
+                },
+            );
+        }
+        for (id, state, why) in settled.closed {
+            let fired = match state {
+                TimerState::Skipped => Fired::Skipped(why),
+                _ => Fired::Cancelled(why),
+            };
+            outcome.insert(id, fired);
+        }
+        let outcomes = ids
+            .iter()
+            .map(|id| outcome.remove(id).unwrap_or(Fired::Nothing))
+            .collect();
+        Ok((outcomes, written))
     }
-    let timer = if store.backend() == Backend::Postgres {
-        store
-            .lock_entity(tx, &timer.entity_kind, &timer.entity_id)
-            .await?;
-        match timers::pending_for_fire(tx, id, true).await? {
-            Some(t) => t,
-            None => return Ok(Fired::Nothing),
-        }
-    } else {
-        timer
-    };
-    let outcome = decide(tx, store, planner, misfire_after, &timer, now).await?;
-    let done = match &outcome {
-        Fired::Event { event_id, late, .. } => {
-            let reason = late.then(|| {
-                format!(
-                    "fired late by {}s (misfire policy)",
-                    (now - timer.fire_at).num_seconds()
-                )
-            });
-            timers::mark_fired(tx, timer.id, event_id, reason.as_deref(), now).await?
-        }
-        Fired::Cancelled(why) => {
-            timers::close(tx, timer.id, TimerState::Cancelled, why, now).await?
-        }
-        Fired::Skipped(why) => timers::close(tx, timer.id, TimerState::Skipped, why, now).await?,
-        Fired::Nothing => return Ok(Fired::Nothing),
-    };
-    if !done {
-        // Impossible while the lock holds; refuse to commit anything of this batch.
-        return Err(StoreError::Corrupt(format!(
-            "timer {id} changed while locked for firing"
-        )));
-    }
-    Ok(outcome)
 }
 
-async fn decide(
-    tx: &mut Tx,
-    store: &Store,
-    planner: &Planner,
-    misfire_after: TimeDelta,
+/// `timer`'s entity as the batch holds it now.
+fn current<'b>(batch: &'b DueBatch, timer: &Timer) -> Current<'b> {
+    let id = timer.entity_id.as_str();
+    match timer.entity_kind.as_str() {
+        "reservation" => Current::Reservation(batch.reservations.get(id)),
+        "order" => Current::Order(batch.orders.get(id)),
+        "invoice" => {
+            let inv = batch.invoices.get(id);
+            Current::Invoice(inv, inv.and_then(|i| batch.rentals.get(&i.unit_rental_id)))
+        }
+        "item" => Current::Item(batch.items.get(id)),
+        DIGEST_KIND => Current::Digest,
+        _ => Current::Unknown,
+    }
+}
+
+/// The event of a timer that fires: its entity as it now is (after the decision's
+/// effect); for a unit rental's invoice, the rental with the invoice inside.
+fn event_of(
+    batch: &DueBatch,
     timer: &Timer,
+    planner: &Planner,
     now: DateTime<Utc>,
-) -> Result<Fired, StoreError> {
-    if timer.entity_kind == digest::ENTITY_KIND {
-        return fire_digest(tx, planner, misfire_after, timer, now).await;
-    }
-    let Some(rule) = planner.rule(&timer.rule).cloned() else {
-        return Ok(Fired::Cancelled("rule no longer configured".into()));
+) -> Result<NewEvent, StoreError> {
+    let gone = || {
+        StoreError::Corrupt(format!(
+            "timer {}: its entity vanished while firing",
+            timer.id
+        ))
     };
     let id = timer.entity_id.as_str();
-    // Load the entity as it is now; the event carries it.
-    let (data, kind, entity_id): (Value, &str, String) = match timer.entity_kind.as_str() {
+    let (kind, entity_id, data) = match timer.entity_kind.as_str() {
         "reservation" => {
-            let Some(r) = db::load_reservation(tx, id).await? else {
-                return Ok(Fired::Cancelled("reservation no longer exists".into()));
-            };
-            if let Some(c) = check(planner, &rule, Subject::Reservation(&r), timer) {
-                return Ok(c);
-            }
-            (to_value(&r)?, "reservation", r.id.clone())
+            let r = batch.reservations.get(id).ok_or_else(gone)?;
+            ("reservation", r.id.clone(), json_text(r))
         }
         "order" => {
-            let Some(o) = db::load_order(tx, id).await? else {
-                return Ok(Fired::Cancelled("order no longer exists".into()));
-            };
-            if let Some(c) = check(planner, &rule, Subject::Order(&o), timer) {
-                return Ok(c);
-            }
-            (to_value(&o)?, "order", o.id.clone())
+            let o = batch.orders.get(id).ok_or_else(gone)?;
+            ("order", o.id.clone(), json_text(o))
         }
         "invoice" => {
-            let Some(inv) = db::load_invoice(tx, id).await? else {
-                return Ok(Fired::Cancelled("invoice no longer exists".into()));
-            };
-            // Firing may change the rental (`overdue`): hold its lock as ingest does,
-            // after the invoice's (the order batches take them in, too).
-            store
-                .lock_entity(tx, "unitRental", &inv.unit_rental_id)
-                .await?;
-            let Some(mut rental) = db::load_unit_rental(tx, &inv.unit_rental_id).await? else {
-                return Ok(Fired::Cancelled("unit rental no longer exists".into()));
-            };
-            if let Some(c) = check(planner, &rule, Subject::Invoice(&inv, &rental), timer) {
-                return Ok(c);
-            }
-            if let Some(m) = misfire(&rule.misfire, misfire_after, timer, now) {
-                return Ok(m);
-            }
-            if rule.event_type == "unitRental.markOverdue" && !rental.overdue {
-                rental.overdue = true;
-                rental.updated_at = now;
-                db::save_unit_rental(tx, &rental).await?;
-            }
-            // The rental is the entity; the invoice that caused the event rides along.
-            let mut data = to_value(&rental)?;
+            let inv = batch.invoices.get(id).ok_or_else(gone)?;
+            let rental = batch.rentals.get(&inv.unit_rental_id).ok_or_else(gone)?;
+            let mut data =
+                serde_json::to_value(rental).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if let Value::Object(m) = &mut data {
                 m.insert("invoice".into(), json!(inv));
             }
-            return write_event(
-                tx,
-                timer,
-                "unitRental",
-                &rental.id,
-                data,
-                now,
-                misfire_after,
-            )
-            .await;
+            ("unitRental", rental.id.clone(), json_text(&data))
         }
         "item" => {
-            let Some(mut item) = db::load_item(tx, id).await? else {
-                return Ok(Fired::Cancelled("item no longer exists".into()));
-            };
-            if let Some(c) = check(planner, &rule, Subject::Item(&item), timer) {
-                return Ok(c);
-            }
-            if let Some(m) = misfire(&rule.misfire, misfire_after, timer, now) {
-                return Ok(m);
-            }
-            if rule.event_type == "item.expire" {
-                item.expired = true;
-                item.updated_at = now;
-                db::save_item(tx, &item).await?;
-            }
-            return write_event(
-                tx,
-                timer,
-                "item",
-                &item.id,
-                to_value(&item)?,
-                now,
-                misfire_after,
-            )
-            .await;
+            let item = batch.items.get(id).ok_or_else(gone)?;
+            ("item", item.id.clone(), json_text(item))
         }
-        other => return Ok(Fired::Cancelled(format!("unknown entity kind `{other}`"))),
+        DIGEST_KIND => {
+            let tz = planner
+                .digest
+                .as_ref()
+                .and_then(|(_, zones)| zones.iter().find(|z| z.name() == id))
+                .ok_or_else(gone)?;
+            let data = digest::data(
+                *tz,
+                batch.overdue.as_deref().unwrap_or_default(),
+                timer.fire_at,
+                now,
+            );
+            let entity_id = data["id"].as_str().unwrap_or_default().to_string();
+            (DIGEST_KIND, entity_id, json_text(&data))
+        }
+        _ => return Err(gone()),
     };
-    if let Some(m) = misfire(&rule.misfire, misfire_after, timer, now) {
-        return Ok(m);
-    }
-    write_event(tx, timer, kind, &entity_id, data, now, misfire_after).await
-}
-
-/// A digest: skipped when missed (a stale list helps nobody), fired otherwise; either
-/// way the next day's digest is planned in the same transaction.
-pub(super) async fn fire_digest(
-    tx: &mut Tx,
-    planner: &Planner,
-    misfire_after: TimeDelta,
-    timer: &Timer,
-    now: DateTime<Utc>,
-) -> Result<Fired, StoreError> {
-    let Some((at, zones)) = &planner.digest else {
-        return Ok(Fired::Cancelled("the daily digest is disabled".into()));
-    };
-    let Some(tz) = zones.iter().find(|z| z.name() == timer.entity_id).copied() else {
-        return Ok(Fired::Cancelled(format!(
-            "zone {} is no longer configured for the digest",
-            timer.entity_id
-        )));
-    };
-    digest::plan_next(tx, tz, *at, now.max(timer.fire_at)).await?;
-    if let Some(skip) = misfire(&Misfire::Skip, misfire_after, timer, now) {
-        return Ok(skip);
-    }
-    let data = digest::data(tx, tz, timer.fire_at, now).await?;
-    let id = data["id"].as_str().unwrap_or_default().to_string();
-    write_event(
-        tx,
-        timer,
-        digest::ENTITY_KIND,
-        &id,
-        data,
-        now,
-        misfire_after,
-    )
-    .await
-}
-
-/// The guard: the rule's condition must still hold and the anchor must not have moved.
-pub(super) fn check(
-    planner: &Planner,
-    rule: &super::rules::Rule,
-    subject: Subject<'_>,
-    timer: &Timer,
-) -> Option<Fired> {
-    if let Err(why) = subject.check(rule.condition) {
-        return Some(Fired::Cancelled(format!(
-            "no longer applies at fire time: {why}"
-        )));
-    }
-    match planner.fire_at(rule, &subject) {
-        Some((_, fire_at)) if fire_at == timer.fire_at => None,
-        Some((anchor, _)) => Some(Fired::Cancelled(format!(
-            "anchor moved to {} before firing",
-            anchor.to_rfc3339()
-        ))),
-        None => Some(Fired::Cancelled("anchor removed before firing".into())),
-    }
-}
-
-/// The misfire policy, for a timer found `misfire_after` or more past its moment.
-pub(super) fn misfire(
-    policy: &Misfire,
-    misfire_after: TimeDelta,
-    timer: &Timer,
-    now: DateTime<Utc>,
-) -> Option<Fired> {
-    let late = now - timer.fire_at;
-    if late < misfire_after {
-        return None;
-    }
-    match policy {
-        Misfire::FireLate => None,
-        Misfire::Skip => Some(Fired::Skipped(format!(
-            "missed by {}s (service down or clock jump); misfire policy skip",
-            late.num_seconds()
-        ))),
-        Misfire::SkipIfAnchorPassed if timer.anchor_at <= now => Some(Fired::Skipped(format!(
-            "missed by {}s and its anchor {} has passed; misfire policy skip_if_anchor_passed",
-            late.num_seconds(),
-            timer.anchor_at.to_rfc3339()
-        ))),
-        Misfire::SkipIfAnchorPassed => None,
-    }
-}
-
-async fn write_event(
-    tx: &mut Tx,
-    timer: &Timer,
-    kind: &str,
-    entity_id: &str,
-    data: Value,
-    now: DateTime<Utc>,
-    misfire_after: TimeDelta,
-) -> Result<Fired, StoreError> {
-    let ev = NewEvent {
+    Ok(NewEvent {
         event_type: timer.event_type.clone(),
         entity_kind: kind.to_string(),
-        entity_id: entity_id.to_string(),
+        entity_id,
         data,
         scheduled_at: Some(timer.fire_at),
         timer_id: Some(timer.id),
-    };
-    let event = events::insert(tx, ev, now).await?;
-    Ok(Fired::Event {
-        event_id: event.id,
-        late: now - timer.fire_at >= misfire_after,
-        lag: now - timer.fire_at,
     })
-}
-
-pub(super) fn to_value(v: &impl serde::Serialize) -> Result<Value, StoreError> {
-    serde_json::to_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -4,8 +4,8 @@
 //! entity and writes exactly one event.
 
 pub mod advance;
-pub mod batch;
 pub mod cron;
+pub mod decide;
 pub mod digest;
 pub mod driver;
 pub mod fire;

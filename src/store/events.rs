@@ -4,57 +4,26 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{StoreError, Tx, from_ms, to_ms};
-use crate::domain::event::{Event, NewEvent, new_event_id};
+use super::{Backend, Placeholders, StoreError, Tx, from_ms, statement_chunks, to_ms};
+use crate::domain::event::{Event, NewEvent};
 
-/// Inserts an event created at `now` and returns it as stored.
-pub async fn insert(tx: &mut Tx, ev: NewEvent, now: DateTime<Utc>) -> Result<Event, StoreError> {
-    insert_many(tx, std::slice::from_ref(&ev), now)
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt("inserted event not returned".into()))
-}
-
-/// Inserts `evs`, all created at `now`, 500 rows per statement; returns them
-/// stored, in the order given. The fan-out task makes their deliveries.
-pub async fn insert_many(
+/// Inserts `evs` under `ids` (one each, in order), all created at `now`, in multi-row statements.
+/// They are stored fanned out: their deliveries are made in the same transaction
+/// (see `crate::outbox`).
+pub async fn insert(
     tx: &mut Tx,
+    ids: &[String],
     evs: &[NewEvent],
     now: DateTime<Utc>,
-) -> Result<Vec<Event>, StoreError> {
-    insert_rows(tx, evs, now, false).await
-}
-
-/// [`insert_many`] for a caller that creates the events' deliveries in the same
-/// transaction: the events are stored already marked fanned out (one statement
-/// fewer than marking them after).
-pub async fn insert_fanned_out(
-    tx: &mut Tx,
-    evs: &[NewEvent],
-    now: DateTime<Utc>,
-) -> Result<Vec<Event>, StoreError> {
-    insert_rows(tx, evs, now, true).await
-}
-
-async fn insert_rows(
-    tx: &mut Tx,
-    evs: &[NewEvent],
-    now: DateTime<Utc>,
-    fanned_out: bool,
-) -> Result<Vec<Event>, StoreError> {
-    let mut out = Vec::with_capacity(evs.len());
-    for chunk in super::statement_chunks(evs) {
-        let mut ids = Vec::with_capacity(chunk.len());
+) -> Result<(), StoreError> {
+    for (ids, chunk) in statement_chunks(ids).zip(statement_chunks(evs)) {
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out)
-             VALUES {} RETURNING id, seq",
-            super::Placeholders::for_tx(tx).rows(chunk.len(), 9)
+             VALUES {}",
+            Placeholders::for_tx(tx).rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for ev in chunk {
-            let id = new_event_id(now);
-            let data =
-                serde_json::to_string(&ev.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (id, ev) in ids.iter().zip(chunk) {
             q = q
                 .bind(id.clone())
                 .bind(ev.event_type.clone())
@@ -63,34 +32,12 @@ async fn insert_rows(
                 .bind(to_ms(now))
                 .bind(ev.scheduled_at.map(to_ms))
                 .bind(ev.timer_id)
-                .bind(data)
-                .bind(i64::from(fanned_out));
-            ids.push(id);
+                .bind(ev.data.get().to_string())
+                .bind(1_i64);
         }
-        // RETURNING promises no order: match the rows by id.
-        let seqs: std::collections::HashMap<String, i64> = q
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("seq")?)))
-            .collect::<Result<_, StoreError>>()?;
-        for (ev, id) in chunk.iter().zip(ids) {
-            let seq = *seqs
-                .get(&id)
-                .ok_or_else(|| StoreError::Corrupt(format!("event {id} not returned")))?;
-            out.push(Event {
-                id,
-                event_type: ev.event_type.clone(),
-                created: now,
-                scheduled_at: ev.scheduled_at,
-                data: ev.data.clone(),
-                seq,
-                entity_kind: ev.entity_kind.clone(),
-                entity_id: ev.entity_id.clone(),
-            });
-        }
+        q.execute(&mut **tx).await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(crate) const EVENT_COLUMNS: &str =
@@ -111,6 +58,59 @@ pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event, StoreError> {
             .transpose()?,
         data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
+}
+
+/// Events not fanned out yet (left by a store written without the outbox's
+/// same-transaction fan-out), oldest first; on PostgreSQL locked so that two nodes
+/// never take the same batch (the other skips it).
+pub async fn unfanned(tx: &mut Tx, limit: i64) -> Result<Vec<Event>, StoreError> {
+    let lock = match tx.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT $1{lock}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Whether any event waits to be fanned out: a read outside any transaction, so the
+/// sweeper takes the writer's turn only when there is work.
+pub async fn any_unfanned(pool: &sqlx::AnyPool) -> Result<bool, StoreError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Marks the events with these `seq`s fanned out.
+pub async fn mark_fanned_out(tx: &mut Tx, seqs: &[i64]) -> Result<(), StoreError> {
+    for chunk in seqs.chunks(super::MAX_ROWS) {
+        let sql = format!(
+            "UPDATE events SET fanned_out = 1 WHERE seq IN ({})",
+            Placeholders::for_tx(tx).padded_list(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for seq in super::padded(chunk) {
+            q = q.bind(*seq);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// How many events wait to be fanned out (a gauge).
+pub async fn unfanned_count(pool: &sqlx::AnyPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE fanned_out = 0")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Events about one entity, oldest first.

@@ -12,8 +12,10 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;
+pub mod firing;
 mod pg_nodelay;
 mod placeholders;
+pub mod retention;
 pub mod sealed;
 mod sqlite_memory;
 pub mod timers;
@@ -35,16 +37,21 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 /// run on `&mut **tx` (or `&mut *tx` for an owned one).
 pub struct Tx {
     inner: Transaction<'static, Any>,
+    backend: Backend,
     _writer: Option<OwnedMutexGuard<()>>,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.inner.commit().await?)
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.inner.rollback().await?)
     }
 }
 
@@ -338,6 +345,7 @@ impl Store {
         };
         Ok(Tx {
             inner,
+            backend: self.backend,
             _writer: writer,
         })
     }
@@ -346,6 +354,7 @@ impl Store {
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
             inner: self.pool.begin().await?,
+            backend: self.backend,
             _writer: None,
         })
     }

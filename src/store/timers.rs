@@ -55,6 +55,22 @@ pub struct Timer {
 
 pub const COLUMNS: &str = "id, entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, event_id, created_at, updated_at";
 
+/// The PostgreSQL channel on which a commit that planned a timer inside the horizon
+/// wakes every node's scheduler (the node that claims the timer may not be this one).
+pub const PLANNED_CHANNEL: &str = "duehook_timers";
+
+/// Wakes every node's scheduler when `tx` commits (PostgreSQL; nothing on SQLite, whose
+/// one process wakes its scheduler in memory).
+pub async fn notify_planned(tx: &mut Tx) -> Result<(), StoreError> {
+    if tx.backend() == super::Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, '')::text AS sent")
+            .bind(PLANNED_CHANNEL)
+            .fetch_one(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 pub fn from_row(r: &AnyRow) -> Result<Timer, StoreError> {
     let state: String = r.try_get("state")?;
     Ok(Timer {

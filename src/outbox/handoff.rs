@@ -1,5 +1,5 @@
-//! Hand-off: deliveries created by a writer on this node (a batch of fired timers, a
-//! group of posted events) are written already claimed by this node's delivery worker
+//! Hand-off: deliveries the outbox creates for a writer on this node (a batch of fired
+//! timers, a group of posted events, one change) are written already claimed by this node's delivery worker
 //! and passed to it in memory when their transaction commits, so the worker neither
 //! claims them (a write, on SQLite behind the one writer) nor reads them back with
 //! their events (the writer has them in hand).
@@ -8,7 +8,7 @@
 //! endpoint, how many more deliveries it would hold — about a second of work for an
 //! endpoint that has been answering with success quickly and has no rate limit,
 //! nothing for any other. A writer reserves from that room before it inserts (the rest
-//! of its deliveries are written unclaimed, for the worker's claims as before); what it
+//! of its deliveries are written unclaimed, for the worker's claims); what it
 //! reserved counts as in transit until the worker takes it, or until the reservation
 //! is dropped (its transaction failed). The worker's own claims leave out a lane whose
 //! room hand-offs filled, so the two do not compete.
@@ -118,7 +118,7 @@ impl Handoff {
     }
 
     /// The worker's end of the channel (once).
-    pub(super) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Vec<Claimed>>> {
+    pub(crate) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Vec<Claimed>>> {
         self.rx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -129,7 +129,7 @@ impl Handoff {
     /// and what it has taken off the channel since it last published (no longer in
     /// transit) — both under one lock, so a writer never counts a delivery twice —
     /// and the endpoints whose due deliveries its last claim took all of (`drained`).
-    pub(super) fn publish(
+    pub(crate) fn publish(
         &self,
         free: impl Iterator<Item = (String, usize)>,
         arrived: &HashMap<String, usize>,
@@ -156,13 +156,13 @@ impl Handoff {
     }
 
     /// The worker took `n` handed-off deliveries.
-    pub(super) fn count_taken(&self, n: usize) {
+    pub(crate) fn count_taken(&self, n: usize) {
         self.taken.fetch_add(n as u64, Ordering::Relaxed);
         metrics::counter!("duehook_deliveries_handed_off_total").increment(n as u64);
     }
 
     /// The worker stopped: writers reserve nothing more.
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut room = self.room();
         room.closed = true;
         room.free.clear();
@@ -208,11 +208,15 @@ impl Drop for Reservation<'_> {
 /// writer's commit: `(index of the event among the writer's events, delivery id,
 /// endpoint id)`.
 pub struct Handed<'a> {
-    pub(crate) reservation: Reservation<'a>,
-    pub(crate) rows: Vec<(usize, String, String)>,
+    reservation: Reservation<'a>,
+    rows: Vec<(usize, String, String)>,
 }
 
-impl Handed<'_> {
+impl<'a> Handed<'a> {
+    pub fn new(reservation: Reservation<'a>, rows: Vec<(usize, String, String)>) -> Self {
+        Self { reservation, rows }
+    }
+
     /// After the commit: passes the deliveries to the worker, each with its event as
     /// `event(index)` builds it (exactly what the store now holds: a retry read back
     /// from the store must render the same bytes).
@@ -244,15 +248,6 @@ impl Handed<'_> {
             // The worker is gone: the deliveries wait in the store for their lease.
             tracing::debug!("delivery worker gone; handed-off deliveries wait for their lease");
         }
-    }
-
-    /// When the writer is done with its rows: how many went to the worker.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 }
 
