@@ -41,7 +41,9 @@ to them (`/v1/endpoints`, `/v1/deliveries`). `/admin/` inspects the schedule and
 a manual clock.\n\n\
 Every `/v1/` and `/admin/` route needs `Authorization: Bearer <token>` (`[auth] tokens`; \
 `/admin/` takes `[auth] admin_tokens` instead when those are set). Every error is JSON: \
-`{\"error\", \"field\"?, \"detail\"}` (schema `ApiError`). Instants are RFC 3339."
+`{\"error\", \"field\"?, \"detail\"}` (schema `ApiError`). Instants are RFC 3339. \
+`/v1/endpoints` and `/v1/deliveries` take the admin tokens too (operators manage \
+endpoints and retry deliveries, from the console at `/admin/ui` or otherwise)."
     ),
     paths(
         ingest::put_reservation,
@@ -148,7 +150,8 @@ impl Modify for Secured {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "`Authorization: Bearer <token>`: one of `[auth] tokens`; for `/admin/` \
-                         one of `[auth] admin_tokens` when that list is set.",
+                         one of `[auth] admin_tokens` when that list is set, which also open \
+                         `/v1/endpoints` and `/v1/deliveries`.",
                     ))
                     .build(),
             ),
