@@ -46,7 +46,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-/// The routes `src/http/mod.rs` serves beyond the contract.
+/// The routes `src/http/mod.rs` serves beyond the contract. The console's page and its
+/// assets (`GET /admin/ui…`) are a page, not API operations: `tests/console.rs` covers them.
 const EXTRA: &[(&str, &str)] = &[
     ("GET", "/v1/reservations/{id}"),
     ("GET", "/v1/orders/{id}"),
