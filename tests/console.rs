@@ -365,6 +365,14 @@ async fn an_operator_signs_in_moves_the_clock_reads_a_story_and_retries_a_delive
     assert_no_horizontal_scroll(&browser, "schedule").await;
     browser.screenshot(&shots, "schedule").await;
 
+    // The week ahead: the overdue-by-a-day reminders join the chart.
+    let week = browser.find(".toggle button[data-hours='168']").await;
+    browser.click(&week).await;
+    browser.wait_for_text("in the next 7 days").await;
+    browser.wait_for_text("order.overdue_1_day").await;
+    browser.wait_for_text("18 timers, by time of firing.").await;
+    browser.screenshot(&shots, "schedule-7-days").await;
+
     // Dark, from the system's preference.
     browser.color_scheme("dark").await;
     let background = browser

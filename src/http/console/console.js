@@ -814,7 +814,12 @@ function wire() {
     button.addEventListener('click', async () => {
       schedule.hours = Number(button.dataset.hours);
       for (const b of $$('.toggle button')) b.setAttribute('aria-pressed', String(b === button));
-      await withStatus($('#schedule-status'), () => loadForecast(schedule.now));
+      // The status line keeps what it says about the timers below.
+      const said = $('#schedule-status').textContent;
+      await withStatus($('#schedule-status'), async () => {
+        await loadForecast(schedule.now);
+        return said;
+      });
     });
   }
   $('#schedule-filter').addEventListener('submit', (event) => {
