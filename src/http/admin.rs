@@ -374,8 +374,10 @@ pub async fn forecast(
 }
 
 /// `GET /admin/entities/{kind}/{id}/timeline`: everything about one entity in time
-/// order: the changes received (its immediate events), its timers planned, cancelled,
-/// skipped and fired (with why), and the time-based events.
+/// order: the changes received (its immediate events, with their data), its timers
+/// planned, cancelled, skipped and fired (with why), the time-based events, and each
+/// event's deliveries with every attempt (status, duration, error, the response's first
+/// bytes).
 #[utoipa::path(
     get,
     path = "/admin/entities/{kind}/{id}/timeline",
@@ -412,7 +414,7 @@ pub async fn timeline(
         entries.push((
             ev.created,
             2,
-            json!({ "at": ev.created, "what": what, "type": ev.event_type, "event_id": ev.id, "scheduled_at": ev.scheduled_at }),
+            json!({ "at": ev.created, "what": what, "type": ev.event_type, "event_id": ev.id, "scheduled_at": ev.scheduled_at, "data": ev.data }),
         ));
         // Where each event went: its deliveries, each attempt at its own time.
         for d in crate::store::deliveries::of_event(s.store.pool(), &ev.id).await? {
@@ -424,7 +426,8 @@ pub async fn timeline(
                         "at": a.started_at, "what": "delivery.attempt", "event_id": ev.id,
                         "delivery_id": d.id, "endpoint_id": d.endpoint_id, "attempt": a.number,
                         "status_code": a.status_code, "error_kind": a.error_kind,
-                        "duration_ms": a.duration_ms,
+                        "error": a.error, "duration_ms": a.duration_ms,
+                        "response_excerpt": excerpt(&a.response_body, RESPONSE_EXCERPT_BYTES),
                     }),
                 ));
             }
@@ -479,6 +482,18 @@ pub async fn timeline(
     })))
 }
 
+/// How much of each attempt's response body an entity's timeline shows.
+const RESPONSE_EXCERPT_BYTES: usize = 256;
+
+/// The first `max` bytes of `text`, cut back to a character boundary.
+fn excerpt(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `GET /admin/nodes`: every node that ran on this store (newest first), when each was
 /// last seen, and how many pending timers each holds a live lease on.
 #[utoipa::path(
@@ -514,4 +529,18 @@ pub async fn endpoint_health(State(s): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(
         json!({ "now": now, "since": since, "endpoints": endpoints }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn an_excerpt_stops_at_a_character_boundary() {
+        assert_eq!(excerpt("receiver says hi", 256), "receiver says hi");
+        assert_eq!(excerpt("abcdef", 3), "abc");
+        // "é" is two bytes: cutting inside it keeps the whole characters before it.
+        assert_eq!(excerpt("aé", 2), "a");
+        assert_eq!(excerpt("", 4), "");
+    }
 }

@@ -44,12 +44,26 @@ impl Tokens {
         }
     }
 
+    /// With `[auth] admin_tokens` set, `/admin/*` takes only those; the endpoint and
+    /// delivery routes take both kinds, since operators (and the console, which acts
+    /// with the admin token) enable, disable and test endpoints and retry deliveries;
+    /// ingest takes only the API tokens.
     fn allows(&self, path: &str, presented: &str) -> bool {
         let presented = digest(presented);
-        let is_admin = path == "/admin" || path.starts_with("/admin/");
-        match (&self.admin, is_admin) {
-            (Some(admin), true) => any_matches(admin, &presented),
-            _ => any_matches(&self.api, &presented),
+        let Some(admin) = &self.admin else {
+            return any_matches(&self.api, &presented);
+        };
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/admin") {
+            any_matches(admin, &presented)
+        } else if under("/v1/endpoints") || under("/v1/deliveries") {
+            // Both lists, each checked in full (`|`, not `||`): timing says nothing.
+            any_matches(admin, &presented) | any_matches(&self.api, &presented)
+        } else {
+            any_matches(&self.api, &presented)
         }
     }
 }
@@ -87,5 +101,35 @@ mod tests {
         assert!(t.allows("/admin/clock", "admin-token-0123456789"));
         assert!(!t.allows("/admin/clock", "api-token-0123456789"));
         assert!(!t.allows("/v1/orders/x", "api-token-012345678"));
+        // Operations on endpoints and deliveries: both kinds, and nothing else.
+        for path in [
+            "/v1/endpoints",
+            "/v1/endpoints/e/enable",
+            "/v1/deliveries/d/retry",
+        ] {
+            assert!(t.allows(path, "admin-token-0123456789"), "{path}");
+            assert!(t.allows(path, "api-token-0123456789"), "{path}");
+            assert!(!t.allows(path, "other-token-0123456789"), "{path}");
+        }
+        assert!(!t.allows("/v1/endpointsx", "admin-token-0123456789"));
+        assert!(!t.allows("/v1/events", "admin-token-0123456789"));
+        assert!(!t.allows("/adminx", "admin-token-0123456789"));
+    }
+
+    #[test]
+    fn without_admin_tokens_the_api_tokens_open_everything() {
+        let t = Tokens::new(&AuthConfig {
+            tokens: vec!["api-token-0123456789".into()],
+            admin_tokens: None,
+        });
+        for path in [
+            "/v1/orders/x",
+            "/v1/endpoints",
+            "/admin/clock",
+            "/admin/ui/x",
+        ] {
+            assert!(t.allows(path, "api-token-0123456789"), "{path}");
+            assert!(!t.allows(path, "admin-token-0123456789"), "{path}");
+        }
     }
 }

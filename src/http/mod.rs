@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -47,8 +48,8 @@ pub struct AppState {
     pub node_id: String,
 }
 
-/// The whole API. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open;
-/// everything else needs a token.
+/// The whole API. `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the console's
+/// page and assets (`/admin/ui…`) are open; everything else needs a token.
 pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route(
@@ -123,10 +124,12 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(console::routes())
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(console::security_headers))
         .layer(middleware::from_fn(metrics::observe))
         .with_state(state)
 }

@@ -41,7 +41,9 @@ to them (`/v1/endpoints`, `/v1/deliveries`). `/admin/` inspects the schedule and
 a manual clock.\n\n\
 Every `/v1/` and `/admin/` route needs `Authorization: Bearer <token>` (`[auth] tokens`; \
 `/admin/` takes `[auth] admin_tokens` instead when those are set). Every error is JSON: \
-`{\"error\", \"field\"?, \"detail\"}` (schema `ApiError`). Instants are RFC 3339."
+`{\"error\", \"field\"?, \"detail\"}` (schema `ApiError`). Instants are RFC 3339. \
+`/v1/endpoints` and `/v1/deliveries` take the admin tokens too (operators manage \
+endpoints and retry deliveries, from the console at `/admin/ui` or otherwise)."
     ),
     paths(
         ingest::put_reservation,
@@ -148,7 +150,8 @@ impl Modify for Secured {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "`Authorization: Bearer <token>`: one of `[auth] tokens`; for `/admin/` \
-                         one of `[auth] admin_tokens` when that list is set.",
+                         one of `[auth] admin_tokens` when that list is set, which also open \
+                         `/v1/endpoints` and `/v1/deliveries`.",
                     ))
                     .build(),
             ),
@@ -348,16 +351,33 @@ pub struct Forecast {
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// `event.change`, `event.scheduled`, `timer.planned`, `timer.fired`,
-    /// `timer.cancelled` or `timer.skipped`.
+    /// `timer.cancelled`, `timer.skipped`, `delivery.attempt`, `delivery.pending`,
+    /// `delivery.succeeded` or `delivery.failed`.
     pub what: String,
     #[schema(rename = "type")]
-    pub event_type: String,
+    pub event_type: Option<String>,
     pub event_id: Option<String>,
     pub timer_id: Option<i64>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub fire_at: Option<DateTime<Utc>>,
     pub rule: Option<String>,
     pub reason: Option<String>,
+    /// An event's `data`, as delivered.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    pub delivery_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    /// A `delivery.attempt`'s number.
+    pub attempt: Option<i64>,
+    /// A `delivery.*` entry's attempts so far.
+    pub attempts: Option<i64>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub status_code: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// The first 256 bytes of the attempt's response body.
+    pub response_excerpt: Option<String>,
 }
 
 /// `GET /admin/entities/{kind}/{id}/timeline`.
