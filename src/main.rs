@@ -216,14 +216,16 @@ sequence numbers; deliveries (a pending one stays pending under its event id, so
 webhook-id does not change); attempts; endpoints with their secrets as stored (sealed \
 secrets are not opened: run the new nodes with the same [store] secret_key); alerts. \
 Keys and autoincrement positions are kept. Not copied: the nodes table (the new nodes \
-register themselves) and timer and delivery claims (cleared: the new nodes claim \
-afresh).
+register themselves; the target's own rows stay as they are) and timer and delivery \
+claims (cleared: the new nodes claim afresh).
 
 Both stores are first migrated to this binary's version; a store with migrations this \
 binary does not know is refused. A store a service is running on is refused: a SQLite \
 file whose lock another process holds, a PostgreSQL store with a node that has not \
-stopped and was seen within [cluster] lease of now. A target whose tables hold rows is \
-refused unless --replace-target is given.
+stopped and was seen within [cluster] lease (read from --config) of now, or with \
+timers claimed under a lease that has not run out. A target whose tables hold rows is \
+refused unless --replace-target is given. A service started on either store while the \
+copy runs cannot start (SQLite) or waits for it to end (PostgreSQL).
 
 The target is written in one transaction, committed only after every table verified \
 (row count and a checksum of the rows, equal on both sides, printed per table): an \
@@ -231,7 +233,7 @@ interrupted or failed copy leaves the target as it was, and running the same com
 again starts over. Progress goes to stderr, the verified tables to stdout.
 
 Exit status: 0 copied and verified; 1 failed (nothing committed); 2 configuration \
-error; 3 refused (nothing copied).";
+error; 3 refused (nothing copied; the migrations may have been applied).";
 
 /// `duehook copy-store`: the copy, then one line per verified table on stdout.
 async fn copy_store(

@@ -13,7 +13,7 @@
 //!   order. Autoincrement positions (`events.seq`, `timers.id`, …) are carried over,
 //!   so the target never hands out a key the source already used.
 //! - **Not copied**: the `nodes` table (the service that ran on the source is stopped;
-//!   the target's nodes register themselves) and timer and delivery claims
+//!   the target's nodes register themselves, and its own rows stay) and timer and delivery claims
 //!   (`claimed_by`, `lease_until`: cleared, the new nodes claim afresh). The migration
 //!   bookkeeping is each store's own; both are first migrated to this binary's version.
 //! - **Nobody else on either store.** A SQLite store is held through the service's own
@@ -341,7 +341,8 @@ async fn copy_between(
 
     let mut copied = Vec::with_capacity(TABLES.len());
     for (spec, cols) in TABLES.iter().zip(&columns) {
-        let sum = copy_table(&mut src, &mut dst, target.backend(), spec, cols, out).await?;
+        let (sum, counted) =
+            copy_table(&mut src, &mut dst, target.backend(), spec, cols, out).await?;
         let last_key = match spec.serial {
             Some(column) => Some(
                 carry_sequence(
@@ -357,16 +358,18 @@ async fn copy_between(
             ),
             None => None,
         };
-        copied.push((sum, last_key));
+        copied.push((sum, counted, last_key));
     }
 
     let mut tables = Vec::with_capacity(TABLES.len());
-    for ((spec, cols), (sum, last_key)) in TABLES.iter().zip(&columns).zip(copied) {
+    for ((spec, cols), (sum, counted, last_key)) in TABLES.iter().zip(&columns).zip(copied) {
         let theirs = checksum_of(&mut dst, spec, cols).await?;
-        if theirs.rows != sum.rows || theirs.sum != sum.sum {
+        // Three counts agree: the source's COUNT(*), the rows read from it (and
+        // written), the rows read back from the target.
+        if theirs.rows != sum.rows || counted != sum.rows || theirs.sum != sum.sum {
             return Err(CopyError::Mismatch {
                 table: spec.name,
-                source_rows: sum.rows,
+                source_rows: counted,
                 target_rows: theirs.rows,
                 source_checksum: sum.hex(),
                 target_checksum: theirs.hex(),
@@ -821,8 +824,8 @@ fn select_sql(spec: &TableSpec, cols: &[Column]) -> String {
     )
 }
 
-/// Copies one table in key order, in batches; the source side's checksum (of the
-/// rows as written).
+/// Copies one table in key order, in batches: the source side's checksum (of the
+/// rows as written) and the source's own count of its rows.
 async fn copy_table(
     src: &mut AnyConnection,
     dst: &mut AnyConnection,
@@ -830,7 +833,7 @@ async fn copy_table(
     spec: &TableSpec,
     cols: &[Column],
     out: &mut Progress<'_>,
-) -> Result<Checksum, CopyError> {
+) -> Result<(Checksum, u64), CopyError> {
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM {}",
         spec.name
@@ -880,7 +883,7 @@ async fn copy_table(
     if sum.rows == 0 {
         out.table(spec.name, 0, total, true);
     }
-    Ok(sum)
+    Ok((sum, u64::try_from(total).unwrap_or(0)))
 }
 
 /// Multi-row INSERTs of `rows` (statement sizes from [`statement_chunks`], kept within
