@@ -1160,4 +1160,108 @@ mod tests {
         }
         store.close().await;
     }
+
+    fn opts(replace_target: bool) -> CopyOptions {
+        CopyOptions {
+            replace_target,
+            now: DateTime::from_timestamp_millis(1_900_000_000_000).expect("instant"),
+            lease: TimeDelta::seconds(30),
+        }
+    }
+
+    async fn run(from: &str, to: &str, replace: bool) -> (Result<CopyReport, CopyError>, String) {
+        let mut progress = Vec::new();
+        let result = copy_store(from, to, &opts(replace), &mut progress).await;
+        (result, String::from_utf8_lossy(&progress).into_owned())
+    }
+
+    fn url(path: &std::path::Path) -> String {
+        format!("sqlite://{}", path.display())
+    }
+
+    /// Events 1..=3 written, the last one deleted: the source's autoincrement
+    /// position (3) is past its largest key (2), and the copy keeps the position.
+    #[tokio::test]
+    async fn sqlite_to_sqlite_keeps_rows_and_the_autoincrement_position() {
+        let (_dir, store, path) = super::super::temp_sqlite_store().await;
+        for i in 1..=3 {
+            sqlx::query(
+                "INSERT INTO events (id, type, entity_kind, entity_id, created_at, data) VALUES ($1, 'booking.create', 'contact', 'c', 0, '{}')",
+            )
+            .bind(format!("evt_{i}"))
+            .execute(store.pool())
+            .await
+            .expect("event");
+        }
+        sqlx::query("DELETE FROM events WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .expect("delete");
+        store.close().await;
+        let target_dir = tempfile::tempdir().expect("dir");
+        let target = target_dir.path().join("copy.db");
+        let (result, progress) = run(&url(&path), &url(&target), false).await;
+        let report = result.expect("copied");
+        let events = &report.tables[7];
+        assert_eq!(
+            (events.table, events.rows, events.last_key),
+            ("events", 2, Some(3)),
+            "{progress}"
+        );
+        assert_eq!(report.target_migrated, 6);
+        let copy = Store::open(&url(&target), 1).await.expect("copy");
+        sqlx::query(
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, data) VALUES ('evt_new', 'booking.create', 'contact', 'c', 0, '{}')",
+        )
+        .execute(copy.pool())
+        .await
+        .expect("a new event");
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM events WHERE id = 'evt_new'")
+            .fetch_one(copy.pool())
+            .await
+            .expect("seq");
+        assert_eq!(
+            seq, 4,
+            "a new event is numbered after every key the source used"
+        );
+        copy.close().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_migrations_and_tables_and_foreign_files_are_refused() {
+        let (_dir, store, path) = super::super::temp_sqlite_store().await;
+        let elsewhere = tempfile::tempdir().expect("dir");
+        let target = url(&elsewhere.path().join("copy.db"));
+        sqlx::query("CREATE TABLE notes (id TEXT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .expect("table");
+        let (result, _) = run(&url(&path), &target, false).await;
+        assert!(
+            matches!(&result, Err(CopyError::Schema { side: Side::Source, table, .. }) if table == "notes"),
+            "{result:?}"
+        );
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99999, 'future', 1, X'00', 0)",
+        )
+        .execute(store.pool())
+        .await
+        .expect("migration");
+        store.close().await;
+        let (result, _) = run(&url(&path), &target, false).await;
+        match result {
+            Err(
+                e @ CopyError::UnknownMigrations {
+                    side: Side::Source, ..
+                },
+            ) => {
+                assert!(e.is_refusal() && e.to_string().contains("99999"), "{e}");
+            }
+            other => panic!("refused: {other:?}"),
+        }
+        let stranger = elsewhere.path().join("stranger.db");
+        std::fs::write(&stranger, b"").expect("file");
+        let (result, _) = run(&url(&stranger), &target, false).await;
+        assert!(matches!(result, Err(CopyError::NotAStore)), "{result:?}");
+    }
 }
