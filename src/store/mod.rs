@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod cluster;
+pub mod copy;
 pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
