@@ -1,9 +1,9 @@
 //! Endpoints: where webhooks go and how they are shaped, signed and retried.
 //!
-//! This module owns the endpoint record ([`Endpoint`]), the validation of what a
-//! client sends to create or change one ([`EndpointInput`], [`EndpointPatch`] →
-//! [`Settings`], every refusal naming its field), the public view of an endpoint
-//! (never with its secrets) and topic matching ([`topic_matches`]).
+//! This module owns the validation of what a client sends to create or change an
+//! endpoint ([`EndpointInput`], [`EndpointPatch`] → [`Settings`], every refusal naming
+//! its field), the public view of an endpoint (never with its secrets) and which topics
+//! the running catalogue knows. The record itself is [`crate::domain::endpoint`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use super::retry::{self, RetryPolicy};
 use super::sign::{self, Scheme};
 use crate::domain::DomainError;
 use crate::domain::catalogue::Catalogue;
+pub use crate::domain::endpoint::{Endpoint, Health, OnExhausted, Settings, topic_matches};
 
 /// Longest endpoint name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -29,82 +30,14 @@ const MAX_TIMEOUT_MS: u64 = 300_000;
 /// Highest rate limit accepted, in messages per second.
 const MAX_RATE_LIMIT: u32 = 10_000;
 
-/// An endpoint as stored.
-#[derive(Clone, Debug)]
-pub struct Endpoint {
-    pub id: String,
-    pub settings: Settings,
-    pub secret: String,
-    pub previous_secret: Option<String>,
-    pub previous_secret_until: Option<DateTime<Utc>>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    pub health: Health,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// How an endpoint has been doing lately; see [`super::health`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// First failed attempt since the last success.
-    pub failing_since: Option<DateTime<Utc>>,
-    /// Failed attempts in a row.
-    pub failed_attempts: i64,
-    /// Deliveries failed for good (retries used up) in a row.
-    pub failed_deliveries: i64,
-    /// While set and in the future, the endpoint's deliveries are held back.
-    pub circuit_open_until: Option<DateTime<Utc>>,
-    /// Which alert was sent last: `ok`, `failing` or `disabled`.
-    pub alert_state: String,
-}
-
-/// Everything a client configures about an endpoint, validated.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub name: String,
-    pub url: String,
-    pub topics: Vec<String>,
-    pub format: Format,
-    pub envelope: Envelope,
-    pub scheme: Scheme,
-    pub signature_header: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    pub retry_schedule: Vec<Duration>,
-    pub on_exhausted: OnExhausted,
-    pub timeout_ms: u64,
-    pub rate_limit: Option<u32>,
-    pub alert_emails: Vec<String>,
-}
-
+/// What the delivery pipeline and the API make of an endpoint.
 impl Endpoint {
-    /// The secrets that sign now, newest first: the previous one only during its
-    /// grace period after a rotation.
-    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
-        let mut secrets = vec![self.secret.as_str()];
-        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_until)
-            && now < until
-        {
-            secrets.push(prev.as_str());
-        }
-        secrets
-    }
-
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             schedule: self.settings.retry_schedule.clone(),
             jitter: retry::DEFAULT_JITTER,
         }
     }
-
-    /// Whether an event of `event_type` goes to this endpoint (enabled or not).
-    pub fn subscribes_to(&self, event_type: &str) -> bool {
-        self.settings
-            .topics
-            .iter()
-            .any(|t| topic_matches(t, event_type))
-    }
-
     /// The JSON an API client sees: everything but the secrets.
     pub fn view(&self) -> EndpointView<'_> {
         let s = &self.settings;
@@ -172,40 +105,6 @@ pub struct RetryView {
     pub max_attempts: u32,
     pub schedule: String,
     pub on_exhausted: OnExhausted,
-}
-
-/// What a delivery that used up its attempts does to its endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExhausted {
-    /// The delivery fails; the endpoint is disabled only by the `[delivery]` rules
-    /// (Storeganise: "retried 2 more times, then failed").
-    #[default]
-    Fail,
-    /// The delivery fails and the endpoint is disabled at once (Checkfront: "retries up
-    /// to 5 times, then the endpoint is disabled").
-    Disable,
-}
-
-impl OnExhausted {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnExhausted::Fail => "fail",
-            OnExhausted::Disable => "disable",
-        }
-    }
-}
-
-impl std::str::FromStr for OnExhausted {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fail" => Ok(OnExhausted::Fail),
-            "disable" => Ok(OnExhausted::Disable),
-            other => Err(format!("unknown on_exhausted {other:?}")),
-        }
-    }
 }
 
 /// `POST /v1/endpoints`.
@@ -552,20 +451,6 @@ pub fn topic_is_known(topic: &str, catalogue: &Catalogue) -> bool {
             .entries()
             .iter()
             .any(|t| t.name == topic || topic_matches(topic, &t.name))
-}
-
-/// Whether a subscription to `topic` covers `event_type`: the same type, `*`, or
-/// `prefix.*` for every type that starts with `prefix.`.
-pub fn topic_matches(topic: &str, event_type: &str) -> bool {
-    if topic == "*" || topic == event_type {
-        return true;
-    }
-    match topic.strip_suffix(".*") {
-        Some(prefix) if !prefix.is_empty() => event_type
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.')),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

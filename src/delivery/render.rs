@@ -49,8 +49,6 @@
 //!   receiver, so they are replaced with `_`.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use quick_xml::Writer;
@@ -72,126 +70,7 @@ pub const MAX_DATA_DEPTH: usize = 128;
 /// gives no usable one.
 const FALLBACK_ENTITY_KEY: &str = "data";
 
-/// Body format of an endpoint.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    #[default]
-    Json,
-    Xml,
-    Form,
-}
-
-impl Format {
-    /// The name used in configuration and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Xml => "xml",
-            Format::Form => "form",
-        }
-    }
-
-    /// The `content-type` of bodies in this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json",
-            Format::Xml => "application/xml",
-            Format::Form => "application/x-www-form-urlencoded",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Format {
-    type Err = RenderError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "json" => Ok(Format::Json),
-            "xml" => Ok(Format::Xml),
-            "form" => Ok(Format::Form),
-            _ => Err(RenderError::Unknown {
-                what: "format",
-                value: s.to_owned(),
-            }),
-        }
-    }
-}
-
-/// Which keys surround the event data.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Envelope {
-    /// `{"id","type","created","scheduled_at"?,"data"}` (Standard Webhooks
-    /// style, the documented default).
-    #[default]
-    Standard,
-    /// `{"id","type","scheduled_at"?,"payload"}` (House Check).
-    TypePayload,
-    /// `{"event","<entity>","id","created","scheduled_at"?}` (Checkfront).
-    EventEntity,
-}
-
-impl Envelope {
-    /// The name used in configuration and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Envelope::Standard => "standard",
-            Envelope::TypePayload => "type_payload",
-            Envelope::EventEntity => "event_entity",
-        }
-    }
-}
-
-impl fmt::Display for Envelope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Envelope {
-    type Err = RenderError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "standard" => Ok(Envelope::Standard),
-            "type_payload" => Ok(Envelope::TypePayload),
-            "event_entity" => Ok(Envelope::EventEntity),
-            _ => Err(RenderError::Unknown {
-                what: "envelope",
-                value: s.to_owned(),
-            }),
-        }
-    }
-}
+pub use crate::domain::endpoint::{Envelope, Format};
 
 /// The event being rendered, borrowed from wherever the caller keeps it.
 #[derive(Clone, Copy, Debug)]
@@ -218,8 +97,6 @@ pub struct Rendered {
 /// Why an event could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("unknown {what} {value:?}")]
-    Unknown { what: &'static str, value: String },
     #[error("event data nests deeper than {MAX_DATA_DEPTH} levels")]
     TooDeep,
     #[error("JSON rendering failed: {0}")]
@@ -551,7 +428,7 @@ mod tests {
                 struct V;
                 impl<'de> serde::de::Visitor<'de> for V {
                     type Value = Keys;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                         f.write_str("an object")
                     }
                     fn visit_map<A: serde::de::MapAccess<'de>>(

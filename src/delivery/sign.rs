@@ -36,9 +36,6 @@
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 
-use std::fmt;
-use std::str::FromStr;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -106,67 +103,11 @@ const RESERVED_HEADERS: &[&str] = &[
     HEADER_WEBHOOK_TIMESTAMP,
 ];
 
-/// How an endpoint's requests are signed.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Scheme {
-    /// Standard Webhooks (`webhook-signature: v1,<base64>`), the default.
-    #[default]
-    StandardWebhooks,
-    /// Lower-case hex HMAC-SHA256 of the body in a named header.
-    Hex,
-    /// Base64 HMAC-SHA256 of the body in a named header.
-    Base64,
-}
-
-impl Scheme {
-    /// The name used in configuration and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::StandardWebhooks => "standard_webhooks",
-            Scheme::Hex => "hex",
-            Scheme::Base64 => "base64",
-        }
-    }
-}
-
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Scheme {
-    type Err = SignError;
-
-    /// Accepts the serde names, case-insensitively, plus `standard` as a
-    /// shorter alias of `standard_webhooks`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "standard_webhooks" | "standard" => Ok(Scheme::StandardWebhooks),
-            "hex" => Ok(Scheme::Hex),
-            "base64" => Ok(Scheme::Base64),
-            _ => Err(SignError::UnknownScheme(s.to_owned())),
-        }
-    }
-}
+pub use crate::domain::endpoint::Scheme;
 
 /// Why a secret, header name or signing request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
-    #[error("unknown signature scheme {0:?} (expected standard_webhooks, hex or base64)")]
-    UnknownScheme(String),
     #[error("no signing secret given")]
     NoSecret,
     #[error("{count} secrets given; the {scheme} scheme signs with at most {max}")]

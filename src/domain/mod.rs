@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod contact;
+pub mod endpoint;
 pub mod event;
 pub mod input;
 pub mod item;

@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{StoreError, Tx, from_ms, to_ms};
-use crate::delivery::endpoint::{Endpoint, Health, Settings};
+use crate::domain::endpoint::{Endpoint, Health, Settings};
 
 const COLUMNS: &str = "id, name, url, topics, format, envelope, scheme, signature_header, secret, \
      previous_secret, previous_secret_until, headers, retry_schedule, on_exhausted, timeout_ms, rate_limit, \
