@@ -388,7 +388,7 @@ async fn copy_between(
             last_key,
         });
     }
-    dst.commit().await.map_err(|e| on(Side::Target)(e.into()))?;
+    dst.commit().await.map_err(|e| on(Side::Target)(e))?;
     // The source was only read.
     let _ = src.rollback().await;
     out.line("committed");
