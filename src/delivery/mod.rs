@@ -4,7 +4,8 @@
 //!
 //! The pure parts live here as small modules with no I/O of their own: `render`
 //! (formats and envelopes), `sign` (signature schemes), `retry` (policy, backoff,
-//! Retry-After) and `guard` (destination checks against SSRF).
+//! Retry-After) and `guard` (destination checks against SSRF). [`Delivery`] is the
+//! component the app builds and spawns.
 
 pub mod guard;
 pub mod render;
@@ -20,3 +21,55 @@ pub mod record;
 pub mod send;
 pub mod service;
 pub mod worker;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::{AlertsConfig, DeliveryConfig};
+use crate::outbox::Outbox;
+use crate::store::Store;
+use crate::tasks::Tasks;
+use pipeline::Pipeline;
+
+/// The delivery component: the outbox's sweeper, the delivery worker (with its
+/// recorder) and the alert worker, around one [`Pipeline`].
+pub struct Delivery {
+    pipeline: Pipeline,
+}
+
+impl Delivery {
+    pub fn build(
+        store: Store,
+        clock: SharedClock,
+        config: &DeliveryConfig,
+        alerts: &AlertsConfig,
+        outbox: Arc<Outbox>,
+    ) -> Self {
+        Self {
+            pipeline: Pipeline::new(store, clock, config, alerts, outbox),
+        }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Starts the workers; each stops when `shutdown` is cancelled.
+    pub fn spawn(self, tasks: &mut Tasks, shutdown: &CancellationToken) {
+        let p = self.pipeline;
+        tasks.spawn(
+            "outbox sweeper",
+            crate::outbox::sweep(
+                p.outbox.clone(),
+                p.store.clone(),
+                p.clock.clone(),
+                p.poll_interval(),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn("delivery worker", worker::run(p.clone(), shutdown.clone()));
+        tasks.spawn("alert worker", alert::run(p, shutdown.clone()));
+    }
+}

@@ -1,11 +1,10 @@
-//! The delivery pipeline's shared handle: what the HTTP handlers and the background
-//! workers (fan-out, delivery, alerts) all need, and the wake-ups between them.
+//! The delivery pipeline's shared handle: what its workers (delivery, recorder,
+//! alerts) and the API's endpoint commands all need, and the wake-ups between them.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::guard::DestinationGuard;
 use super::health::HealthPolicy;
@@ -53,22 +52,6 @@ impl Pipeline {
             alert: Arc::new(Notify::new()),
             sending: Arc::new(AtomicUsize::new(0)),
         }
-    }
-
-    /// Starts the outbox's sweeper and the delivery and alert workers; each stops when
-    /// `shutdown` is cancelled.
-    pub fn spawn_workers(&self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            tokio::spawn(crate::outbox::sweep(
-                self.outbox.clone(),
-                self.store.clone(),
-                self.clock.clone(),
-                self.poll_interval(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(super::worker::run(self.clone(), shutdown.clone())),
-            tokio::spawn(super::alert::run(self.clone(), shutdown.clone())),
-        ]
     }
 
     /// `poll_interval_ms` as a clock delta: the longest any worker sleeps.
