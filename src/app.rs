@@ -190,6 +190,11 @@ impl App {
         })
     }
 
+    /// A look into this app's store, for tests (see [`crate::testing`]).
+    pub fn probe(&self) -> crate::testing::Probe {
+        crate::testing::Probe::new(self.store.clone(), self.planner.clone())
+    }
+
     /// The address the API listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -21,6 +21,7 @@ pub mod service;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod testing;
 pub mod watchdog;
 
 mod app;
