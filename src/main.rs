@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use duehook::config::Config;
+use duehook::config::{Config, redact_url};
 
 #[derive(Parser)]
 #[command(
@@ -176,15 +176,4 @@ async fn migrate(url: &str) -> ExitCode {
     println!("{} migration(s) applied", pending.len());
     store.close().await;
     ExitCode::SUCCESS
-}
-
-/// A store URL without its password.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
