@@ -1,4 +1,4 @@
-//! Messages in, webhooks out (issue 8): the comparison with a webhook service such as
+//! Messages in, webhooks out: the comparison with a webhook service such as
 //! Svix, measured the way one measures those — clients pushing messages over HTTP as
 //! fast as they are answered (closed loop, like `wrk` with C connections), a minimal
 //! receiver on 127.0.0.1, one endpoint subscribed to `*` with Standard Webhooks

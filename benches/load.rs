@@ -1,4 +1,4 @@
-//! End-to-end load benchmark (issue 8): a real App on the system clock, a fast receiver
+//! End-to-end load benchmark: a real App on the system clock, a fast receiver
 //! on 127.0.0.1, one endpoint subscribed to `*` with Standard Webhooks signing.
 //!
 //! Run: `cargo bench --bench load`. Parameters (environment, `_` allowed in numbers):

@@ -174,7 +174,16 @@ impl App {
                 }
             })
         };
-        tracing::info!(%addr, clock = clock.mode(), backend = ?store.backend(), "duehook is listening");
+        // The line a new user reads first: where to reach it, what it stores in, whose time.
+        let clock_text = match clock.mode() {
+            "manual" => format!("manual clock at {}", clock.now().to_rfc3339()),
+            mode => format!("{mode} clock"),
+        };
+        tracing::info!(
+            "duehook {} listening on http://{addr}; store {}; {clock_text}",
+            env!("CARGO_PKG_VERSION"),
+            config.store.redacted_url(),
+        );
         Ok(App {
             addr,
             store,

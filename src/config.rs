@@ -85,6 +85,11 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 impl StoreConfig {
+    /// `url` without its password, for logs and summaries.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     /// The sealer for `secret_key`, when one is set.
     pub fn sealer(
         &self,
@@ -304,6 +309,9 @@ pub enum ConfigError {
     },
 }
 
+/// The token the shipped `config.toml` holds: public, so the service warns while it is in use.
+pub const PLACEHOLDER_TOKEN: &str = "dev-token-change-me";
+
 /// Minimum length of a bearer token; shorter ones are guessable.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -518,7 +526,18 @@ impl Config {
 
     /// True when the shipped placeholder token is still in use.
     pub fn uses_default_token(&self) -> bool {
-        self.auth.tokens.iter().any(|t| t == "dev-token-change-me")
+        self.auth.tokens.iter().any(|t| t == PLACEHOLDER_TOKEN)
+    }
+}
+
+/// A store URL without its password (`postgres://duehook:***@db/duehook`).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -738,6 +757,19 @@ mod tests {
         )
         .expect("smtp from the environment");
         assert_eq!(c.alerts.smtp.map(|s| s.port), Some(2525));
+    }
+
+    #[test]
+    fn store_urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("postgres://duehook:s3cret@db.example.com/duehook"),
+            "postgres://duehook:***@db.example.com/duehook"
+        );
+        assert_eq!(
+            redact_url("postgres://duehook@db/duehook"),
+            "postgres://duehook@db/duehook"
+        );
+        assert_eq!(redact_url("sqlite://duehook.db"), "sqlite://duehook.db");
     }
 
     #[test]

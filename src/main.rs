@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use duehook::config::Config;
+use duehook::config::{Config, redact_url};
 
 #[derive(Parser)]
 #[command(
@@ -283,16 +283,5 @@ async fn copy_store(
             eprintln!("duehook copy-store: failed: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A store URL without its password.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }

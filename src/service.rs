@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{ManualClock, SharedClock, SystemClock};
-use crate::config::{ClockMode, Config};
+use crate::config::{ClockMode, Config, PLACEHOLDER_TOKEN};
 use crate::{App, StartError, watchdog};
 
 /// The clock `[clock]` asks for.
@@ -46,11 +46,6 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// `[server] shutdown_timeout`. A second signal during the shutdown exits the process
 /// at once with [`EXIT_INTERRUPTED`].
 pub async fn serve(config: Config) -> Result<(), StartError> {
-    if config.uses_default_token() {
-        tracing::warn!(
-            "[auth] tokens still holds the shipped placeholder token: change it before exposing the service"
-        );
-    }
     // Listen before READY=1: a stop that arrives right after readiness must be a
     // graceful one, not the default action of SIGTERM (death by signal).
     let mut signals = Signals::new();
@@ -59,6 +54,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     status("starting: opening the store and applying migrations");
     // A stop during start (a long migration) should not wait for the start to end:
     // dropping it mid-way rolls the running migration back, like any transaction.
+    let placeholder_token = config.uses_default_token();
     let app = tokio::select! {
         started = App::start(config, clock) => match started {
             Ok(app) => app,
@@ -76,6 +72,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             return Ok(());
         }
     };
+    if placeholder_token {
+        tracing::warn!(
+            "[auth] tokens holds the placeholder token \"{PLACEHOLDER_TOKEN}\" from the shipped config.toml: anyone can use it; set your own (16 characters or more) before exposing the service"
+        );
+    }
     let _watchdog = watchdog::spawn(app.heartbeat(), app.shutdown_token());
     let serving = format!(
         "serving on {} ({} clock); scheduler running",

@@ -51,8 +51,8 @@ async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms:
     }
 }
 
-/// SQLite claims by reading; a claim an earlier process left in the file (a version
-/// that wrote them there) is released at start, so nothing waits for its lease.
+/// SQLite claims by reading, so a written claim found in the file at start belongs to
+/// no live process: it is released, and nothing waits for its lease.
 #[tokio::test]
 async fn a_sqlite_node_releases_claims_an_earlier_process_left() {
     let store = StoreHandle::new(Backend::Sqlite).await.expect("sqlite");

@@ -31,6 +31,8 @@ fn free_port() -> u16 {
 #[derive(Default)]
 struct Options {
     shutdown_timeout: &'static str,
+    /// Start with the placeholder token of the shipped config.toml instead of [`TOKEN`].
+    placeholder_token: bool,
     /// `WATCHDOG_USEC` to set, with `WATCHDOG_PID` naming the service's own pid.
     watchdog_usec: Option<u64>,
 }
@@ -48,7 +50,12 @@ struct Service {
 impl Service {
     fn start(opts: Options) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
-        write_config(dir.path(), opts.shutdown_timeout);
+        let token = if opts.placeholder_token {
+            duehook::config::PLACEHOLDER_TOKEN
+        } else {
+            TOKEN
+        };
+        write_config(dir.path(), opts.shutdown_timeout, token);
         let (child, notify, port) = launch(dir.path(), opts.watchdog_usec);
         Service {
             child,
@@ -243,7 +250,7 @@ fn launch(dir: &Path, watchdog_usec: Option<u64>) -> (Child, UnixDatagram, u16) 
     (child, notify, port)
 }
 
-fn write_config(dir: &Path, shutdown_timeout: &str) -> PathBuf {
+fn write_config(dir: &Path, shutdown_timeout: &str, token: &str) -> PathBuf {
     let path = dir.join("config.toml");
     let db = dir.join("duehook.db");
     let shutdown = if shutdown_timeout.is_empty() {
@@ -254,7 +261,7 @@ fn write_config(dir: &Path, shutdown_timeout: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\n{shutdown}\n[store]\nurl = \"sqlite://{}\"\n\n[clock]\nstart = \"2030-03-01T08:00:00Z\"\n\n[auth]\ntokens = [\"{TOKEN}\"]\n",
+            "[server]\n{shutdown}\n[store]\nurl = \"sqlite://{}\"\n\n[clock]\nstart = \"2030-03-01T08:00:00Z\"\n\n[auth]\ntokens = [\"{token}\"]\n",
             db.display()
         ),
     )
@@ -305,6 +312,79 @@ fn ready_then_sigterm_stops_gracefully_with_status_0() {
         "{:?}",
         svc.messages
     );
+}
+
+/// The lines a new user reads first: where it listens, on which store, on which clock;
+/// nothing from the libraries underneath. A clean stop leaves only the database.
+#[test]
+fn first_lines_say_where_it_listens_on_what_and_a_clean_stop_leaves_no_lock_file() {
+    let mut svc = Service::start(Options::default());
+    svc.expect_line("READY=1", false);
+    let log = svc.log();
+    let db = svc.dir.path().join("duehook.db");
+    let listening = log
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap_or_else(|| panic!("no line says where it listens:\n{log}"));
+    for part in [
+        format!("http://127.0.0.1:{}", svc.port),
+        format!("store sqlite://{}", db.display()),
+        "manual clock at 2030-03-01T08:00:00".to_string(),
+    ] {
+        assert!(
+            listening.contains(&part),
+            "{part:?} missing from {listening:?}"
+        );
+    }
+    assert!(
+        !log.contains("placeholder token"),
+        "no placeholder warning with a token of our own:\n{log}"
+    );
+    let lock = svc.dir.path().join("duehook.db.lock");
+    assert!(lock.exists(), "the single-node lock is held while serving");
+
+    svc.signal("TERM");
+    assert_eq!(svc.wait_exit().code(), Some(0), "{}", svc.log());
+    assert!(!lock.exists(), "a clean stop removes the lock file");
+    // `<time> <LEVEL> <target>: <message>`: every line of the run, start to stop.
+    let log = svc.log();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let target = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            target.starts_with("duehook"),
+            "a line not from duehook at the default level: {line:?}\n{log}"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(svc.dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["config.toml", "duehook.db", "notify.sock", "output.log"],
+        "only the database beside what the test made"
+    );
+}
+
+#[test]
+fn the_placeholder_token_is_named_in_a_warning_at_start() {
+    let mut svc = Service::start(Options {
+        placeholder_token: true,
+        ..Options::default()
+    });
+    svc.expect_line("READY=1", false);
+    let log = svc.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("placeholder token"))
+        .unwrap_or_else(|| panic!("no placeholder warning:\n{log}"));
+    assert!(
+        warning.contains("WARN") && warning.contains(duehook::config::PLACEHOLDER_TOKEN),
+        "{warning}"
+    );
+    svc.signal("TERM");
+    assert_eq!(svc.wait_exit().code(), Some(0), "{}", svc.log());
 }
 
 #[test]
@@ -400,7 +480,7 @@ fn migrate(config: &Path) -> String {
 #[test]
 fn migrate_names_each_migration_it_applies_and_counts_them() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), "");
+    let config = write_config(dir.path(), "", TOKEN);
     let first = migrate(&config);
     assert!(first.contains("applying 1/"), "{first}");
     assert!(first.contains(": 1 init"), "{first}");
@@ -439,7 +519,7 @@ fn shipped_unit_file_passes_systemd_analyze_verify() {
     // verify insists that ExecStart's binary exists: point a copy at the one just built.
     let dir = tempfile::tempdir().expect("temp dir");
     let copy = dir.path().join("duehook.service");
-    std::fs::write(&copy, text.replace("/usr/local/bin/duehook", BIN)).expect("write unit copy");
+    std::fs::write(&copy, text.replace("/usr/bin/duehook", BIN)).expect("write unit copy");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&copy)
@@ -501,4 +581,27 @@ async fn heartbeat_follows_the_scheduler_driver() {
         running.abort();
     }
     eventually("driver reports its end", || heartbeat.pulse().ended).await;
+}
+
+/// The configuration the Debian package installs as `/etc/duehook/config.toml`: valid,
+/// with the SQLite store in the unit's state directory.
+#[test]
+fn packaged_config_is_valid_and_keeps_the_store_in_the_state_directory() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
+    let text = std::fs::read_to_string(&path).expect("deploy/config.toml exists");
+    let config = duehook::config::Config::from_layers(
+        Some((path.display().to_string(), text)),
+        std::iter::empty(),
+    )
+    .expect("the packaged config is valid");
+    assert_eq!(config.store.url, "sqlite:///var/lib/duehook/duehook.db");
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/duehook.service"),
+    )
+    .expect("unit");
+    assert!(
+        unit.contains("StateDirectory=duehook"),
+        "the unit creates /var/lib/duehook"
+    );
+    assert!(unit.contains("--config /etc/duehook/config.toml"), "{unit}");
 }

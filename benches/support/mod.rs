@@ -157,8 +157,9 @@ pub fn memory_mib() -> (f64, f64) {
 }
 
 /// The machine's speed right now, as one core's SHA-256 throughput over 64 MiB (MB/s;
-/// ~35 ms here). On shared virtual machines the same bench has run over 3× slower in
-/// some hours; a figure is only comparable with runs whose speed was close to its own.
+/// about 35 ms of work). On shared virtual machines the same bench can run over 3×
+/// slower in one hour than in another; a figure is only comparable with runs whose
+/// speed was close to its own.
 fn calibrate() -> f64 {
     use sha2::{Digest, Sha256};
     let block = vec![0x5au8; 1 << 20];
@@ -227,8 +228,8 @@ impl MachineSpeed {
 /// Where the machine's CPU time went since a starting point: this process, everything
 /// else, idle, and steal (time the hypervisor gave the virtual CPUs to someone else).
 /// Read from `/proc/stat` and `/proc/self/stat` in clock ticks, so no clock is read.
-/// On shared virtual machines the same bench has run over 3× slower in some hours; this
-/// tells a slow hour (steal, other load) from a slower binary.
+/// On shared virtual machines the same bench can run over 3× slower in one hour than in
+/// another; this tells a slow hour (steal, other load) from a slower binary.
 #[derive(Clone, Copy, Default)]
 pub struct CpuTicks {
     /// All CPUs: user + nice + system + irq + softirq.
