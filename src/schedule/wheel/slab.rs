@@ -190,6 +190,15 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Value of a pending node.
+    #[inline]
+    pub(super) fn value(&self, index: usize) -> Option<&T> {
+        match self.nodes.get(index) {
+            Some(Node::Pending { value, .. }) => Some(value),
+            _ => None,
+        }
+    }
+
     /// Sets the deadline of a pending node, which must be in no list.
     #[inline]
     pub(super) fn set_deadline(&mut self, index: usize, deadline_ms: u64) {
@@ -337,6 +346,7 @@ mod tests {
         assert_eq!(second, first);
         assert_ne!(slab.key(second), old);
         assert_eq!(slab.pending(slab.key(second)), Some((second, 6)));
+        assert_eq!(slab.value(second), Some(&'b'));
         assert_eq!(slab.len(), 1);
     }
 }

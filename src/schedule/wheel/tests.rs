@@ -12,7 +12,7 @@ const HOUR: u64 = 3_600 * SECOND;
 const DAY: u64 = 24 * HOUR;
 const YEAR: u64 = 365 * DAY;
 
-fn advance<T>(wheel: &mut TimingWheel<T>, to: u64) -> Vec<(u64, T)> {
+fn advance<T, I: ValueIndex<T>>(wheel: &mut TimingWheel<T, I>, to: u64) -> Vec<(u64, T)> {
     let mut out = Vec::new();
     wheel.advance(to, &mut out);
     out
@@ -277,6 +277,92 @@ fn memory_per_timer_at_one_million_is_at_most_32_bytes() {
     assert!(per_timer <= 32.0, "{per_timer} bytes per timer");
 }
 
+#[test]
+fn a_unique_wheel_holds_each_value_once() {
+    let mut wheel = TimingWheel::unique(T0);
+    let first = wheel.insert_if_absent(T0 + HOUR, 7).expect("7 is new");
+    assert_eq!(wheel.insert_if_absent(T0 + 5, 7), None);
+    assert_eq!(wheel.find(&7), Some(first));
+    assert_eq!(
+        wheel.deadline(first),
+        Some(T0 + HOUR),
+        "a refused insert moves nothing"
+    );
+    let other = wheel.insert_if_absent(T0 + 5, 8).expect("8 is new");
+    assert_eq!(wheel.len(), 2);
+
+    // Fired values leave the index, and may come back.
+    assert_eq!(advance(&mut wheel, T0 + 5), vec![(T0 + 5, 8)]);
+    assert_eq!(wheel.find(&8), None);
+    assert_eq!(wheel.deadline(other), None);
+    let again = wheel.insert_if_absent(T0 + 10, 8).expect("8 fired");
+    assert_ne!(again, other);
+
+    // So do cancelled ones.
+    assert_eq!(wheel.cancel(first), Some(7));
+    assert_eq!(wheel.find(&7), None);
+    assert!(wheel.insert_if_absent(T0 + 20, 7).is_some());
+
+    // A reschedule keeps the value where the index can find it.
+    let eight = wheel.find(&8).expect("8 is pending");
+    assert!(wheel.reschedule(eight, T0 + 30));
+    assert_eq!(wheel.find(&8), Some(eight));
+    assert_eq!(wheel.insert_if_absent(T0 + 1, 8), None);
+    assert_eq!(
+        advance(&mut wheel, T0 + DAY),
+        vec![(T0 + 20, 7), (T0 + 30, 8)]
+    );
+    assert!(wheel.is_empty());
+    assert_eq!(wheel.find(&7), None);
+}
+
+#[test]
+fn a_unique_wheel_finds_values_across_cascades_overflow_and_growth() {
+    let mut wheel = TimingWheel::unique(T0);
+    let mut rng = 3;
+    let mut deadlines = Vec::new();
+    for value in 0..20_000u32 {
+        let deadline = match value % 3 {
+            0 => T0 + splitmix(&mut rng) % (2 * DAY),
+            1 => T0 + 3 * YEAR + splitmix(&mut rng) % DAY,
+            _ => T0 - splitmix(&mut rng) % SECOND,
+        };
+        assert!(wheel.insert_if_absent(deadline, value).is_some());
+        deadlines.push(deadline);
+    }
+    advance(&mut wheel, T0 + DAY);
+    for (value, &deadline) in (0..20_000u32).zip(&deadlines) {
+        let key = wheel.find(&value);
+        assert_eq!(key.is_some(), deadline > T0 + DAY, "value {value}");
+        assert_eq!(
+            key.and_then(|key| wheel.deadline(key)),
+            key.map(|_| deadline)
+        );
+        assert_eq!(
+            wheel.insert_if_absent(T0 + DAY + 1, value).is_some(),
+            deadline <= T0 + DAY
+        );
+    }
+}
+
+#[test]
+fn memory_per_timer_of_a_unique_wheel_at_one_million_is_at_most_42_bytes() {
+    const N: u64 = 1_000_000;
+    let mut wheel = TimingWheel::unique(T0);
+    let mut rng = 1;
+    for i in 0..N {
+        wheel.insert_if_absent(T0 + splitmix(&mut rng) % DAY, i);
+    }
+    assert_eq!(wheel.len(), N as usize);
+    let per_timer = wheel.memory_bytes() as f64 / N as f64;
+    assert!(per_timer <= 42.0, "{per_timer} bytes per timer");
+    let plain = TimingWheel::<u64>::with_capacity(T0, N as usize).memory_bytes() as f64 / N as f64;
+    assert!(
+        per_timer > plain,
+        "the index is counted: {per_timer} vs {plain}"
+    );
+}
+
 // ---- Model-based property test -------------------------------------------------
 
 /// The obviously correct reference: a sorted map keyed by (deadline, sequence).
@@ -434,5 +520,136 @@ proptest! {
         wheel.advance(u64::MAX, &mut out);
         prop_assert_eq!(out, model.advance(u64::MAX));
         prop_assert!(wheel.is_empty());
+    }
+}
+
+// ---- Model-based property test of the unique wheel -------------------------------
+
+/// The reference for a unique wheel: a sorted map, plus where each pending value is.
+#[derive(Default)]
+struct UniqueModel {
+    now: u64,
+    seq: u64,
+    timers: BTreeMap<(u64, u64), u8>,
+    positions: HashMap<u8, (u64, u64)>,
+}
+
+impl UniqueModel {
+    fn insert_if_absent(&mut self, deadline: u64, value: u8) -> bool {
+        if self.positions.contains_key(&value) {
+            return false;
+        }
+        self.seq += 1;
+        self.timers.insert((deadline, self.seq), value);
+        self.positions.insert(value, (deadline, self.seq));
+        true
+    }
+
+    fn cancel(&mut self, value: u8) -> bool {
+        match self.positions.remove(&value) {
+            Some(position) => self.timers.remove(&position).is_some(),
+            None => false,
+        }
+    }
+
+    fn advance(&mut self, to: u64) -> Vec<(u64, u8)> {
+        self.now = self.now.max(to);
+        let mut fired = Vec::new();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let (deadline, _) = *entry.key();
+            let value = entry.remove();
+            self.positions.remove(&value);
+            fired.push((deadline, value));
+        }
+        fired
+    }
+}
+
+#[derive(Debug, Clone)]
+enum UniqueOp {
+    InsertIfAbsent(u8, i64),
+    Cancel(u8),
+    Reschedule(u8, i64),
+    Advance(i64),
+    Find(u8),
+}
+
+fn unique_op() -> impl Strategy<Value = UniqueOp> {
+    // Few distinct values, so inserts often meet a value already pending.
+    let value = || 0u8..24;
+    prop_oneof![
+        5 => (value(), offset()).prop_map(|(v, o)| UniqueOp::InsertIfAbsent(v, o)),
+        2 => value().prop_map(UniqueOp::Cancel),
+        2 => (value(), offset()).prop_map(|(v, o)| UniqueOp::Reschedule(v, o)),
+        3 => step().prop_map(UniqueOp::Advance),
+        2 => value().prop_map(UniqueOp::Find),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_unique_wheel_behaves_like_a_sorted_map_of_distinct_values(
+        start in start(),
+        ops in prop::collection::vec(unique_op(), 1..200),
+    ) {
+        let mut wheel = TimingWheel::unique(start);
+        let mut model = UniqueModel { now: start, ..UniqueModel::default() };
+        for op in ops {
+            match op {
+                UniqueOp::InsertIfAbsent(value, offset) => {
+                    let deadline = wheel.now().saturating_add_signed(offset);
+                    let key = wheel.insert_if_absent(deadline, value);
+                    prop_assert_eq!(key.is_some(), model.insert_if_absent(deadline, value));
+                    if let Some(key) = key {
+                        prop_assert_eq!(wheel.find(&value), Some(key));
+                    }
+                }
+                UniqueOp::Cancel(value) => {
+                    let cancelled = wheel.find(&value).and_then(|key| wheel.cancel(key));
+                    prop_assert_eq!(cancelled.is_some(), model.cancel(value));
+                    if let Some(cancelled) = cancelled {
+                        prop_assert_eq!(cancelled, value);
+                    }
+                }
+                UniqueOp::Reschedule(value, offset) => {
+                    let deadline = wheel.now().saturating_add_signed(offset);
+                    let moved = wheel
+                        .find(&value)
+                        .is_some_and(|key| wheel.reschedule(key, deadline));
+                    let held = model.cancel(value);
+                    prop_assert_eq!(moved, held);
+                    if held {
+                        model.insert_if_absent(deadline, value);
+                    }
+                }
+                UniqueOp::Advance(step) => {
+                    let to = wheel.now().saturating_add_signed(step);
+                    let mut out = Vec::new();
+                    wheel.advance(to, &mut out);
+                    prop_assert_eq!(out, model.advance(to));
+                }
+                UniqueOp::Find(value) => {
+                    let deadline = wheel.find(&value).and_then(|key| wheel.deadline(key));
+                    let expected = model.positions.get(&value).map(|&(deadline, _)| deadline);
+                    prop_assert_eq!(deadline, expected);
+                }
+            }
+            prop_assert_eq!(wheel.len(), model.timers.len());
+            prop_assert_eq!(
+                wheel.next_deadline(),
+                model.timers.keys().next().map(|&(deadline, _)| deadline)
+            );
+        }
+        let mut out = Vec::new();
+        wheel.advance(u64::MAX, &mut out);
+        prop_assert_eq!(out, model.advance(u64::MAX));
+        for value in 0..24 {
+            prop_assert_eq!(wheel.find(&value), None);
+        }
     }
 }
