@@ -911,7 +911,49 @@ async fn a_burst_of_expiries_fires_each_once_in_bulk(backend: Backend) {
     assert_eq!(app.get("/v1/items/burst-8").await.body["expired"], false);
 }
 
+/// Every wake-up from planning makes the driver claim again all it holds; the wheel
+/// must still hold each pending timer once, and fire it once.
+async fn refills_hold_each_timer_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let in_wheel = || async {
+        app.admin_get("/admin/schedule/stats").await.body["in_wheel"]
+            .as_u64()
+            .expect("in_wheel")
+    };
+    const N: u64 = 5;
+    for i in 0..N {
+        let r = app
+            .put(
+                &format!("/v1/items/cam-{i}"),
+                json!({"name": "Camera", "expires_at": format!("2030-03-01T08:05:0{i}Z")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // Loaded before the next item wakes the driver again, so that wake-up's
+        // refill claims this one a second time.
+        common::receiver::eventually("the driver loads the item", || async {
+            (in_wheel().await > i).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(in_wheel().await, N, "each timer in the wheel once");
+
+    app.advance(10 * 60).await;
+    let f = fired(&app).await;
+    for i in 0..N {
+        assert_eq!(count(&f, "item.expire", &format!("cam-{i}")), 1);
+    }
+    assert_eq!(f.len(), N as usize);
+    common::receiver::eventually("the wheel empties", || async {
+        (in_wheel().await == 0).then_some(())
+    })
+    .await;
+}
+
 both_backends!(
+    refills_hold_each_timer_once,
     a_burst_of_expiries_fires_each_once_in_bulk,
     sub_millisecond_instants_fire_and_do_not_churn,
     daily_digest_lists_overdue_orders_once_a_day,

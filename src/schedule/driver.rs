@@ -6,7 +6,7 @@
 //! loaded): firing re-reads the timer and does nothing unless it is still pending, so
 //! staleness costs a query, never a wrong event.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fire::{Fired, Firing};
 use super::plan::Planner;
-use super::wheel::TimingWheel;
+use super::wheel::{ByValue, TimingWheel};
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError, Tx, cluster};
 use crate::watchdog::Heartbeat;
@@ -75,8 +75,9 @@ impl Driver {
         let _running = self.heartbeat.running();
         let wake = self.planner.wake.clone();
         let horizon = self.planner.horizon;
-        let mut wheel: TimingWheel<i64> = TimingWheel::new(ms(self.clock.now()));
-        let mut loaded: HashSet<i64> = HashSet::new();
+        // Keyed by timer id: a refill claims again what the wheel holds, and the wheel
+        // refuses an id it holds already.
+        let mut wheel: TimingWheel<i64, ByValue> = TimingWheel::unique(ms(self.clock.now()));
         let mut refill_at: Option<DateTime<Utc>> = None;
         // Where a refill that found more than one batch stopped: the next one claims
         // from there (what came before is in the wheel). Cleared by anything that may
@@ -96,10 +97,7 @@ impl Driver {
             self.heartbeat.beat();
             let now = self.clock.now();
             if refill_at.is_none_or(|at| now >= at) {
-                match self
-                    .refill(&mut wheel, &mut loaded, now, horizon, cursor)
-                    .await
-                {
+                match self.refill(&mut wheel, now, horizon, cursor).await {
                     Ok((at, next)) => {
                         refill_at = Some(at);
                         cursor = next;
@@ -120,7 +118,7 @@ impl Driver {
             let mut failed = false;
             let mut settled = now;
             let mut due: VecDeque<i64> = VecDeque::new();
-            take_expired(&mut expired, &mut loaded, &mut due);
+            take_expired(&mut expired, &mut due);
             while !due.is_empty() {
                 self.heartbeat.beat();
                 // The store first (on SQLite: this process's queue of writers), then
@@ -137,7 +135,7 @@ impl Driver {
                 };
                 let at = self.clock.now().max(settled);
                 wheel.advance(ms(at), &mut expired);
-                take_expired(&mut expired, &mut loaded, &mut due);
+                take_expired(&mut expired, &mut due);
                 let chunk: Vec<i64> = due.drain(..due.len().min(FIRE_BATCH)).collect();
                 match self.fire_chunk(tx, &chunk, at).await {
                     Ok(()) => settled = at,
@@ -194,8 +192,7 @@ impl Driver {
     /// may start.
     async fn refill(
         &self,
-        wheel: &mut TimingWheel<i64>,
-        loaded: &mut HashSet<i64>,
+        wheel: &mut TimingWheel<i64, ByValue>,
         now: DateTime<Utc>,
         horizon: TimeDelta,
         cursor: Option<(DateTime<Utc>, i64)>,
@@ -224,9 +221,7 @@ impl Driver {
             None
         };
         for (id, fire_at) in rows {
-            if loaded.insert(id) {
-                wheel.insert(ms(fire_at), id);
-            }
+            wheel.insert_if_absent(ms(fire_at), id);
         }
         self.stats
             .loaded_until_ms
@@ -353,7 +348,7 @@ impl Driver {
         }
     }
 
-    fn publish(&self, wheel: &TimingWheel<i64>, next_deadline: Option<u64>) {
+    fn publish(&self, wheel: &TimingWheel<i64, ByValue>, next_deadline: Option<u64>) {
         self.stats
             .in_wheel
             .store(wheel.len() as u64, Ordering::Relaxed);
@@ -368,11 +363,8 @@ impl Driver {
 
 /// Moves the timers the wheel expired into `due`: they are no longer in the wheel, so
 /// the next refill may load them again if they are not fired.
-fn take_expired(expired: &mut Vec<(u64, i64)>, loaded: &mut HashSet<i64>, due: &mut VecDeque<i64>) {
-    for (_, id) in expired.drain(..) {
-        loaded.remove(&id);
-        due.push_back(id);
-    }
+fn take_expired(expired: &mut Vec<(u64, i64)>, due: &mut VecDeque<i64>) {
+    due.extend(expired.drain(..).map(|(_, id)| id));
 }
 
 /// Sleeps `d` unless shutdown comes first; true when shutting down.
