@@ -190,7 +190,7 @@ async fn run(p: &Params) {
     let speed_at_start = MachineSpeed::read();
     let store = BenchStore::create(&p.store).await;
     let config = config(store.url(), TOKEN);
-    duehook::telemetry::init(&config.log);
+    duehook::runtime::telemetry::init(&config.log);
     let clock: SharedClock = SystemClock::shared();
     let receiver_stop = tokio_util::sync::CancellationToken::new();
     let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;

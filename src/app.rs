@@ -15,9 +15,11 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::domain::catalogue::Catalogue;
 use crate::outbox::Outbox;
+use crate::runtime::{node, tasks, telemetry, watchdog};
 use crate::schedule::Scheduler;
+use crate::store::lock::{self, LockError, SqliteLock};
 use crate::store::{Backend, Store, StoreError};
-use crate::{delivery, http, ingest, node, schedule, tasks, telemetry, watchdog};
+use crate::{delivery, http, ingest, schedule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,7 +28,7 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Lock(#[from] node::LockError),
+    Lock(#[from] LockError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -45,7 +47,7 @@ pub struct App {
     planner: schedule::plan::Planner,
     node_id: String,
     /// Held for the life of the app on SQLite; dropped (released) with it.
-    _sqlite_lock: Option<node::SqliteLock>,
+    _sqlite_lock: Option<SqliteLock>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     /// Background workers (scheduler, delivery, housekeeping). Each watches `shutdown`.
@@ -69,7 +71,7 @@ impl App {
     /// once the API listens (on `config.server.listen`; port 0 picks a free port).
     pub async fn start(config: Config, clock: SharedClock) -> Result<App, StartError> {
         // The store: one process per SQLite file, migrated, with this node registered.
-        let sqlite_lock = node::lock_sqlite(&config.store.url)?;
+        let sqlite_lock = lock::lock_sqlite(&config.store.url)?;
         let sealer = config
             .store
             .sealer()

@@ -13,16 +13,11 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod ingest;
-pub mod node;
 pub mod outbox;
-pub mod progress;
+pub mod runtime;
 pub mod schedule;
-pub mod service;
 pub mod store;
-pub mod tasks;
-pub mod telemetry;
 pub mod testing;
-pub mod watchdog;
 
 mod app;
 

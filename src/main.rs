@@ -98,9 +98,9 @@ async fn main() -> ExitCode {
         // warnings would only be noise among the progress lines.
         log.level = format!("{},sqlx::query=error", log.level);
     }
-    duehook::telemetry::init(&log);
+    duehook::runtime::telemetry::init(&log);
     match cli.command {
-        Command::Serve => match duehook::service::serve(config).await {
+        Command::Serve => match duehook::runtime::service::serve(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("duehook: {e}");
@@ -138,7 +138,7 @@ async fn main() -> ExitCode {
 async fn demo(opts: duehook::demo::DemoOptions) -> ExitCode {
     let mut log = Config::defaults().log;
     log.level = "warn".into();
-    duehook::telemetry::init(&log);
+    duehook::runtime::telemetry::init(&log);
     match duehook::demo::run(opts).await {
         Ok(summary) if summary.ok() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
@@ -186,7 +186,8 @@ async fn migrate(url: &str) -> ExitCode {
             m.description
         );
         let label = format!("migration {} {}", m.version, m.description);
-        if let Err(e) = duehook::progress::with_progress(&label, store.migrate_to(m.version)).await
+        if let Err(e) =
+            duehook::runtime::progress::with_progress(&label, store.migrate_to(m.version)).await
         {
             eprintln!(
                 "duehook: migration {} {} failed: {e}",

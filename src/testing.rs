@@ -68,7 +68,10 @@ impl Probe {
         Self { store, planner }
     }
 
-    fn query<'q>(sql: &'q str, args: &[Arg]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    fn query<'q>(
+        sql: &'q str,
+        args: &[Arg],
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for a in args {
             q = match a {
@@ -141,7 +144,9 @@ impl Probe {
             let mut tx = self.store.begin().await?;
             for item in chunk {
                 entities::save_item(&mut tx, item).await?;
-                self.planner.replan(&mut tx, Subject::Item(item), now).await?;
+                self.planner
+                    .replan(&mut tx, Subject::Item(item), now)
+                    .await?;
             }
             crate::store::timers::notify_planned(&mut tx).await?;
             tx.commit().await?;

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::{AlertsConfig, DeliveryConfig};
 use crate::outbox::Outbox;
+use crate::runtime::tasks::Tasks;
 use crate::store::Store;
-use crate::tasks::Tasks;
 use pipeline::Pipeline;
 
 /// The delivery component: the outbox's sweeper, the delivery worker (with its

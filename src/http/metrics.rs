@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::AppState;
+use crate::runtime::telemetry::{self, names};
 use crate::store::timers;
-use crate::telemetry::{self, names};
 
 /// One span per request (method, route, status) and the request counters.
 pub async fn observe(req: Request, next: Next) -> Response {

@@ -293,7 +293,7 @@ impl Written<'_> {
             } else {
                 "immediate"
             };
-            metrics::counter!(crate::telemetry::names::EVENTS, "type" => ev.event_type.clone(), "trigger" => trigger)
+            metrics::counter!(crate::runtime::telemetry::names::EVENTS, "type" => ev.event_type.clone(), "trigger" => trigger)
                 .increment(1);
         }
     }

@@ -19,8 +19,8 @@ use super::fire::{Fired, Firing};
 use super::plan::Planner;
 use super::wheel::{ByValue, TimingWheel};
 use crate::clock::SharedClock;
+use crate::runtime::watchdog::Heartbeat;
 use crate::store::{Store, StoreError, Tx, cluster};
-use crate::watchdog::Heartbeat;
 
 /// Most timers claimed per refill; the next refill comes when half of them are due, so
 /// the wheel never runs dry at the instant a burst needs it. Small enough that one node
@@ -62,7 +62,7 @@ pub struct Driver {
     /// Decides and writes each batch of due timers.
     pub firing: Firing,
     pub stats: Arc<DriverStats>,
-    /// Signs of life for the systemd watchdog (see `crate::watchdog`).
+    /// Signs of life for the systemd watchdog (see `crate::runtime::watchdog`).
     pub heartbeat: Arc<Heartbeat>,
 }
 
@@ -173,7 +173,7 @@ impl Driver {
                 (Some(d), None) => DateTime::from_timestamp_millis(d as i64).unwrap_or(now),
                 (None, None) => now + horizon,
             };
-            // Waiting here is healthy however long it lasts (see crate::watchdog).
+            // Waiting here is healthy however long it lasts (see crate::runtime::watchdog).
             let parked = self.heartbeat.park();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -321,14 +321,15 @@ impl Driver {
             Fired::Skipped(_) => "skipped",
             Fired::Nothing => "nothing",
         };
-        metrics::counter!(crate::telemetry::names::TIMER_OUTCOMES, "outcome" => label).increment(1);
+        metrics::counter!(crate::runtime::telemetry::names::TIMER_OUTCOMES, "outcome" => label)
+            .increment(1);
         match &outcome {
             Fired::Event {
                 event_id,
                 late,
                 lag,
             } => {
-                metrics::histogram!(crate::telemetry::names::TIMER_LAG)
+                metrics::histogram!(crate::runtime::telemetry::names::TIMER_LAG)
                     .record(lag.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
                 self.stats.fired.fetch_add(1, Ordering::Relaxed);
                 if *late {

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::outbox::Outbox;
+use crate::runtime::tasks::Tasks;
+use crate::runtime::watchdog::Heartbeat;
 use crate::store::{Backend, Store};
-use crate::tasks::Tasks;
-use crate::watchdog::Heartbeat;
 use driver::{Driver, DriverStats};
 use plan::Planner;
 
@@ -127,7 +127,7 @@ impl Scheduler {
             Backend::Postgres => {
                 tasks.spawn(
                     "timer listener (PostgreSQL LISTEN)",
-                    crate::node::listen_for_timers(
+                    crate::store::cluster::listen_for_timers(
                         self.store_url,
                         self.planner.wake.clone(),
                         shutdown.clone(),

@@ -4,12 +4,20 @@
 //! with an expired lease), renews its leases while it holds them and releases them on a
 //! graceful stop. A node that dies stops renewing; once its leases expire the others
 //! claim its timers. Claims only spread the work: exactly-once comes from firing, which
-//! moves a timer from pending to fired in one transaction whoever holds it.
+//! moves a timer from pending to fired in one transaction whoever holds it. On
+//! PostgreSQL every node also LISTENs for timers another node planned inside the
+//! horizon ([`listen_for_timers`]).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use super::timers::PLANNED_CHANNEL;
 use super::{Backend, Store, StoreError, from_ms, to_ms};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -101,7 +109,7 @@ pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64,
 /// in `(fire_at, id)` order. With `after = Some((fire_at, id))` only timers after that
 /// one are looked at: the caller holds everything up to it already.
 ///
-/// On SQLite a claim is a read: one process holds the file (`crate::node::lock_sqlite`),
+/// On SQLite a claim is a read: one process holds the file (`super::lock::lock_sqlite`),
 /// so there is no other node to split the work with or to take it over from, and
 /// writing `claimed_by` would only cost the one writer time in the middle of a burst
 /// (a refill rewrote 2,000 timer rows and their index entries). Claims an earlier
@@ -203,4 +211,45 @@ pub async fn list(store: &Store, now: DateTime<Utc>) -> Result<Vec<Node>, StoreE
             })
         })
         .collect()
+}
+
+/// Wakes `wake` on every notification on [`PLANNED_CHANNEL`] until shutdown. Reconnects
+/// after a lost connection; meanwhile the driver's periodic refill is the fallback.
+pub async fn listen_for_timers(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+            l.listen(PLANNED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for timer wake-ups; polling meanwhile");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    }
+                }
+            },
+        };
+        // A reconnect may have missed notifications: look again now.
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(_)) => wake.notify_one(),
+                    // The connection dropped; try_recv reconnects on the next call.
+                    Ok(None) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "timer wake-up listener failed; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
 }

@@ -465,9 +465,9 @@ fn check_paths(from: &str, to: &str) -> Result<(), CopyError> {
 }
 
 /// The service's own lock on a SQLite file (nothing for PostgreSQL).
-fn lock(url: &str, side: Side) -> Result<Option<crate::node::SqliteLock>, CopyError> {
-    crate::node::lock_sqlite(url).map_err(|e| match e {
-        crate::node::LockError::Held(path) => CopyError::Held {
+fn lock(url: &str, side: Side) -> Result<Option<super::lock::SqliteLock>, CopyError> {
+    super::lock::lock_sqlite(url).map_err(|e| match e {
+        super::lock::LockError::Held(path) => CopyError::Held {
             side,
             detail: format!(
                 "another process holds the lock on {} (stop the service first)",

@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod entities;
 pub mod events;
 pub mod firing;
+pub mod lock;
 mod pg_nodelay;
 mod placeholders;
 pub mod retention;

@@ -5,15 +5,16 @@
 //! - `STATUS=` lines saying what the service is doing (`systemctl status` shows them);
 //! - `READY=1` once the store is migrated and the API listens;
 //! - `WATCHDOG=1` while the scheduler driver is alive, when the unit sets
-//!   `WatchdogSec=` (see [`crate::watchdog`]);
+//!   `WatchdogSec=` (see [`super::watchdog`]);
 //! - `STOPPING=1` as soon as a stop signal arrives.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::watchdog;
 use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::config::{ClockMode, Config, PLACEHOLDER_TOKEN};
-use crate::{App, StartError, watchdog};
+use crate::{App, StartError};
 
 /// The clock `[clock]` asks for.
 pub fn clock_from_config(config: &Config) -> SharedClock {
@@ -26,17 +27,7 @@ pub fn clock_from_config(config: &Config) -> SharedClock {
     }
 }
 
-/// Tells systemd (when `NOTIFY_SOCKET` is set; a no-op otherwise). Failures are
-/// logged, never fatal: systemd may simply not be listening.
-pub fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        tracing::debug!(error = %e, "systemd notification failed");
-    }
-}
-
-fn status(text: &str) {
-    notify(&[sd_notify::NotifyState::Status(text)]);
-}
+use super::systemd::{notify, status};
 
 /// Exit status after a second stop signal: 128 + SIGINT, what shells report for an
 /// interrupted program, so scripts and systemd see an interrupted (not clean) stop.

@@ -171,11 +171,11 @@ async fn run(heartbeat: Arc<Heartbeat>, interval: Duration, stop: CancellationTo
             Verdict::Healthy => {
                 if !was_healthy {
                     tracing::info!("scheduler driver is turning again; watchdog pings resume");
-                    crate::service::notify(&[sd_notify::NotifyState::Status(
+                    super::systemd::notify(&[sd_notify::NotifyState::Status(
                         "serving: scheduler driver recovered",
                     )]);
                 }
-                crate::service::notify(&[sd_notify::NotifyState::Watchdog]);
+                super::systemd::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             Verdict::Ended | Verdict::Stuck(_) if was_healthy => {
                 let status = match verdict {
@@ -186,7 +186,7 @@ async fn run(heartbeat: Arc<Heartbeat>, interval: Duration, stop: CancellationTo
                     _ => "scheduler driver has stopped; withholding watchdog pings so systemd restarts the service".to_string(),
                 };
                 tracing::error!("{status}");
-                crate::service::notify(&[sd_notify::NotifyState::Status(&status)]);
+                super::systemd::notify(&[sd_notify::NotifyState::Status(&status)]);
             }
             _ => {}
         }
