@@ -90,7 +90,7 @@ async fn run() {
     let speed_at_start = MachineSpeed::read();
     let store = BenchStore::create(&store_spec).await;
     let config = config(store.url(), TOKEN);
-    duehook::runtime::telemetry::init(&config.log);
+    duehook::init_logging(&config.log);
     let clock: SharedClock = SystemClock::shared();
     let receiver_stop = tokio_util::sync::CancellationToken::new();
     let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;

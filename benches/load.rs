@@ -37,11 +37,8 @@ mod support;
 use chrono::{DateTime, TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use duehook::domain::item::{Item, ItemInput};
-use duehook::schedule::plan::Subject;
-use duehook::store::entities;
+use duehook::testing::{Item, ItemInput};
 use serde_json::{Value, json};
-use sqlx::Row;
 use support::{
     BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
     spread, start_receiver,
@@ -83,7 +80,7 @@ async fn plan_items(
     wake: bool,
     progress: bool,
 ) {
-    let planner = app.planner().clone();
+    let probe = app.probe();
     // Drawn to stderr; hidden when stderr is not a terminal, so logs stay clean.
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(count as u64);
@@ -99,30 +96,26 @@ async fn plan_items(
     };
     let mut i = 0;
     while i < count {
-        let mut tx = app.store().begin().await.expect("tx");
-        for _ in 0..LOAD_TX.min(count - i) {
-            let now = app.clock().now();
-            let item = Item::create(
-                &format!("{prefix}{i}"),
-                ItemInput {
-                    name: "load".into(),
-                    expires_at: Some(at(i)),
-                    timezone: None,
-                    data: None,
-                },
-                now,
-            );
-            entities::save_item(&mut tx, &item).await.expect("save");
-            planner
-                .replan(&mut tx, Subject::Item(&item), now)
-                .await
-                .expect("plan");
-            i += 1;
-        }
-        tx.commit().await.expect("commit");
+        let now = app.clock().now();
+        let items: Vec<Item> = (i..count.min(i + LOAD_TX))
+            .map(|i| {
+                Item::create(
+                    &format!("{prefix}{i}"),
+                    ItemInput {
+                        name: "load".into(),
+                        expires_at: Some(at(i)),
+                        timezone: None,
+                        data: None,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        probe.plan_items(&items, now).await.expect("plan");
+        i += items.len();
         if wake {
             // What ingest does after a commit that planned inside the horizon.
-            planner.wake.notify_one();
+            probe.wake_scheduler();
         }
         bar.set_position(i as u64);
     }
@@ -178,10 +171,7 @@ async fn post_events(base: String, per_sec: usize, stop: Arc<AtomicBool>) -> (Ve
 }
 
 async fn count(app: &App, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(app.store().pool())
-        .await
-        .expect("count")
+    app.probe().scalar(sql, &[]).await.expect("count")
 }
 
 async fn run(p: &Params) {
@@ -190,7 +180,7 @@ async fn run(p: &Params) {
     let speed_at_start = MachineSpeed::read();
     let store = BenchStore::create(&p.store).await;
     let config = config(store.url(), TOKEN);
-    duehook::runtime::telemetry::init(&config.log);
+    duehook::init_logging(&config.log);
     let clock: SharedClock = SystemClock::shared();
     let receiver_stop = tokio_util::sync::CancellationToken::new();
     let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;
@@ -332,29 +322,30 @@ async fn run(p: &Params) {
     let (hwm_burst, _) = memory_mib();
 
     // 4. What happened, from the store and the receiver.
-    let events: Vec<(String, i64, Option<i64>)> =
-        sqlx::query("SELECT id, created_at, scheduled_at FROM events")
-            .fetch_all(app.store().pool())
-            .await
-            .expect("events")
-            .iter()
-            .map(|r| {
-                (
-                    r.try_get("id").expect("id"),
-                    r.try_get("created_at").expect("created_at"),
-                    r.try_get("scheduled_at").expect("scheduled_at"),
-                )
-            })
-            .collect();
-    let attempts: HashMap<String, i64> = sqlx::query("SELECT event_id, attempts FROM deliveries")
-        .fetch_all(app.store().pool())
+    let events: Vec<(String, i64, Option<i64>)> = app
+        .probe()
+        .rows("SELECT id, created_at, scheduled_at FROM events", &[])
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().expect("id").to_string(),
+                r["created_at"].as_i64().expect("created_at"),
+                r["scheduled_at"].as_i64(),
+            )
+        })
+        .collect();
+    let attempts: HashMap<String, i64> = app
+        .probe()
+        .rows("SELECT event_id, attempts FROM deliveries", &[])
         .await
         .expect("deliveries")
         .iter()
         .map(|r| {
             (
-                r.try_get("event_id").expect("id"),
-                r.try_get("attempts").expect("n"),
+                r["event_id"].as_str().expect("id").to_string(),
+                r["attempts"].as_i64().expect("n"),
             )
         })
         .collect();
@@ -583,10 +574,13 @@ fn burst_timeline(
 }
 
 async fn timed_ids(app: &App) -> Vec<String> {
-    sqlx::query_scalar("SELECT id FROM events WHERE scheduled_at IS NOT NULL")
-        .fetch_all(app.store().pool())
+    app.probe()
+        .rows("SELECT id FROM events WHERE scheduled_at IS NOT NULL", &[])
         .await
         .expect("events")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
 }
 
 fn main() {

@@ -13,8 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::ManualClock;
 use duehook::config::Config;
-use duehook::domain::item::{Item, ItemInput};
-use duehook::schedule::plan::Subject;
+use duehook::testing::{Item, ItemInput};
 
 fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
@@ -49,11 +48,9 @@ async fn run(admin_url: &str, nodes: usize, n: usize) -> (Duration, i64) {
         );
     }
     let due = start() + TimeDelta::minutes(1);
-    let mut i = 0;
-    while i < n {
-        let mut tx = apps[0].store().begin().await.expect("tx");
-        for _ in 0..1000.min(n - i) {
-            let item = Item::create(
+    let items: Vec<Item> = (0..n)
+        .map(|i| {
+            Item::create(
                 &format!("it-{i}"),
                 ItemInput {
                     name: "x".into(),
@@ -62,27 +59,23 @@ async fn run(admin_url: &str, nodes: usize, n: usize) -> (Duration, i64) {
                     data: None,
                 },
                 start(),
-            );
-            duehook::store::entities::save_item(&mut tx, &item)
-                .await
-                .expect("save");
-            apps[0]
-                .planner()
-                .replan(&mut tx, Subject::Item(&item), start())
-                .await
-                .expect("plan");
-            i += 1;
-        }
-        tx.commit().await.expect("commit");
-    }
+            )
+        })
+        .collect();
+    apps[0]
+        .probe()
+        .plan_items(&items, start())
+        .await
+        .expect("plan");
     let t0 = Instant::now();
     clock.set(due);
     for a in &apps {
-        a.planner().wake.notify_one();
+        a.probe().wake_scheduler();
     }
     loop {
-        let fired: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'")
-            .fetch_one(apps[0].store().pool())
+        let fired: i64 = apps[0]
+            .probe()
+            .scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'", &[])
             .await
             .expect("count");
         if fired as usize >= n || t0.elapsed() > Duration::from_secs(600) {
@@ -91,12 +84,14 @@ async fn run(admin_url: &str, nodes: usize, n: usize) -> (Duration, i64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = t0.elapsed();
-    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT timer_id) FROM events")
-        .fetch_one(apps[0].store().pool())
+    let distinct: i64 = apps[0]
+        .probe()
+        .scalar("SELECT COUNT(DISTINCT timer_id) FROM events", &[])
         .await
         .expect("events");
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(apps[0].store().pool())
+    let events: i64 = apps[0]
+        .probe()
+        .scalar("SELECT COUNT(*) FROM events", &[])
         .await
         .expect("events");
     assert_eq!(distinct, events, "one event per timer");

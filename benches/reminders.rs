@@ -17,9 +17,7 @@ use chrono::{TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::SystemClock;
 use duehook::config::Config;
-use duehook::domain::item::{Item, ItemInput};
-use duehook::schedule::plan::Subject;
-use duehook::store::entities;
+use duehook::testing::{Item, ItemInput};
 
 const TOKEN: &str = "bench-token-0123456789";
 const DELAY: Duration = Duration::from_secs(2);
@@ -63,34 +61,30 @@ async fn duehook_run(n: usize) -> Run {
     config.log.level = "warn".into();
     let clock = SystemClock::shared();
     let app = App::start(config, clock.clone()).await.expect("app");
-    let planner = app.planner().clone();
+    let probe = app.probe();
 
     let t0 = Instant::now();
     let mut i = 0;
     while i < n {
-        let mut tx = app.store().begin().await.expect("tx");
-        for _ in 0..1000.min(n - i) {
-            let now = clock.now();
-            let item = Item::create(
-                &format!("item-{i}"),
-                ItemInput {
-                    name: "reminder".into(),
-                    expires_at: Some(now + TimeDelta::from_std(DELAY).unwrap_or_default()),
-                    timezone: None,
-                    data: None,
-                },
-                now,
-            );
-            entities::save_item(&mut tx, &item).await.expect("save");
-            planner
-                .replan(&mut tx, Subject::Item(&item), now)
-                .await
-                .expect("plan");
-            i += 1;
-        }
-        tx.commit().await.expect("commit");
+        let now = clock.now();
+        let items: Vec<Item> = (i..n.min(i + 1000))
+            .map(|i| {
+                Item::create(
+                    &format!("item-{i}"),
+                    ItemInput {
+                        name: "reminder".into(),
+                        expires_at: Some(now + TimeDelta::from_std(DELAY).unwrap_or_default()),
+                        timezone: None,
+                        data: None,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        probe.plan_items(&items, now).await.expect("plan");
+        i += items.len();
         // What ingest does after a commit that planned inside the horizon.
-        planner.wake.notify_one();
+        probe.wake_scheduler();
         if i % 10_000 == 0 {
             eprintln!("  planned {i}/{n} in {:.1} s", t0.elapsed().as_secs_f64());
         }
@@ -99,8 +93,8 @@ async fn duehook_run(n: usize) -> Run {
 
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let fired: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'")
-            .fetch_one(app.store().pool())
+        let fired: i64 = probe
+            .scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'", &[])
             .await
             .expect("count");
         if fired as usize >= n || Instant::now() > deadline {
@@ -109,9 +103,7 @@ async fn duehook_run(n: usize) -> Run {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = t0.elapsed();
-    let events = duehook::store::events::list_after(app.store().pool(), 0, i64::MAX)
-        .await
-        .expect("events");
+    let events = probe.events().await.expect("events");
     let timed: Vec<_> = events
         .iter()
         .filter_map(|e| e.scheduled_at.map(|s| (e.created, s)))
@@ -121,8 +113,8 @@ async fn duehook_run(n: usize) -> Run {
         .map(|(c, s)| (*c - *s).num_microseconds().unwrap_or(0) as f64 / 1000.0)
         .collect();
     let early = timed.iter().filter(|(c, s)| c < s).count();
-    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT timer_id) FROM events")
-        .fetch_one(app.store().pool())
+    let distinct: i64 = probe
+        .scalar("SELECT COUNT(DISTINCT timer_id) FROM events", &[])
         .await
         .expect("distinct");
     assert_eq!(distinct as usize, timed.len(), "one event per timer");

@@ -23,7 +23,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use duehook::schedule::wheel::TimingWheel;
+use duehook::testing::TimingWheel;
 use tokio_util::time::DelayQueue;
 
 /// Counts live heap bytes so memory per timer is measured, not estimated. It only adds

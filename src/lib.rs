@@ -7,18 +7,24 @@
 
 pub mod clock;
 pub mod config;
-pub mod delivery;
-pub mod demo;
-pub mod domain;
-pub mod error;
-pub mod http;
-pub mod ingest;
-pub mod outbox;
-pub mod runtime;
-pub mod schedule;
-pub mod store;
 pub mod testing;
 
 mod app;
+mod delivery;
+mod demo;
+mod domain;
+mod error;
+mod http;
+mod ingest;
+mod outbox;
+mod runtime;
+mod schedule;
+mod store;
 
 pub use app::{App, ShutdownReport, StartError};
+/// What each command of the command line does.
+pub use runtime::commands;
+/// Installs the log subscriber `[log]` asks for (`RUST_LOG` wins when set).
+pub use runtime::telemetry::init as init_logging;
+/// Copying a whole store into another (`duehook copy-store`).
+pub use store::copy;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use duehook::config::{Config, redact_url};
+use duehook::commands;
+use duehook::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -86,7 +87,7 @@ async fn main() -> ExitCode {
         fast,
     } = cli.command
     {
-        return demo(duehook::demo::DemoOptions::new(days, step_seconds, fast)).await;
+        return commands::demo(commands::DemoOptions::new(days, step_seconds, fast)).await;
     }
     let config = match load(&cli) {
         Ok(c) => c,
@@ -98,112 +99,18 @@ async fn main() -> ExitCode {
         // warnings would only be noise among the progress lines.
         log.level = format!("{},sqlx::query=error", log.level);
     }
-    duehook::runtime::telemetry::init(&log);
+    duehook::init_logging(&log);
     match cli.command {
-        Command::Serve => match duehook::runtime::service::serve(config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("duehook: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Migrate => migrate(&config.store.url).await,
-        Command::CheckConfig => {
-            println!("configuration OK ({})", cli.config.display());
-            println!("  listen:  {}", config.server.listen);
-            println!("  store:   {}", redact_url(&config.store.url));
-            println!("  clock:   {:?}", config.clock.mode);
-            println!(
-                "  tokens:  {} (admin: {})",
-                config.auth.tokens.len(),
-                config
-                    .auth
-                    .admin_tokens
-                    .as_ref()
-                    .map_or("same as tokens".to_string(), |t| t.len().to_string())
-            );
-            ExitCode::SUCCESS
-        }
+        Command::Serve => commands::serve(config).await,
+        Command::Migrate => commands::migrate(&config.store.url).await,
+        Command::CheckConfig => commands::check_config(&cli.config, &config),
         Command::CopyStore {
             ref from,
             ref to,
             replace_target,
-        } => copy_store(from, to, replace_target, config.cluster.lease).await,
+        } => commands::copy_store(from, to, replace_target, config.cluster.lease).await,
         Command::Demo { .. } => unreachable!("handled before the configuration is loaded"),
     }
-}
-
-/// `duehook demo`: built-in defaults (not the config file), warnings only in the log
-/// unless RUST_LOG says otherwise, so the webhooks stand out.
-async fn demo(opts: duehook::demo::DemoOptions) -> ExitCode {
-    let mut log = Config::defaults().log;
-    log.level = "warn".into();
-    duehook::runtime::telemetry::init(&log);
-    match duehook::demo::run(opts).await {
-        Ok(summary) if summary.ok() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("duehook demo: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `duehook migrate`: applies the pending migrations one by one, naming each (stdout),
-/// with a progress line on stderr while one takes long, then the count.
-async fn migrate(url: &str) -> ExitCode {
-    let fail = |e: duehook::store::StoreError| {
-        eprintln!("duehook: {e}");
-        ExitCode::FAILURE
-    };
-    let store = match duehook::store::Store::connect(url, 1).await {
-        Ok(store) => store,
-        Err(e) => return fail(e),
-    };
-    let pending = match store.pending_migration_list().await {
-        Ok(pending) => pending,
-        Err(e) => return fail(e),
-    };
-    if pending.is_empty() {
-        println!(
-            "store is up to date: no pending migrations ({})",
-            redact_url(url)
-        );
-        store.close().await;
-        return ExitCode::SUCCESS;
-    }
-    println!(
-        "{} pending migration(s) for {}",
-        pending.len(),
-        redact_url(url)
-    );
-    for (i, m) in pending.iter().enumerate() {
-        println!(
-            "applying {}/{}: {} {}",
-            i + 1,
-            pending.len(),
-            m.version,
-            m.description
-        );
-        let label = format!("migration {} {}", m.version, m.description);
-        if let Err(e) =
-            duehook::runtime::progress::with_progress(&label, store.migrate_to(m.version)).await
-        {
-            eprintln!(
-                "duehook: migration {} {} failed: {e}",
-                m.version, m.description
-            );
-            println!(
-                "{i} of {} migration(s) applied before the failure",
-                pending.len()
-            );
-            store.close().await;
-            return ExitCode::FAILURE;
-        }
-    }
-    println!("{} migration(s) applied", pending.len());
-    store.close().await;
-    ExitCode::SUCCESS
 }
 
 const COPY_STORE_HELP: &str = "\
@@ -235,54 +142,3 @@ again starts over. Progress goes to stderr, the verified tables to stdout.
 
 Exit status: 0 copied and verified; 1 failed (nothing committed); 2 configuration \
 error; 3 refused (nothing copied; the migrations may have been applied).";
-
-/// `duehook copy-store`: the copy, then one line per verified table on stdout.
-async fn copy_store(
-    from: &str,
-    to: &str,
-    replace_target: bool,
-    lease: chrono::TimeDelta,
-) -> ExitCode {
-    use duehook::clock::Clock as _;
-    use duehook::store::copy::{CopyOptions, copy_store};
-    eprintln!(
-        "copy-store: from {} to {}",
-        redact_url(from),
-        redact_url(to)
-    );
-    let options = CopyOptions {
-        replace_target,
-        // Whether a PostgreSQL node is still alive is a question about real time.
-        now: duehook::clock::SystemClock.now(),
-        lease,
-    };
-    match copy_store(from, to, &options, &mut std::io::stderr()).await {
-        Ok(report) => {
-            println!("{:<14} {:>10}  checksum", "table", "rows");
-            for t in &report.tables {
-                println!("{:<14} {:>10}  {}", t.table, t.rows, t.checksum);
-            }
-            println!(
-                "copied and verified {} tables from {} to {}",
-                report.tables.len(),
-                redact_url(from),
-                redact_url(to)
-            );
-            if report.sealed_secrets > 0 {
-                println!(
-                    "{} endpoint secret(s) are sealed: run the nodes on the target with the same [store] secret_key",
-                    report.sealed_secrets
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) if e.is_refusal() => {
-            eprintln!("duehook copy-store: refused: {e}");
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            eprintln!("duehook copy-store: failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}

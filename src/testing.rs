@@ -136,9 +136,10 @@ impl Probe {
         crate::store::retention::purge(&self.store, cutoff).await
     }
 
-    /// Stores `items` and plans their timers, many per transaction, without events:
+    /// Stores `items` and plans their timers, 1,000 per transaction, without events:
     /// a quick set-up of many pending timers for tests and benchmarks (the product's
-    /// way is `POST /v1/batch`). Wakes the scheduler when done.
+    /// way is `POST /v1/batch`). The scheduler loads them at its next refill, or at
+    /// once after [`Probe::wake_scheduler`].
     pub async fn plan_items(&self, items: &[Item], now: DateTime<Utc>) -> Result<(), StoreError> {
         for chunk in items.chunks(1_000) {
             let mut tx = self.store.begin().await?;
@@ -148,10 +149,14 @@ impl Probe {
                     .replan(&mut tx, Subject::Item(item), now)
                     .await?;
             }
-            crate::store::timers::notify_planned(&mut tx).await?;
             tx.commit().await?;
         }
-        self.planner.wake.notify_one();
         Ok(())
+    }
+
+    /// Wakes this app's scheduler: it loads what is due within its horizon now (what
+    /// ingest does after planning inside the horizon).
+    pub fn wake_scheduler(&self) {
+        self.planner.wake.notify_one();
     }
 }

@@ -54,7 +54,7 @@ impl Endpoint {
             },
             headers: &s.headers,
             retry: RetryView {
-                max_attempts: u32::try_from(s.retry_schedule.len().max(1)).unwrap_or(u32::MAX),
+                max_attempts: self.retry_policy().max_attempts(),
                 schedule: retry::format_schedule(&s.retry_schedule),
                 on_exhausted: s.on_exhausted,
             },

@@ -299,18 +299,6 @@ pub enum Outcome {
     Gone,
 }
 
-impl Outcome {
-    /// Whether the delivery is done successfully.
-    pub fn is_success(self) -> bool {
-        matches!(self, Outcome::Success)
-    }
-
-    /// Whether the endpoint should be disabled right away.
-    pub fn disables_endpoint(self) -> bool {
-        matches!(self, Outcome::Gone)
-    }
-}
-
 /// Classifies an attempt by its HTTP status (`None`: no response at all).
 /// Only 2xx is success; redirects are not followed by the sender and count
 /// as failures, like every other status not named here.
@@ -677,9 +665,9 @@ mod tests {
         for (status, expected) in table {
             assert_eq!(classify(*status), *expected, "{status:?}");
         }
-        assert!(classify(Some(200)).is_success());
-        assert!(classify(Some(410)).disables_endpoint());
-        assert!(!classify(Some(503)).disables_endpoint());
+        assert_eq!(classify(Some(200)), Outcome::Success);
+        assert_eq!(classify(Some(410)), Outcome::Gone);
+        assert_ne!(classify(Some(503)), Outcome::Gone);
     }
 
     #[test]

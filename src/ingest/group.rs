@@ -114,7 +114,7 @@ async fn write_all(
     let now = clock.now();
     let written = outbox.write(&mut tx, evs, now).await?;
     tx.commit().await?;
-    let out = (0..written.len())
+    let out = (0..written.count())
         .map(|i| {
             written
                 .event(i)

@@ -247,12 +247,8 @@ pub struct Written<'a> {
 
 impl Written<'_> {
     /// How many events were written.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
     }
 
     /// The id of the `i`th event written.

@@ -3,6 +3,7 @@
 //! shutdown waits for, logs and metrics, this node's identity, and progress lines for
 //! long commands.
 
+pub mod commands;
 pub mod node;
 pub mod progress;
 pub mod service;

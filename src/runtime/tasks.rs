@@ -93,13 +93,6 @@ impl Tasks {
         self.tasks.push((name.to_string(), handle));
     }
 
-    /// Keeps a task spawned elsewhere; it is called "background task #N" in logs.
-    /// Prefer [`Tasks::spawn`] with a name.
-    pub fn push(&mut self, handle: JoinHandle<()>) {
-        let name = format!("background task #{}", self.tasks.len() + 1);
-        self.tasks.push((name, handle));
-    }
-
     /// Takes over every task of `other`, after the ones already here.
     pub fn extend(&mut self, other: Tasks) {
         self.tasks.extend(other.tasks);
@@ -173,13 +166,16 @@ mod tests {
         tasks.spawn("quick", async {});
         tasks.spawn("stuck", std::future::pending());
         // Never sent to: this one ends only by being aborted, which drops `rx`.
-        tasks.push(tokio::spawn(async move {
-            let _ = rx.await;
-        }));
+        tasks.push_named(
+            "spawned elsewhere",
+            tokio::spawn(async move {
+                let _ = rx.await;
+            }),
+        );
         let aborted = tasks
             .join_until(Some(Instant::now() + Duration::from_secs(30)))
             .await;
-        assert_eq!(aborted, vec!["stuck", "background task #3"]);
+        assert_eq!(aborted, vec!["stuck", "spawned elsewhere"]);
         // The aborted future was dropped, so its receiver is gone.
         assert!(tx.is_closed());
     }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::EntityKind;
 
-/// The instant of an entity a rule counts from.
+/// The instant of an entity a rule counts from. The names are the entities' fields
+/// (`starts_at`, `due_at`, …), as written in `[[schedule.rules]]`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Anchor {

@@ -90,73 +90,6 @@ pub fn new_id(now: DateTime<Utc>) -> String {
     format!("dlv_{}", uuid::Uuid::new_v7(ts).simple())
 }
 
-/// Events not fanned out yet, oldest first; on PostgreSQL locked so that two nodes
-/// never take the same batch (the other skips it).
-pub async fn unfanned_events(
-    tx: &mut Tx,
-    backend: Backend,
-    limit: i64,
-) -> Result<Vec<Event>, StoreError> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    let sql = format!(
-        "SELECT {} FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT $1{lock}",
-        super::events::EVENT_COLUMNS
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?;
-    rows.iter().map(super::events::event_from_row).collect()
-}
-
-/// Whether any event waits to be fanned out: a read outside any transaction, so the
-/// fan-out task takes the writer's turn only when there is work.
-pub async fn any_unfanned(pool: &sqlx::AnyPool) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT 1")
-            .fetch_optional(pool)
-            .await?;
-    Ok(found.is_some())
-}
-
-pub async fn mark_fanned_out(tx: &mut Tx, seq: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = $1")
-        .bind(seq)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Inserts the delivery of `event` to `endpoint_id` unless it exists. Returns its id
-/// when it was inserted.
-pub async fn insert(
-    tx: &mut Tx,
-    event: &Event,
-    endpoint_id: &str,
-    first_attempt_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Option<String>, StoreError> {
-    let id = new_id(now);
-    let done = sqlx::query(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, event_type, status, attempts,
-             next_attempt_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6)
-         ON CONFLICT (event_id, endpoint_id) DO NOTHING",
-    )
-    .bind(id.clone())
-    .bind(event.id.clone())
-    .bind(endpoint_id.to_string())
-    .bind(event.event_type.clone())
-    .bind(to_ms(first_attempt_at))
-    .bind(to_ms(now))
-    .execute(&mut **tx)
-    .await?;
-    Ok((done.rows_affected() > 0).then_some(id))
-}
-
 /// One delivery fan-out wants: event `event_id` (of type `event_type`) to
 /// `endpoint_id`, first tried at `first_attempt_at`, under the id `id` (see [`new_id`]).
 pub struct NewDelivery<'a> {
@@ -216,22 +149,6 @@ pub async fn insert_many(
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }
     Ok(inserted)
-}
-
-/// Marks the events with these `seq`s fanned out.
-pub async fn mark_many_fanned_out(tx: &mut Tx, seqs: &[i64]) -> Result<(), StoreError> {
-    for chunk in seqs.chunks(MAX_ROWS) {
-        let sql = format!(
-            "UPDATE events SET fanned_out = 1 WHERE seq IN ({})",
-            Placeholders::for_tx(tx).padded_list(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for seq in padded(chunk) {
-            q = q.bind(*seq);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// Claims up to `limit` due deliveries of enabled endpoints whose circuit is closed,

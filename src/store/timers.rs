@@ -217,45 +217,6 @@ pub async fn close(
     Ok(n == 1)
 }
 
-/// Marks a pending timer fired with its event. False when it was no longer pending
-/// (another node or an earlier run fired it): the caller must then roll back.
-pub async fn mark_fired(
-    tx: &mut Tx,
-    id: i64,
-    event_id: &str,
-    reason: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "UPDATE timers SET state = 'fired', event_id = $1, reason = $2, updated_at = $3 WHERE id = $4 AND state = 'pending'",
-    )
-    .bind(event_id.to_string())
-    .bind(reason.map(str::to_string))
-    .bind(to_ms(now))
-    .bind(id)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
-}
-
-/// A pending timer by id, locked for the rest of the transaction on PostgreSQL.
-pub async fn pending_for_fire(
-    tx: &mut Tx,
-    id: i64,
-    lock: bool,
-) -> Result<Option<Timer>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM timers WHERE id = $1 AND state = 'pending'{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.as_ref().map(from_row).transpose()
-}
-
 /// The earliest pending fire instant, if any.
 pub async fn next_pending(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
     let ms: Option<i64> =
@@ -263,16 +224,6 @@ pub async fn next_pending(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>,
             .fetch_one(pool)
             .await?;
     ms.map(from_ms).transpose()
-}
-
-/// How many pending timers are due at or before `at`.
-pub async fn due_count(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'pending' AND fire_at <= $1")
-            .bind(to_ms(at))
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// How many pending timers due at or before `at` `node` may fire: unclaimed, claimed by

@@ -1,21 +1,20 @@
 //! Fault suites on the in-process app with a manual clock: crashes that leave claims
-//! behind, receiver faults not covered by `tests/delivery.rs` (connection resets, a
+//! behind, receiver faults not covered by `tests/it/delivery.rs` (connection resets, a
 //! receiver down for hours, a dead endpoint beside a healthy one), a full disk under
 //! SQLite, PostgreSQL connections cut while webhooks go out, and a clock stepped back
 //! and forth while deliveries are pending.
 
-mod common;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::receiver::{Answer, Receiver, eventually};
-use common::{Backend, StoreHandle, TestApp, t};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Row;
+use support::receiver::{Answer, Receiver, eventually};
+use support::{Backend, StoreHandle, TestApp, t};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn create_endpoint(app: &TestApp, body: Value) -> String {
@@ -49,10 +48,7 @@ async fn crash_and_restart(app: &mut TestApp) {
 }
 
 async fn scalar(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(app.app().store().pool())
-        .await
-        .expect("query")
+    app.scalar(sql, &[]).await
 }
 
 /// A bare HTTP/1.1 receiver on a raw socket: resets the first `reset_first` connections
@@ -154,40 +150,40 @@ fn dead_port() -> u16 {
 /// error kind)), in the order the deliveries were made.
 type Attempts = Vec<(DateTime<Utc>, Option<i64>, Option<String>)>;
 async fn deliveries_of(app: &TestApp, endpoint: &str) -> Vec<(String, String, Attempts)> {
-    let pool = app.app().store().pool();
-    let rows = sqlx::query(
-        "SELECT id, event_id, status FROM deliveries WHERE endpoint_id = $1 ORDER BY seq",
-    )
-    .bind(endpoint.to_string())
-    .fetch_all(pool)
-    .await
-    .expect("deliveries");
+    let rows = app
+        .rows(
+            "SELECT id, event_id, status FROM deliveries WHERE endpoint_id = $1 ORDER BY seq",
+            &[endpoint.into()],
+        )
+        .await;
+    let text = |r: &support::ProbeRow, c: &str| r[c].as_str().expect("text").to_string();
     let mut out = Vec::new();
     for r in rows {
-        let id: String = r.get("id");
-        let attempts = sqlx::query(
-            "SELECT started_at, status_code, error_kind FROM attempts WHERE delivery_id = $1 ORDER BY number",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .expect("attempts")
-        .iter()
-        .map(|a| {
-            (
-                DateTime::from_timestamp_millis(a.get::<i64, _>("started_at")).expect("instant"),
-                a.get::<Option<i64>, _>("status_code"),
-                a.get::<Option<String>, _>("error_kind"),
+        let attempts = app
+            .rows(
+                "SELECT started_at, status_code, error_kind FROM attempts WHERE delivery_id = $1 ORDER BY number",
+                &[text(&r, "id").into()],
             )
-        })
-        .collect();
-        out.push((r.get("event_id"), r.get("status"), attempts));
+            .await
+            .iter()
+            .map(|a| {
+                (
+                    DateTime::from_timestamp_millis(a["started_at"].as_i64().expect("ms"))
+                        .expect("instant"),
+                    a["status_code"].as_i64(),
+                    a["error_kind"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        out.push((text(&r, "event_id"), text(&r, "status"), attempts));
     }
     out
 }
 
 async fn event_created(app: &TestApp, id: &str) -> DateTime<Utc> {
-    duehook::store::events::get(app.app().store().pool(), id)
+    app.app()
+        .probe()
+        .event(id)
         .await
         .expect("event")
         .expect("stored")
@@ -371,12 +367,11 @@ async fn advance_after_a_crash_mid_send(backend: Backend) {
     app.advance(600).await;
     let got = rx.wait_for(2).await;
     assert!(got.iter().all(|r| r.header("webhook-id") == event));
-    let status: Vec<String> = sqlx::query("SELECT status FROM deliveries")
-        .fetch_all(app.app().store().pool())
+    let status: Vec<String> = app
+        .rows("SELECT status FROM deliveries", &[])
         .await
-        .expect("deliveries")
         .iter()
-        .map(|r| r.get::<String, _>("status"))
+        .map(|r| r["status"].as_str().expect("status").to_string())
         .collect();
     assert_eq!(status, ["succeeded"]);
     rx.release();
@@ -494,10 +489,10 @@ async fn sqlite_on_a_full_disk_answers_503_and_loses_nothing() {
     let disk = SmallDisk { mnt: mnt.clone() };
     let url = format!("sqlite://{}", mnt.join("duehook.db").display());
     let store = StoreHandle::Sqlite {
-        dir: tempfile::tempdir().expect("temp dir"),
+        _dir: tempfile::tempdir().expect("temp dir"),
         url: url.clone(),
     };
-    let config = common::test_config(&url);
+    let config = support::test_config(&url);
     let mut app = TestApp::spawn_with(store, config).await;
     let rx = Receiver::start().await;
     create_endpoint(
@@ -675,9 +670,8 @@ async fn clock_steps_with_deliveries_pending_lose_and_double_nothing(backend: Ba
     // Stepped back three hours, then time moves on for an hour: nothing due again.
     app.clock.set(t("2030-03-02T11:00:00Z"));
     app.advance(3600).await;
-    let reminders = |evs: &[duehook::domain::event::Event]| {
-        evs.iter().filter(|e| e.scheduled_at.is_some()).count()
-    };
+    let reminders =
+        |evs: &[duehook::testing::Event]| evs.iter().filter(|e| e.scheduled_at.is_some()).count();
     assert_eq!(reminders(&app.events().await), 3, "nothing fired twice");
     // The receiver recovers; the clock jumps thirty hours without living through them.
     rx.set_default(Answer::status(200));

@@ -1,12 +1,12 @@
 //! Security by default: secrets sealed at rest, never in lists or logs; tokens apart.
 
-mod common;
+use crate::support;
 
 use base64::Engine;
-use common::receiver::Receiver;
-use common::{Backend, StoreHandle, TestApp, test_config};
 use reqwest::StatusCode;
 use serde_json::json;
+use support::receiver::Receiver;
+use support::{Backend, StoreHandle, TestApp, test_config};
 
 async fn endpoint_secrets_are_sealed_at_rest(backend: Backend) {
     let Some(store) = StoreHandle::new(backend).await else {
@@ -26,11 +26,15 @@ async fn endpoint_secrets_are_sealed_at_rest(backend: Backend) {
     let id = r.body["id"].as_str().expect("id").to_string();
     let secret = r.body["secret"].as_str().expect("secret").to_string();
     // Not in the database in the clear, nor in lists.
-    let stored: String = sqlx::query_scalar("SELECT secret FROM endpoints WHERE id = $1")
-        .bind(id.clone())
-        .fetch_one(app.app().store().pool())
-        .await
-        .expect("row");
+    let stored = app
+        .rows(
+            "SELECT secret FROM endpoints WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await[0]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
     assert!(
         stored.starts_with("sealed:v1:") && !stored.contains(&secret),
         "{stored}"
@@ -76,11 +80,15 @@ async fn endpoint_secrets_are_sealed_at_rest(backend: Backend) {
         .await;
     assert_eq!(rot.status, StatusCode::OK, "{}", rot.body);
     let new_secret = rot.body["secret"].as_str().expect("secret").to_string();
-    let stored: String = sqlx::query_scalar("SELECT secret FROM endpoints WHERE id = $1")
-        .bind(id.clone())
-        .fetch_one(app.app().store().pool())
-        .await
-        .expect("row");
+    let stored = app
+        .rows(
+            "SELECT secret FROM endpoints WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await[0]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
     assert!(stored.starts_with("sealed:v1:") && !stored.contains(&new_secret));
     // Restarted without the key, the service cannot read the secret: it says so rather
     // than signing with garbage.

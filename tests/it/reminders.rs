@@ -3,14 +3,14 @@
 //! retries happen at their own instants; a crash between firing and delivery loses
 //! nothing and doubles nothing.
 
-mod common;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::receiver::{Answer, Received, Receiver};
-use common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
+use support::receiver::{Answer, Received, Receiver};
+use support::{Backend, TestApp};
 
 const DAY: i64 = 86_400;
 
@@ -179,7 +179,7 @@ async fn a_crash_between_firing_and_delivery_loses_nothing(backend: Backend) {
 }
 
 async fn retention_purges_only_what_is_finished(backend: Backend) {
-    use common::ClockExt;
+    use support::ClockExt;
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
@@ -216,12 +216,12 @@ async fn retention_purges_only_what_is_finished(backend: Backend) {
         before, 7,
         "order.create, checkout, 4 reminders, item.create"
     );
-    let n = duehook::schedule::cron::purge(
-        app.app().store(),
-        app.clock.now_utc() - chrono::TimeDelta::days(30),
-    )
-    .await
-    .expect("purge");
+    let n = app
+        .app()
+        .probe()
+        .purge(app.clock.now_utc() - chrono::TimeDelta::days(30))
+        .await
+        .expect("purge");
     assert!(n > 0);
     let left = app.events().await;
     assert_eq!(

@@ -3,13 +3,13 @@
 //! (or a 2xx for the ones that happen to be valid), never a 5xx, never a dropped
 //! connection. The corpus is generated from a printed seed, so a failure replays.
 
-mod common;
+use crate::support;
 
-use common::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 
 const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/reservations/{id}"),

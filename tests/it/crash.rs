@@ -7,7 +7,7 @@
 //! `DUEHOOK_CRASH_SEED=<n>` replays a run; `DUEHOOK_CRASH_KILLS=<n>` (default 20) sets
 //! how many kills a run survives (e.g. 200 for a soak).
 
-mod common;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -15,10 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::receiver::{Answer, Receiver};
-use common::{Backend, StoreHandle, t};
 use serde_json::{Value, json};
 use sqlx::Row;
+use support::receiver::{Answer, Receiver};
+use support::{Backend, StoreHandle, t};
 
 const BIN: &str = env!("CARGO_BIN_EXE_duehook");
 const TOKEN: &str = "crash-test-token-0123456789";

@@ -1,10 +1,10 @@
 //! Operator views: forecast, entity timeline, metrics.
 
-mod common;
+use crate::support;
 
-use common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
+use support::{Backend, TestApp};
 
 const DAY: i64 = 86_400;
 
@@ -49,7 +49,7 @@ async fn forecast_equals_what_then_fires(backend: Backend) {
     }
     // Per hour, too: each event fired in the hour the forecast said.
     for hour in f.body["by_hour"].as_array().expect("list") {
-        let start = common::t(hour["hour"].as_str().expect("hour"));
+        let start = support::t(hour["hour"].as_str().expect("hour"));
         let in_hour = fired
             .iter()
             .filter(|e| e.created >= start && e.created < start + chrono::TimeDelta::hours(1))
@@ -84,7 +84,7 @@ async fn timeline_tells_the_story_of_one_entity(backend: Backend) {
     if let Some(a) = app.app.take() {
         a.shutdown().await;
     }
-    app.clock.set(common::t("2030-03-05T12:30:00Z"));
+    app.clock.set(support::t("2030-03-05T12:30:00Z"));
     app.restart().await;
     app.advance(2 * DAY).await;
     let r = app.admin_get("/admin/entities/order/o-1/timeline").await;
@@ -205,9 +205,9 @@ async fn endpoint_health_for_operators(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let good = common::receiver::Receiver::start().await;
-    let bad = common::receiver::Receiver::start().await;
-    bad.set_default(common::receiver::Answer::status(503));
+    let good = support::receiver::Receiver::start().await;
+    let bad = support::receiver::Receiver::start().await;
+    bad.set_default(support::receiver::Answer::status(503));
     for (name, rx) in [("good", &good), ("bad", &bad)] {
         let r = app
             .post(

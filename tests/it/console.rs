@@ -4,16 +4,16 @@
 //! file, receivers on 127.0.0.1): sign in, the schedule, moving the clock, an entity's
 //! story, retrying a failed delivery, endpoints, and hostile values that stay text.
 
-mod common;
+use crate::support;
 #[path = "console/webdriver.rs"]
 mod webdriver;
 
 use std::path::PathBuf;
 
-use common::receiver::{Answer, Receiver};
-use common::{ADMIN_TOKEN, Backend, ClockExt, TOKEN, TestApp, t};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use support::receiver::{Answer, Receiver};
+use support::{ADMIN_TOKEN, Backend, ClockExt, TOKEN, TestApp, t};
 use webdriver::{Browser, ENTER};
 
 const SCRIPT_PAYLOAD: &str = "<script>window.__xss=1</script>";
@@ -181,7 +181,7 @@ async fn the_timeline_carries_event_data_and_each_attempts_answer() {
     )
     .await;
     rx.wait_for(1).await;
-    let attempt = common::receiver::eventually("the attempt in the timeline", || async {
+    let attempt = support::receiver::eventually("the attempt in the timeline", || async {
         let r = app.admin_get("/admin/entities/item/cam-1/timeline").await;
         r.body["timeline"]
             .as_array()
@@ -511,7 +511,7 @@ async fn an_operator_signs_in_moves_the_clock_reads_a_story_and_retries_a_delive
     browser
         .wait_for_text("Sent a test event to Shop backend")
         .await;
-    common::receiver::eventually("the test webhook", || async {
+    support::receiver::eventually("the test webhook", || async {
         shop.received()
             .iter()
             .any(|r| r.json()["type"] == "webhook.test")

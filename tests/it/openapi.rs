@@ -3,13 +3,13 @@
 //! the document asks for one, `{}` where it declares a body) gets only answers it
 //! documents, with every 4xx an `ApiError`.
 
-mod common;
+use crate::support;
 
 use std::collections::BTreeSet;
 
-use common::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 
 /// Every route of the public contract (DESIGN.md).
 const CONTRACT: &[(&str, &str)] = &[
@@ -47,7 +47,7 @@ const CONTRACT: &[(&str, &str)] = &[
 ];
 
 /// The routes `src/http/mod.rs` serves beyond the contract. The console's page and its
-/// assets (`GET /admin/ui…`) are a page, not API operations: `tests/console.rs` covers them.
+/// assets (`GET /admin/ui…`) are a page, not API operations: `tests/it/console.rs` covers them.
 const EXTRA: &[(&str, &str)] = &[
     ("GET", "/v1/reservations/{id}"),
     ("GET", "/v1/orders/{id}"),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_duehook");
 const TOKEN: &str = "service-test-token-0123456789";
@@ -553,7 +553,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// woken to work, and reports its end when its task is gone (here: a crash).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_follows_the_scheduler_driver() {
-    let Some(app) = common::TestApp::spawn(common::Backend::Sqlite).await else {
+    let Some(app) = support::TestApp::spawn(support::Backend::Sqlite).await else {
         return;
     };
     let heartbeat = app.app().heartbeat();

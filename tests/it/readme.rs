@@ -1,29 +1,29 @@
-//! The README's "Verify a webhook" Rust snippet, kept in `tests/readme/verify_webhook.rs`
+//! The README's "Verify a webhook" Rust snippet, kept in `tests/it/readme/verify_webhook.rs`
 //! and checked here: the README holds it verbatim, and it accepts real webhooks from the
 //! real service (immediate and time-based) and refuses a body parsed and serialized
 //! again, the pitfall the README warns about.
 
-mod common;
+use crate::support;
 #[path = "readme/verify_webhook.rs"]
 mod verify_webhook;
 
 use std::net::SocketAddr;
 
 use chrono::{TimeDelta, Utc};
-use common::receiver::{Receiver, eventually};
-use common::{Backend, ClockExt, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::receiver::{Receiver, eventually};
+use support::{Backend, ClockExt, TestApp};
 
 const SNIPPET: &str = include_str!("readme/verify_webhook.rs");
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../README.md");
 
 #[test]
 fn the_readme_holds_the_rust_snippet_verbatim() {
     let block = format!("```rust\n{SNIPPET}```\n");
     assert!(
         README.contains(&block),
-        "README.md must show tests/readme/verify_webhook.rs as it is, in a ```rust block"
+        "README.md must show tests/it/readme/verify_webhook.rs as it is, in a ```rust block"
     );
 }
 

@@ -7,21 +7,20 @@
 //! (skipped with a printed reason when `DUEHOOK_TEST_POSTGRES_URL` is unset), real
 //! receivers, and the real binary for the command line.
 
-mod common;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use common::receiver::{Answer, Receiver, eventually};
-use common::{ADMIN_TOKEN, Backend, ClockExt, StoreHandle, TestApp, t};
 use duehook::App;
 use duehook::clock::ManualClock;
 use duehook::config::Config;
-use duehook::store::Store;
-use duehook::store::copy::{CopyError, CopyOptions, CopyReport, Side, copy_store};
+use duehook::copy::{CopyError, CopyOptions, CopyReport, Side, copy_store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::receiver::{Answer, Receiver, eventually};
+use support::{ADMIN_TOKEN, Backend, ClockExt, StoreHandle, TestApp, t};
 use tokio::io::AsyncBufReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_duehook");
@@ -55,7 +54,7 @@ fn configure(c: &mut Config) {
 }
 
 fn config_on(url: &str) -> Config {
-    let mut c = common::test_config(url);
+    let mut c = support::test_config(url);
     configure(&mut c);
     c
 }
@@ -255,8 +254,8 @@ struct Before {
 }
 
 async fn inspect(url: &str) -> Before {
-    let store = Store::connect(url, 1).await.expect("store");
-    let pool = store.pool();
+    let store = support::pool(url).await;
+    let pool = &store;
     let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT id, entity_kind, entity_id, event_type FROM timers WHERE state = 'pending' ORDER BY id",
     )
@@ -303,8 +302,8 @@ async fn a_sqlite_store_mid_life_moves_to_two_postgres_nodes() {
 
     // The scenario is what it claims to be.
     let before = inspect(&sqlite_url).await;
-    let source = Store::connect(&sqlite_url, 1).await.expect("store");
-    let pool = source.pool();
+    let source = support::pool(&sqlite_url).await;
+    let pool = &source;
     assert!(
         before.pending_timers.len() >= 20,
         "{:?}",
@@ -410,8 +409,8 @@ async fn a_sqlite_store_mid_life_moves_to_two_postgres_nodes() {
         .expect("advance");
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
 
-    let pg_store = Store::connect(pg.url(), 2).await.expect("pg");
-    let pool = pg_store.pool();
+    let pg_store = support::pool(pg.url()).await;
+    let pool = &pg_store;
     // Every timer pending at the copy fired, once.
     for (id, (kind, entity, event_type)) in &before.pending_timers {
         let (state, events): (String, i64) = sqlx::query_as(
@@ -583,13 +582,13 @@ async fn a_held_or_non_empty_target_is_refused_and_a_killed_copy_runs_again() {
     );
 
     // A copy killed half-way leaves an empty target, and runs again without a flag.
-    let source = Store::connect(&sqlite_url, 1).await.expect("store");
+    let source = support::pool(&sqlite_url).await;
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)
          INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, created_at, updated_at)
          SELECT 'item', 'bulk-' || i, 'item.expire', 'item.expire', 0, 0, 'cancelled', 'bulk', 0, 0 FROM n",
     )
-    .execute(source.pool())
+    .execute(&source)
     .await
     .expect("bulk timers");
     source.close().await;
@@ -622,11 +621,11 @@ async fn a_held_or_non_empty_target_is_refused_and_a_killed_copy_runs_again() {
         "killed before it finished: {status}\n{}",
         seen.join("\n")
     );
-    let target = Store::connect(fresh.url(), 1).await.expect("target");
+    let target = support::pool(fresh.url()).await;
     for table in ["contacts", "events", "timers", "endpoints"] {
         let n: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                .fetch_one(target.pool())
+                .fetch_one(&target)
                 .await
                 .expect("count");
         assert_eq!(n, 0, "{table} holds nothing of the interrupted copy");

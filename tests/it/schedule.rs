@@ -2,13 +2,13 @@
 //! rule fires at its instant and once; changes cancel and re-plan; DST; downtime and
 //! misfire; crashes; clock steps; the admin views.
 
-mod common;
+use crate::support;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{ADMIN_TOKEN, Backend, ClockExt, START, TOKEN, TestApp, t};
-use duehook::domain::event::Event;
+use duehook::testing::Event;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Backend, ClockExt, START, TOKEN, TestApp, t};
 
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
@@ -621,10 +621,10 @@ async fn admin_routes_need_the_admin_token(backend: Backend) {
 }
 
 async fn advancing_the_system_clock_is_refused(backend: Backend) {
-    let Some(store) = common::StoreHandle::new(backend).await else {
+    let Some(store) = support::StoreHandle::new(backend).await else {
         return;
     };
-    let config = common::test_config(store.url());
+    let config = support::test_config(store.url());
     let app = duehook::App::start(config, duehook::clock::SystemClock::shared())
         .await
         .expect("starts");
@@ -647,10 +647,10 @@ async fn advancing_the_system_clock_is_refused(backend: Backend) {
 }
 
 async fn configured_rules_add_and_change_reminders(backend: Backend) {
-    let Some(store) = common::StoreHandle::new(backend).await else {
+    let Some(store) = support::StoreHandle::new(backend).await else {
         return;
     };
-    let mut config = common::test_config(store.url());
+    let mut config = support::test_config(store.url());
     config.schedule.rules = toml::from_str::<toml::Table>(
         r#"
         [[rules]]
@@ -702,10 +702,10 @@ async fn configured_rules_add_and_change_reminders(backend: Backend) {
 }
 
 async fn daily_digest_lists_overdue_orders_once_a_day(backend: Backend) {
-    let Some(store) = common::StoreHandle::new(backend).await else {
+    let Some(store) = support::StoreHandle::new(backend).await else {
         return;
     };
-    let mut config = common::test_config(store.url());
+    let mut config = support::test_config(store.url());
     config.schedule.digest.enabled = true;
     config.schedule.digest.timezones = vec!["Europe/Brussels".parse().expect("zone")];
     let mut app = TestApp::spawn_with(store, config).await;
@@ -786,12 +786,12 @@ async fn purged_history_never_refires(backend: Backend) {
     app.post("/v1/orders/o-1/checkout", None).await;
     app.advance(40 * DAY).await;
     assert_eq!(fired(&app).await.len(), 4);
-    let purged = duehook::schedule::cron::purge(
-        app.app().store(),
-        app.clock.now_utc() - TimeDelta::days(30),
-    )
-    .await
-    .expect("purge");
+    let purged = app
+        .app()
+        .probe()
+        .purge(app.clock.now_utc() - TimeDelta::days(30))
+        .await
+        .expect("purge");
     assert!(
         purged >= 4,
         "settled timers older than the retention are gone ({purged})"
@@ -933,7 +933,7 @@ async fn refills_hold_each_timer_once(backend: Backend) {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         // Loaded before the next item wakes the driver again, so that wake-up's
         // refill claims this one a second time.
-        common::receiver::eventually("the driver loads the item", || async {
+        support::receiver::eventually("the driver loads the item", || async {
             (in_wheel().await > i).then_some(())
         })
         .await;
@@ -946,7 +946,7 @@ async fn refills_hold_each_timer_once(backend: Backend) {
         assert_eq!(count(&f, "item.expire", &format!("cam-{i}")), 1);
     }
     assert_eq!(f.len(), N as usize);
-    common::receiver::eventually("the wheel empties", || async {
+    support::receiver::eventually("the wheel empties", || async {
         (in_wheel().await == 0).then_some(())
     })
     .await;

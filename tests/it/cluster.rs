@@ -1,29 +1,25 @@
 //! Several nodes on one PostgreSQL: exactly once with three nodes, takeover of a dead
 //! node's timers, a cut store connection; and SQLite's single-node lock.
 
-mod common;
+use crate::support;
 
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use common::{Backend, StoreHandle, TestApp, t, test_config};
 use duehook::App;
 use duehook::clock::ManualClock;
-use duehook::domain::item::{Item, ItemInput};
-use duehook::schedule::plan::Subject;
+use duehook::testing::{Item, ItemInput};
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::Row;
+use support::{Backend, StoreHandle, TestApp, t, test_config};
 
 /// Plans `n` item expiries on `instants` distinct instants spread over `spread_ms` from
 /// `from`, in one transaction per 1,000, through the same planner ingest uses.
 async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms: i64) {
     let start = t(from);
-    let mut i = 0;
-    while i < n {
-        let mut tx = app.store().begin().await.expect("tx");
-        for _ in 0..1000.min(n - i) {
-            let item = Item::create(
+    let items: Vec<Item> = (0..n)
+        .map(|i| {
+            Item::create(
                 &format!("it-{i}"),
                 ItemInput {
                     name: "x".into(),
@@ -36,19 +32,19 @@ async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms:
                     timezone: None,
                     data: None,
                 },
-                t(common::START),
-            );
-            duehook::store::entities::save_item(&mut tx, &item)
-                .await
-                .expect("save");
-            app.planner()
-                .replan(&mut tx, Subject::Item(&item), t(common::START))
-                .await
-                .expect("plan");
-            i += 1;
-        }
-        tx.commit().await.expect("commit");
-    }
+                t(support::START),
+            )
+        })
+        .collect();
+    app.probe()
+        .plan_items(&items, t(support::START))
+        .await
+        .expect("planned");
+}
+
+/// The integer `sql` answers on `app`'s store.
+async fn scalar(app: &App, sql: &str, args: &[support::Arg]) -> i64 {
+    app.probe().scalar(sql, args).await.expect("query")
 }
 
 /// SQLite claims by reading, so a written claim found in the file at start belongs to
@@ -56,21 +52,26 @@ async fn plan_items(app: &App, n: usize, instants: usize, from: &str, spread_ms:
 #[tokio::test]
 async fn a_sqlite_node_releases_claims_an_earlier_process_left() {
     let store = StoreHandle::new(Backend::Sqlite).await.expect("sqlite");
-    let clock = ManualClock::shared(t(common::START));
+    let clock = ManualClock::shared(t(support::START));
     let first = start_node(&store, &clock).await;
     plan_items(&first, 3, 1, "2030-03-01T08:00:10Z", 0).await;
-    sqlx::query("UPDATE timers SET claimed_by = 'node_gone', lease_until = $1")
-        .bind(t("2030-03-01T09:00:00Z").timestamp_millis())
-        .execute(first.store().pool())
+    first
+        .probe()
+        .execute(
+            "UPDATE timers SET claimed_by = 'node_gone', lease_until = $1",
+            &[t("2030-03-01T09:00:00Z").into()],
+        )
         .await
         .expect("leftover claims");
     first.shutdown().await;
 
     let again = start_node(&store, &clock).await;
-    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE claimed_by IS NOT NULL")
-        .fetch_one(again.store().pool())
-        .await
-        .expect("count");
+    let held = scalar(
+        &again,
+        "SELECT COUNT(*) FROM timers WHERE claimed_by IS NOT NULL",
+        &[],
+    )
+    .await;
     assert_eq!(held, 0, "claims left by an earlier process are released");
     again.shutdown().await;
 }
@@ -86,15 +87,15 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
     let Some(store) = StoreHandle::new(Backend::Postgres).await else {
         return;
     };
-    let clock = ManualClock::shared(t(common::START));
+    let clock = ManualClock::shared(t(support::START));
     let a = start_node(&store, &clock).await;
     let b = start_node(&store, &clock).await;
     let c = start_node(&store, &clock).await;
     // Every event goes to one endpoint on a real receiver: each must be delivered.
-    let rx = common::receiver::Receiver::start().await;
+    let rx = support::receiver::Receiver::start().await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/endpoints", a.url()))
-        .bearer_auth(common::TOKEN)
+        .bearer_auth(support::TOKEN)
         .header("content-type", "application/json")
         .body(json!({"name": "rx", "url": rx.url("/h"), "topics": ["item.expire"]}).to_string())
         .send()
@@ -107,7 +108,7 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/admin/clock/advance", b.url()))
-        .bearer_auth(common::ADMIN_TOKEN)
+        .bearer_auth(support::ADMIN_TOKEN)
         .header("content-type", "application/json")
         .body(r#"{"to": "2030-03-01T09:05:00Z"}"#)
         .send()
@@ -120,31 +121,30 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
         r.text().await.unwrap_or_default()
     );
 
-    let pool = a.store().pool();
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'item.expire'")
-        .fetch_one(pool)
-        .await
-        .expect("count");
-    let distinct: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+    let events = scalar(
+        &a,
+        "SELECT COUNT(*) FROM events WHERE type = 'item.expire'",
+        &[],
     )
-    .fetch_one(pool)
-    .await
-    .expect("count");
-    let fired: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state = 'fired'")
-        .fetch_one(pool)
-        .await
-        .expect("count");
+    .await;
+    let distinct = scalar(
+        &a,
+        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+        &[],
+    )
+    .await;
+    let fired = scalar(&a, "SELECT COUNT(*) FROM timers WHERE state = 'fired'", &[]).await;
     assert_eq!(
         (events, distinct, fired),
         (10_000, 10_000, 10_000),
         "each timer fired once"
     );
-    let early: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE created_at < scheduled_at")
-            .fetch_one(pool)
-            .await
-            .expect("count");
+    let early = scalar(
+        &a,
+        "SELECT COUNT(*) FROM events WHERE created_at < scheduled_at",
+        &[],
+    )
+    .await;
     assert_eq!(early, 0, "never early");
     // Each event delivered: one succeeded delivery per event, and the receiver saw
     // every event id (re-sends would carry the same id). The advance answered for this
@@ -154,12 +154,12 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
     // 2 s, past the first retries (5 s, 5 min), as time would.
     let mut delivered = 0;
     for i in 1..=1200 {
-        delivered = sqlx::query_scalar::<_, i64>(
+        delivered = scalar(
+            &a,
             "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'",
+            &[],
         )
-        .fetch_one(pool)
-        .await
-        .expect("count");
+        .await;
         if delivered >= 10_000 {
             break;
         }
@@ -169,14 +169,16 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     if delivered != 10_000 {
-        let states: Vec<(String, bool, i64, i64)> = sqlx::query_as(
-            "SELECT status, claimed_by IS NULL AS unclaimed, MAX(attempts) AS attempts,
-                 COUNT(*) AS n FROM deliveries
-             GROUP BY status, claimed_by IS NULL",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap_or_default();
+        let states = a
+            .probe()
+            .rows(
+                "SELECT status, CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END AS unclaimed,
+                     MAX(attempts) AS attempts, COUNT(*) AS n FROM deliveries
+                 GROUP BY status, CASE WHEN claimed_by IS NULL THEN 1 ELSE 0 END",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
         panic!(
             "every event delivered: {delivered} of 10000; (status, unclaimed, most attempts, count): {states:?}"
         );
@@ -188,15 +190,22 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
         .collect();
     assert_eq!(seen.len(), 10_000, "the receiver saw every event");
     // The work spread: every node fired some.
-    let rows = sqlx::query(
-        "SELECT claimed_by, COUNT(*) AS n FROM timers WHERE state = 'fired' GROUP BY claimed_by",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("spread");
+    let rows = a
+        .probe()
+        .rows(
+            "SELECT claimed_by, COUNT(*) AS n FROM timers WHERE state = 'fired' GROUP BY claimed_by",
+            &[],
+        )
+        .await
+        .expect("spread");
     let per_node: Vec<(String, i64)> = rows
         .iter()
-        .map(|r| (r.get::<String, _>("claimed_by"), r.get::<i64, _>("n")))
+        .map(|r| {
+            (
+                r["claimed_by"].as_str().unwrap_or_default().to_string(),
+                r["n"].as_i64().unwrap_or_default(),
+            )
+        })
         .collect();
     for app in [&a, &b, &c] {
         assert!(
@@ -207,7 +216,7 @@ async fn three_nodes_fire_ten_thousand_timers_exactly_once() {
     }
     let r = client
         .get(format!("{}/admin/nodes", c.url()))
-        .bearer_auth(common::ADMIN_TOKEN)
+        .bearer_auth(support::ADMIN_TOKEN)
         .send()
         .await
         .expect("nodes");
@@ -224,19 +233,19 @@ async fn a_dead_nodes_timers_are_taken_over() {
     let Some(store) = StoreHandle::new(Backend::Postgres).await else {
         return;
     };
-    let clock = ManualClock::shared(t(common::START));
+    let clock = ManualClock::shared(t(support::START));
     let doomed = start_node(&store, &clock).await;
     plan_items(&doomed, 300, 30, "2030-03-01T08:05:00Z", 60_000).await;
-    // Let the doomed node claim them (it is woken by planning through its own planner).
-    doomed.planner().wake.notify_one();
-    let pool = doomed.store().pool().clone();
+    // Let the doomed node claim them.
+    doomed.probe().wake_scheduler();
     let mut held = 0;
     for _ in 0..200 {
-        held = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM timers WHERE claimed_by = $1")
-            .bind(doomed.node_id().to_string())
-            .fetch_one(&pool)
-            .await
-            .expect("count");
+        held = scalar(
+            &doomed,
+            "SELECT COUNT(*) FROM timers WHERE claimed_by = $1",
+            &[doomed.node_id().into()],
+        )
+        .await;
         if held == 300 {
             break;
         }
@@ -248,7 +257,7 @@ async fn a_dead_nodes_timers_are_taken_over() {
     let survivor = start_node(&store, &clock).await;
     let r = reqwest::Client::new()
         .post(format!("{}/admin/clock/advance", survivor.url()))
-        .bearer_auth(common::ADMIN_TOKEN)
+        .bearer_auth(support::ADMIN_TOKEN)
         .header("content-type", "application/json")
         .body(r#"{"to": "2030-03-01T08:10:00Z"}"#)
         .send()
@@ -260,23 +269,25 @@ async fn a_dead_nodes_timers_are_taken_over() {
         "{}",
         r.text().await.unwrap_or_default()
     );
-    let fired: i64 = sqlx::query_scalar(
+    let fired = scalar(
+        &survivor,
         "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+        &[],
     )
-    .fetch_one(survivor.store().pool())
-    .await
-    .expect("count");
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE type = 'item.expire'")
-        .fetch_one(survivor.store().pool())
-        .await
-        .expect("count");
+    .await;
+    let events = scalar(
+        &survivor,
+        "SELECT COUNT(*) FROM events WHERE type = 'item.expire'",
+        &[],
+    )
+    .await;
     assert_eq!((fired, events), (300, 300));
-    let by_survivor: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE claimed_by = $1 AND state = 'fired'")
-            .bind(survivor.node_id().to_string())
-            .fetch_one(survivor.store().pool())
-            .await
-            .expect("count");
+    let by_survivor = scalar(
+        &survivor,
+        "SELECT COUNT(*) FROM timers WHERE claimed_by = $1 AND state = 'fired'",
+        &[survivor.node_id().into()],
+    )
+    .await;
     assert_eq!(by_survivor, 300, "taken over once the leases lapsed");
     survivor.shutdown().await;
 }
@@ -355,7 +366,7 @@ async fn cut_store_connections_lose_nothing() {
 #[tokio::test]
 async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
     let store = StoreHandle::new(Backend::Sqlite).await.expect("sqlite");
-    let clock = ManualClock::shared(t(common::START));
+    let clock = ManualClock::shared(t(support::START));
     let first = start_node(&store, &clock).await;
     let err = App::start(test_config(store.url()), Arc::new(clock.clone()))
         .await

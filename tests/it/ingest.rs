@@ -1,11 +1,11 @@
 //! Black-box tests of the ingest API on SQLite and PostgreSQL: every path, idempotent
 //! upserts, every class of bad input, authentication, and restarts.
 
-mod common;
+use crate::support;
 
-use common::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Backend, TOKEN, TestApp};
 
 fn reservation() -> Value {
     json!({
@@ -71,7 +71,7 @@ async fn reservation_life_cycle(backend: Backend) {
     assert_eq!(events[0].data["id"], "res-1");
     assert_eq!(
         events[0].created,
-        common::t(common::START),
+        support::t(support::START),
         "created on the app's clock"
     );
 

@@ -1,7 +1,6 @@
 //! Test helpers: start the real app on a random port with a ManualClock and a real
 //! store (a temp SQLite file, or a fresh PostgreSQL database when the test asks for it
 //! and `DUEHOOK_TEST_POSTGRES_URL` is set).
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use chrono::{DateTime, Utc};
 use duehook::App;
 use duehook::clock::ManualClock;
 use duehook::config::Config;
+pub use duehook::testing::{Arg, ProbeRow};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -24,7 +24,8 @@ pub enum Backend {
 /// Where a test's data lives; dropped (file removed, database dropped) after the test.
 pub enum StoreHandle {
     Sqlite {
-        dir: tempfile::TempDir,
+        /// Holds the directory: it is removed when the handle drops.
+        _dir: tempfile::TempDir,
         url: String,
     },
     Postgres {
@@ -47,7 +48,7 @@ impl StoreHandle {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("duehook.db").display());
-                Some(StoreHandle::Sqlite { dir, url })
+                Some(StoreHandle::Sqlite { _dir: dir, url })
             }
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var("DUEHOOK_TEST_POSTGRES_URL") else {
@@ -103,6 +104,17 @@ impl Drop for StoreHandle {
             .join();
         }
     }
+}
+
+/// A pool of its own on the store at `url`, for a test that reads a store no app is
+/// running on (after a copy, before a start).
+pub async fn pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect to the store")
 }
 
 pub fn t(s: &str) -> DateTime<Utc> {
@@ -304,10 +316,18 @@ impl TestApp {
     }
 
     /// Every event in the outbox, oldest first.
-    pub async fn events(&self) -> Vec<duehook::domain::event::Event> {
-        duehook::store::events::list_after(self.app().store().pool(), 0, 1_000_000)
-            .await
-            .expect("events listed")
+    pub async fn events(&self) -> Vec<duehook::testing::Event> {
+        self.app().probe().events().await.expect("events listed")
+    }
+
+    /// The integer `sql` answers (a `COUNT`), read through the app's probe.
+    pub async fn scalar(&self, sql: &str, args: &[Arg]) -> i64 {
+        self.app().probe().scalar(sql, args).await.expect("query")
+    }
+
+    /// The rows `sql` answers, read through the app's probe.
+    pub async fn rows(&self, sql: &str, args: &[Arg]) -> Vec<ProbeRow> {
+        self.app().probe().rows(sql, args).await.expect("query")
     }
 
     pub async fn event_types(&self) -> Vec<String> {
@@ -326,13 +346,13 @@ macro_rules! both_backends {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::common::Backend::Sqlite).await }
+                async fn $name() { super::$name($crate::support::Backend::Sqlite).await }
             )*
         }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::common::Backend::Postgres).await }
+                async fn $name() { super::$name($crate::support::Backend::Postgres).await }
             )*
         }
     };

@@ -3,17 +3,17 @@
 //! clock, Retry-After, 410, exhaustion, rate limits, secret rotation, SMTP alerts and
 //! destination (SSRF) refusals. Every receiver is a real HTTP server on 127.0.0.1.
 
-mod common;
+use crate::support;
 
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::receiver::{Answer, Receiver, SmtpSink, eventually};
-use common::{Backend, TestApp, t};
 use duehook::clock::Clock as _;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::receiver::{Answer, Receiver, SmtpSink, eventually};
+use support::{Backend, TestApp, t};
 
 async fn create_endpoint(app: &TestApp, body: Value) -> Value {
     let r = app.post("/v1/endpoints", Some(body)).await;
@@ -69,7 +69,7 @@ fn instant(v: &Value) -> DateTime<Utc> {
     t(v.as_str().expect("instant string"))
 }
 
-fn verify_standard(secret: &str, r: &common::receiver::Received) {
+fn verify_standard(secret: &str, r: &support::receiver::Received) {
     let wh = standardwebhooks::Webhook::new(secret).expect("secret");
     let id = r.header("webhook-id");
     let ts: i64 = r.header("webhook-timestamp").parse().expect("timestamp");
@@ -877,17 +877,20 @@ async fn time_based_event_carries_scheduled_at(backend: Backend) {
     let created = app.clock.now();
     let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
     let ev_id = "evt_0196f0c2b0a87c3e9a1d5b2f4c6e8a01";
-    sqlx::query(
-        "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, data, fanned_out)
-         VALUES ($1, 'order.overdue_1_day', 'order', 'o-1', $2, $3, $4, 0)",
-    )
-    .bind(ev_id)
-    .bind(ms(created))
-    .bind(ms(due))
-    .bind(json!({"id": "o-1", "status": "checked_out"}).to_string())
-    .execute(app.app().store().pool())
-    .await
-    .expect("insert");
+    app.app()
+        .probe()
+        .execute(
+            "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, data, fanned_out)
+             VALUES ($1, 'order.overdue_1_day', 'order', 'o-1', $2, $3, $4, 0)",
+            &[
+                ev_id.into(),
+                ms(created).into(),
+                ms(due).into(),
+                json!({"id": "o-1", "status": "checked_out"}).to_string().into(),
+            ],
+        )
+        .await
+        .expect("insert");
     // Nobody poked the outbox: the sweeper's poll picks the event up.
     app.forward(TimeDelta::seconds(1));
     let got = rx.wait_for(1).await;
@@ -1102,7 +1105,7 @@ async fn two_nodes_send_each_delivery_once(backend: Backend) {
         };
         let r = client
             .post(format!("{base}/v1/events"))
-            .bearer_auth(common::TOKEN)
+            .bearer_auth(support::TOKEN)
             .header("content-type", "application/json")
             .body(json!({"type": "booking.create", "data": {"id": format!("b-{i}")}}).to_string())
             .send()
