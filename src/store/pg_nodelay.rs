@@ -1,19 +1,19 @@
 //! `TCP_NODELAY` on the store's PostgreSQL connections.
 //!
-//! sqlx 0.9.0 no longer sets it (upstream issue transact-rs/sqlx#4335; the fix, #4336, is
-//! merged but not in a release yet). Without it, Nagle's algorithm holds back the last,
+//! sqlx 0.9.0 does not set it (upstream issue transact-rs/sqlx#4335; its fix is merged
+//! but not in a release). Without it, Nagle's algorithm holds back the last,
 //! partial TCP segment of a statement that spans several until the server has
 //! acknowledged the ones before, and the server delays that acknowledgement (40 ms on
 //! Linux) because it is still waiting for the rest of the message. Every statement larger
 //! than one segment (64 KiB on loopback, ~1.4 KB across a network) could then wait
-//! ~40 ms: the firing batch's multi-row inserts took 27–34 ms each on PostgreSQL, with
-//! both CPUs mostly idle and the server `idle in transaction`, waiting on `ClientRead`.
+//! ~40 ms: the firing batch's multi-row inserts then take 27–34 ms each on PostgreSQL,
+//! with both CPUs mostly idle and the server `idle in transaction`, on `ClientRead`.
 //!
 //! sqlx does not hand out its socket, so when a connection opens this module asks the
 //! server which client port it sees (`inet_client_port()`), finds this process's TCP
 //! socket with that local port and the server's port as its peer, and sets the option
 //! there. Behind NAT or a connection pooler the ports differ and nothing is found; a
-//! warning says so once, and the service works as before, with the delays.
+//! warning says so once, and the service works, with the delays.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

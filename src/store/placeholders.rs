@@ -2,12 +2,12 @@
 //! inserts, `IN (…)` lists), and the few sizes those statements come in.
 //!
 //! Why a few sizes: sqlx keeps each connection's prepared statements by their text.
-//! A statement written for exactly n rows was a new text for nearly every batch, so it
-//! was compiled every time (about 2 µs per row and statement on SQLite — a fire batch
-//! writes five of them — and a parse and plan on PostgreSQL) and pushed the cached
-//! ones out. Rows now go in statements of power-of-two sizes ([`statement_chunks`]),
-//! and `IN (…)` lists are padded to a power of two by repeating their last value
-//! ([`padded`]), so the same few texts come back and each is compiled once.
+//! A statement written for exactly n rows would be a new text for nearly every batch,
+//! compiled every time (on SQLite about 2 µs per row and statement, and a fire batch
+//! writes several; a parse and plan on PostgreSQL), pushing the cached ones out. So
+//! rows go in statements of power-of-two sizes ([`statement_chunks`]), and `IN (…)`
+//! lists are padded to a power of two by repeating their last value ([`padded`]): the
+//! same few texts come back and each is compiled once.
 
 use super::{Backend, Tx};
 
