@@ -24,7 +24,6 @@ use crate::domain::order::{CheckinInput, Order, OrderInput, OrderPatch};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::ingest::Applied;
-use crate::store::entities as db;
 
 pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("duehook-event-id");
 
@@ -310,7 +309,7 @@ pub async fn event_types(State(s): State<AppState>) -> Response {
 
 /// `GET /v1/{kind}/{id}`: the entity as the API returns it.
 macro_rules! getter {
-    ($name:ident, $load:path, $what:literal, $path:tt, $entity:ident) => {
+    ($name:ident, $read:ident, $path:tt, $entity:ident) => {
         #[utoipa::path(
             get,
             path = $path,
@@ -324,46 +323,24 @@ macro_rules! getter {
             )
         )]
         pub async fn $name(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-            crate::domain::input::check_id("id", &id)?;
-            let mut tx = s.store.begin_read().await?;
-            match $load(&mut tx, &id).await? {
-                Some(entity) => Ok(Json(entity).into_response()),
-                None => Err(ApiError::not_found(format!(
-                    concat!("no ", $what, " {}"),
-                    id
-                ))),
-            }
+            Ok(Json(s.ingest.$read(&id).await?).into_response())
         }
     };
 }
 
 getter!(
     get_reservation,
-    db::load_reservation,
-    "reservation",
+    reservation,
     "/v1/reservations/{id}",
     Reservation
 );
-getter!(get_order, db::load_order, "order", "/v1/orders/{id}", Order);
+getter!(get_order, order, "/v1/orders/{id}", Order);
 getter!(
     get_unit_rental,
-    db::load_unit_rental,
-    "unit rental",
+    unit_rental,
     "/v1/unit-rentals/{id}",
     UnitRental
 );
-getter!(
-    get_invoice,
-    db::load_invoice,
-    "invoice",
-    "/v1/invoices/{id}",
-    Invoice
-);
-getter!(get_item, db::load_item, "item", "/v1/items/{id}", Item);
-getter!(
-    get_contact,
-    db::load_contact,
-    "contact",
-    "/v1/contacts/{id}",
-    Contact
-);
+getter!(get_invoice, invoice, "/v1/invoices/{id}", Invoice);
+getter!(get_item, item, "/v1/items/{id}", Item);
+getter!(get_contact, contact, "/v1/contacts/{id}", Contact);
