@@ -1,7 +1,9 @@
 //! The HTTP API: router, shared state, authentication and error mapping.
-//! Route handlers live in one submodule per area.
+//! Route handlers live in one submodule per area; the bodies they parse and answer
+//! live in [`api`].
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod console;
 pub mod deliveries;

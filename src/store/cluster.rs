@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::{Backend, Store, StoreError, from_ms, to_ms};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Node {
     pub id: String,
     pub hostname: String,
