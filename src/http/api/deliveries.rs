@@ -145,6 +145,10 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
 /// The filters of `GET /v1/deliveries` (any other parameter is refused with 422).
+#[allow(
+    dead_code,
+    reason = "documents the parameters; `parse` reads them into the store's filter"
+)]
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
