@@ -1,16 +1,14 @@
 //! Endpoints: where webhooks go and how they are shaped, signed and retried.
 //!
-//! This module owns the validation of what a client sends to create or change an
-//! endpoint ([`EndpointInput`], [`EndpointPatch`] → [`Settings`], every refusal naming
-//! its field), the public view of an endpoint (never with its secrets) and which topics
-//! the running catalogue knows. The record itself is [`crate::domain::endpoint`].
+//! This module owns the validation of what a client asks for when it creates or
+//! changes an endpoint ([`EndpointInput`], [`EndpointPatch`] → [`Settings`], every
+//! refusal naming its field) and which topics the running catalogue knows. The record
+//! itself is [`crate::domain::endpoint`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
 
 use super::guard::DestinationGuard;
 use super::render::{Envelope, Format};
@@ -30,7 +28,7 @@ const MAX_TIMEOUT_MS: u64 = 300_000;
 /// Highest rate limit accepted, in messages per second.
 const MAX_RATE_LIMIT: u32 = 10_000;
 
-/// What the delivery pipeline and the API make of an endpoint.
+/// What the delivery pipeline makes of an endpoint.
 impl Endpoint {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
@@ -38,157 +36,53 @@ impl Endpoint {
             jitter: retry::DEFAULT_JITTER,
         }
     }
-    /// The JSON an API client sees: everything but the secrets.
-    pub fn view(&self) -> EndpointView<'_> {
-        let s = &self.settings;
-        EndpointView {
-            id: &self.id,
-            name: &s.name,
-            url: &s.url,
-            topics: &s.topics,
-            format: s.format,
-            envelope: s.envelope,
-            signature: SignatureView {
-                scheme: s.scheme,
-                header: s.signature_header.as_deref(),
-            },
-            headers: &s.headers,
-            retry: RetryView {
-                max_attempts: self.retry_policy().max_attempts(),
-                schedule: retry::format_schedule(&s.retry_schedule),
-                on_exhausted: s.on_exhausted,
-            },
-            timeout_ms: s.timeout_ms,
-            rate_limit: s.rate_limit,
-            alert_emails: &s.alert_emails,
-            enabled: self.enabled,
-            disabled_reason: self.disabled_reason.as_deref(),
-            previous_secret_expires_at: self.previous_secret_until,
-            health: &self.health,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct EndpointView<'a> {
-    pub id: &'a str,
-    pub name: &'a str,
-    pub url: &'a str,
-    pub topics: &'a [String],
-    pub format: Format,
-    pub envelope: Envelope,
-    pub signature: SignatureView<'a>,
-    pub headers: &'a BTreeMap<String, String>,
-    pub retry: RetryView,
-    pub timeout_ms: u64,
-    pub rate_limit: Option<u32>,
-    pub alert_emails: &'a [String],
-    pub enabled: bool,
-    pub disabled_reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    pub health: &'a Health,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct SignatureView<'a> {
-    pub scheme: Scheme,
-    pub header: Option<&'a str>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RetryView {
-    pub max_attempts: u32,
-    pub schedule: String,
-    pub on_exhausted: OnExhausted,
-}
-
-/// `POST /v1/endpoints`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `POST /v1/endpoints` asks for.
+#[derive(Debug)]
 pub struct EndpointInput {
     pub name: String,
     pub url: String,
     pub topics: Vec<String>,
-    #[serde(default)]
     pub format: Option<Format>,
-    #[serde(default)]
     pub envelope: Option<Envelope>,
-    #[serde(default)]
     pub signature: Option<SignatureInput>,
-    #[serde(default)]
     pub secret: Option<String>,
-    #[serde(default)]
     pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub retry: Option<RetryInput>,
-    #[serde(default)]
     pub timeout_ms: Option<u64>,
-    #[serde(default)]
     pub rate_limit: Option<u32>,
-    #[serde(default)]
     pub alert_emails: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SignatureInput {
-    #[serde(default)]
     pub scheme: Scheme,
-    #[serde(default)]
     pub header: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RetryInput {
-    #[serde(default)]
     pub max_attempts: Option<u32>,
-    #[serde(default)]
     pub schedule: Option<String>,
-    #[serde(default)]
     pub on_exhausted: Option<OnExhausted>,
 }
 
-/// `PATCH /v1/endpoints/{id}`: every field optional; `null` clears `rate_limit`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PATCH /v1/endpoints/{id}` asks for: `None` leaves a setting as it is;
+/// `rate_limit: Some(None)` clears the limit.
+#[derive(Debug, Default)]
 pub struct EndpointPatch {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub topics: Option<Vec<String>>,
-    #[serde(default)]
     pub format: Option<Format>,
-    #[serde(default)]
     pub envelope: Option<Envelope>,
-    #[serde(default)]
     pub signature: Option<SignatureInput>,
-    #[serde(default)]
     pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub retry: Option<RetryInput>,
-    #[serde(default)]
     pub timeout_ms: Option<u64>,
-    #[serde(default, deserialize_with = "present")]
     pub rate_limit: Option<Option<u32>>,
-    #[serde(default)]
     pub alert_emails: Option<Vec<String>>,
-}
-
-/// Tells a present `null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 fn invalid(field: impl Into<String>, detail: impl Into<String>) -> DomainError {

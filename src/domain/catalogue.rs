@@ -5,11 +5,8 @@
 //! reservations and check-outs; Storeganise's unit rentals and invoices; Checkfront's
 //! bookings), so an existing receiver keeps working when pointed at duehook.
 
-use serde::Serialize;
-
 /// How an event comes to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// Emitted at once when the application reports a change.
     Immediate,
@@ -17,9 +14,8 @@ pub enum Trigger {
     Scheduled,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct EventType {
-    #[serde(rename = "type")]
     pub name: &'static str,
     pub trigger: Trigger,
     /// The product whose catalogue names this type (`duehook` for our own additions).
@@ -225,9 +221,8 @@ pub const CATALOGUE: &[EventType] = &[
 
 /// One entry of a running service's catalogue: the built-in types plus those that
 /// configured rules add (e.g. `order.overdue_3_days`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    #[serde(rename = "type")]
     pub name: String,
     pub trigger: Trigger,
     pub origin: String,

@@ -6,21 +6,14 @@ use serde_json::Value;
 
 use super::{DomainError, input};
 
-/// Body of `PUT /v1/contacts/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/contacts/{id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContactInput {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
     pub phone: Option<String>,
-    #[serde(default)]
     pub timezone: Option<String>,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -48,14 +41,15 @@ impl ContactInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A contact as it is stored and as events carry it in `data`. The API answers with the
+/// same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     pub id: String,
     pub name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub timezone: Option<String>,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

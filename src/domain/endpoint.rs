@@ -44,7 +44,7 @@ pub struct Endpoint {
 }
 
 /// How an endpoint has been doing lately (see `crate::delivery::health`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Health {
     /// First failed attempt since the last success.
     pub failing_since: Option<DateTime<Utc>>,
@@ -99,7 +99,7 @@ impl Endpoint {
 }
 
 /// What a delivery that used up its attempts does to its endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExhausted {
     /// The delivery fails; the endpoint is disabled only by the `[delivery]` rules
@@ -134,16 +134,7 @@ impl FromStr for OnExhausted {
 
 /// Body format of an endpoint.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
@@ -194,16 +185,7 @@ impl FromStr for Format {
 
 /// Which keys surround the event data.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Envelope {
@@ -249,16 +231,7 @@ impl FromStr for Envelope {
 
 /// How an endpoint's requests are signed.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {

@@ -48,22 +48,17 @@ fn null() -> Box<RawValue> {
     RawValue::from_string("null".to_string()).expect("`null` is JSON")
 }
 
-/// A stored event, in the default wire envelope's shape.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+/// A stored event: what the default wire envelope shows (`id`, `type`, `created`,
+/// `scheduled_at`, `data`) and where it sits in the outbox (`seq`, its entity).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: String,
-    #[serde(rename = "type")]
     pub event_type: String,
     pub created: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
-    #[schema(value_type = Object)]
     pub data: Value,
-    #[serde(skip)]
     pub seq: i64,
-    #[serde(skip)]
     pub entity_kind: String,
-    #[serde(skip)]
     pub entity_id: String,
 }
 

@@ -6,18 +6,13 @@ use serde_json::Value;
 
 use super::{DomainError, input};
 
-/// Body of `PUT /v1/items/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/items/{id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ItemInput {
     pub name: String,
-    #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub timezone: Option<String>,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -31,7 +26,9 @@ impl ItemInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// An item as it is stored and as events carry it in `data`. The API answers with the
+/// same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     pub id: String,
     pub name: String,
@@ -39,7 +36,6 @@ pub struct Item {
     pub timezone: Option<String>,
     /// Set by the scheduler when `expires_at` passes (`item.expire`).
     pub expired: bool,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

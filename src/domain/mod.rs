@@ -46,9 +46,7 @@ impl DomainError {
 }
 
 /// Kinds of entity an event or timer can be about (the prefix of its event type).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EntityKind {
     #[serde(rename = "reservation")]
     Reservation,

@@ -10,20 +10,15 @@ use serde_json::Value;
 
 use super::{DomainError, input};
 
-/// Body of `PUT /v1/orders/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/orders/{id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct OrderInput {
     pub contact_id: String,
     pub item_ids: Vec<String>,
     pub due_at: DateTime<Utc>,
-    #[serde(default)]
     pub reservation_id: Option<String>,
-    #[serde(default)]
     pub timezone: Option<String>,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -45,22 +40,14 @@ impl OrderInput {
     }
 }
 
-/// Body of `PATCH /v1/orders/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrderPatch {
-    pub due_at: DateTime<Utc>,
-}
-
-/// Body of `POST /v1/orders/{id}/checkin` (all items still out when `item_ids` is absent).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `POST /v1/orders/{id}/checkin` asks for (all items still out when `item_ids`
+/// is `None`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CheckinInput {
-    #[serde(default)]
     pub item_ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Open,
@@ -78,14 +65,15 @@ impl OrderStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub id: String,
     pub checked_in_at: Option<DateTime<Utc>>,
 }
 
-/// An order as the API returns it and as events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// An order as it is stored and as events carry it in `data`. The API answers with the
+/// same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub id: String,
     pub contact_id: String,
@@ -99,7 +87,6 @@ pub struct Order {
     pub items_out: usize,
     pub checked_out_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

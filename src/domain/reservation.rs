@@ -8,19 +8,15 @@ use serde_json::Value;
 
 use super::{DomainError, input};
 
-/// Body of `PUT /v1/reservations/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/reservations/{id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReservationInput {
     pub contact_id: String,
     pub item_ids: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    #[serde(default)]
     pub timezone: Option<String>,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -37,7 +33,7 @@ impl ReservationInput {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationStatus {
     Reserved,
@@ -55,8 +51,9 @@ impl ReservationStatus {
     }
 }
 
-/// A reservation as the API returns it and as events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A reservation as it is stored and as events carry it in `data`. The API answers with
+/// the same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub id: String,
     pub contact_id: String,
@@ -65,7 +62,6 @@ pub struct Reservation {
     pub ends_at: DateTime<Utc>,
     pub timezone: Option<String>,
     pub status: ReservationStatus,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

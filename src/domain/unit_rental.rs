@@ -10,22 +10,15 @@ use serde_json::Value;
 
 use super::{DomainError, input};
 
-/// Body of `PUT /v1/unit-rentals/{id}`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/unit-rentals/{id}` asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UnitRentalInput {
-    #[serde(default)]
     pub contact_id: Option<String>,
-    #[serde(default)]
     pub unit_id: Option<String>,
     /// The application's own rental state (e.g. `occupied`, `ended`); free text.
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub timezone: Option<String>,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -49,7 +42,9 @@ impl UnitRentalInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A unit rental as it is stored and as events carry it in `data`. The API answers with
+/// the same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitRental {
     pub id: String,
     pub contact_id: Option<String>,
@@ -57,7 +52,6 @@ pub struct UnitRental {
     pub state: Option<String>,
     pub timezone: Option<String>,
     pub overdue: bool,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -94,7 +88,7 @@ impl UnitRental {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceState {
     Draft,
@@ -121,16 +115,13 @@ impl InvoiceState {
     }
 }
 
-/// Body of `PUT /v1/invoices/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// What `PUT /v1/invoices/{id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceInput {
     pub unit_rental_id: String,
     pub due_at: DateTime<Utc>,
     pub state: InvoiceState,
     /// The application's own fields (a JSON object), returned as given.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default)]
     pub data: Option<Value>,
 }
 
@@ -141,13 +132,14 @@ impl InvoiceInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// An invoice as it is stored and as events carry it in `data`. The API answers with
+/// the same fields: its body of the same name in `crate::http::api::ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Invoice {
     pub id: String,
     pub unit_rental_id: String,
     pub due_at: DateTime<Utc>,
     pub state: InvoiceState,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -6,20 +6,19 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::AppState;
+use super::api::Sorted;
+use super::api::admin::{
+    AdvanceBody, ClockAdvanced, ClockView, EndpointHealth, EndpointHealthList, Forecast,
+    ForecastQuery, Node, NodeList, RuleView, SchedulePage, ScheduleQuery, ScheduleStats, Timeline,
+    TimelineEntry, is_timer_kind,
+};
+use super::api::responses::{BodyErrors, Internal, InvalidField, NotFound, StoreErrors};
 use super::error::ApiError;
 use super::json::JsonBody;
-use super::openapi::{
-    BodyErrors, ClockAdvanced, ClockView, Forecast, Internal, InvalidField, NodeList, NotFound,
-    ScheduleStats, StoreErrors, Timeline,
-};
-use crate::domain::EntityKind;
 use crate::schedule::advance::{AdvanceError, Workers, live_through};
-use crate::store::from_ms;
-use crate::store::timers::{self, Timer, TimerFilter, TimerState};
+use crate::store::timers::{self, TimerFilter, TimerState};
 
 /// `GET /admin/clock`
 #[utoipa::path(
@@ -28,20 +27,11 @@ use crate::store::timers::{self, Timer, TimerFilter, TimerState};
     tag = "admin",
     responses((status = 200, description = "The clock's mode and current instant", body = ClockView))
 )]
-pub async fn get_clock(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "mode": s.clock.mode(), "now": s.clock.now() }))
-}
-
-/// Body of `POST /admin/clock/advance`: exactly one of `seconds` and `to`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AdvanceBody {
-    /// Move forward by this many seconds (0 to one year).
-    #[serde(default)]
-    pub seconds: Option<f64>,
-    /// Move forward to this instant (not before now, at most one year ahead).
-    #[serde(default)]
-    pub to: Option<DateTime<Utc>>,
+pub async fn get_clock(State(s): State<AppState>) -> Sorted<ClockView> {
+    Sorted(ClockView {
+        mode: s.clock.mode().to_string(),
+        now: s.clock.now(),
+    })
 }
 
 /// Longest single advance: a year, so a typo cannot spin for ages.
@@ -65,7 +55,7 @@ const MAX_ADVANCE_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
 pub async fn advance_clock(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<AdvanceBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Sorted<ClockAdvanced>, ApiError> {
     let Some(clock) = s.clock.as_manual() else {
         return Err(ApiError::conflict(
             "the clock is the system clock; advancing needs [clock] mode = \"manual\"",
@@ -118,61 +108,16 @@ pub async fn advance_clock(
                 e.to_string(),
             ),
         })?;
-    Ok(Json(
-        json!({ "mode": "manual", "now": clock_now(&s), "from": advanced.from, "steps": advanced.steps }),
-    ))
+    Ok(Sorted(ClockAdvanced {
+        mode: "manual".to_string(),
+        now: clock_now(&s),
+        from: advanced.from,
+        steps: advanced.steps,
+    }))
 }
 
 fn clock_now(s: &AppState) -> DateTime<Utc> {
     s.clock.now()
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleQuery {
-    /// Timers firing at or after this instant (RFC 3339).
-    #[param(value_type = Option<DateTime<Utc>>)]
-    pub from: Option<String>,
-    /// Timers firing before this instant (RFC 3339).
-    #[param(value_type = Option<DateTime<Utc>>)]
-    pub to: Option<String>,
-    /// Only this event type.
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    /// `reservation`, `order`, `invoice`, `unitRental`, `item`, `contact` or `digest`.
-    pub entity_kind: Option<String>,
-    pub entity_id: Option<String>,
-    /// `pending`, `fired`, `cancelled` or `skipped`.
-    pub state: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
-    #[param(value_type = Option<i64>)]
-    pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct SchedulePage {
-    pub timers: Vec<Timer>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
-
-fn instant(field: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    ApiError::invalid(field, format!("`{s}` is not an RFC 3339 instant: {e}"))
-                })
-        })
-        .transpose()
 }
 
 /// `GET /admin/schedule`: timers sorted by `fire_at`, filtered, paged by cursor.
@@ -192,64 +137,9 @@ pub async fn schedule(
     query: Result<Query<ScheduleQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SchedulePage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let limit = match &q.limit {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")))?,
-    };
-    let state = q
-        .state
-        .as_deref()
-        .map(|st| {
-            TimerState::parse(st).ok_or_else(|| {
-                ApiError::invalid("state", "use pending, fired, cancelled or skipped")
-            })
-        })
-        .transpose()?;
-    if let Some(k) = &q.entity_kind
-        && EntityKind::parse(k).is_none()
-        && k != crate::schedule::digest::ENTITY_KIND
-    {
-        return Err(ApiError::invalid(
-            "entity_kind",
-            "use reservation, order, invoice, unitRental, item, contact or digest",
-        ));
-    }
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.split_once('.')
-                .and_then(|(a, b)| Some((from_ms(a.parse().ok()?).ok()?, b.parse::<i64>().ok()?)))
-                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from a previous page"))
-        })
-        .transpose()?;
-    let filter = TimerFilter {
-        from: instant("from", &q.from)?,
-        to: instant("to", &q.to)?,
-        event_type: q.event_type,
-        entity_kind: q.entity_kind,
-        entity_id: q.entity_id,
-        state,
-        after,
-        limit: limit + 1,
-    };
-    let mut timers = timers::list(s.store.pool(), &filter).await?;
-    let next_cursor = if timers.len() as i64 > limit {
-        timers.truncate(limit as usize);
-        timers
-            .last()
-            .map(|t| format!("{}.{}", t.fire_at.timestamp_millis(), t.id))
-    } else {
-        None
-    };
-    Ok(Json(SchedulePage {
-        timers,
-        next_cursor,
-    }))
+    let filter = q.filter()?;
+    let timers = timers::list(s.store.pool(), &filter).await?;
+    Ok(Json(SchedulePage::new(timers, &filter)))
 }
 
 /// `GET /admin/schedule/stats`
@@ -262,13 +152,9 @@ pub async fn schedule(
         StoreErrors
     )
 )]
-pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn stats(State(s): State<AppState>) -> Result<Sorted<ScheduleStats>, ApiError> {
     let now = s.clock.now();
-    let by_state: serde_json::Map<String, Value> = timers::count_by_state(s.store.pool())
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
+    let by_state = timers::count_by_state(s.store.pool()).await?;
     let oldest_due = timers::list(
         s.store.pool(),
         &TimerFilter {
@@ -284,33 +170,21 @@ pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         .map_or(0, |t| (now - t.fire_at).num_milliseconds().max(0));
     let next_pending = timers::next_pending(s.store.pool()).await?;
     let d = &s.driver_stats;
-    Ok(Json(json!({
-        "now": now,
-        "clock": s.clock.mode(),
-        "timers": by_state,
-        "in_wheel": d.in_wheel.load(Ordering::Relaxed),
-        "wheel_bytes": d.wheel_bytes.load(Ordering::Relaxed),
-        "horizon_seconds": s.planner.horizon.num_seconds(),
-        "next_fire_at": next_pending,
-        "lag_ms": lag_ms,
-        "fired_since_start": d.fired.load(Ordering::Relaxed),
-        "fired_late_since_start": d.late.load(Ordering::Relaxed),
-        "cancelled_at_fire_since_start": d.cancelled.load(Ordering::Relaxed),
-        "skipped_since_start": d.skipped.load(Ordering::Relaxed),
-        "rules": s.planner.rules.iter().map(|r| json!({
-            "name": r.name, "entity": r.entity, "type": r.event_type, "offset": r.offset_text,
-            "condition": r.condition, "misfire": r.misfire,
-        })).collect::<Vec<_>>(),
-    })))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ForecastQuery {
-    /// Required: the end of the forecast (RFC 3339, not before now).
-    #[param(value_type = DateTime<Utc>, required = true)]
-    pub until: Option<String>,
+    Ok(Sorted(ScheduleStats {
+        now,
+        clock: s.clock.mode().to_string(),
+        timers: by_state.into_iter().collect(),
+        in_wheel: d.in_wheel.load(Ordering::Relaxed),
+        wheel_bytes: d.wheel_bytes.load(Ordering::Relaxed),
+        horizon_seconds: s.planner.horizon.num_seconds(),
+        next_fire_at: next_pending,
+        lag_ms,
+        fired_since_start: d.fired.load(Ordering::Relaxed),
+        fired_late_since_start: d.late.load(Ordering::Relaxed),
+        cancelled_at_fire_since_start: d.cancelled.load(Ordering::Relaxed),
+        skipped_since_start: d.skipped.load(Ordering::Relaxed),
+        rules: s.planner.rules.iter().map(RuleView::from).collect(),
+    }))
 }
 
 /// `GET /admin/schedule/forecast?until=`: what would fire between now and `until` if
@@ -330,47 +204,12 @@ pub struct ForecastQuery {
 pub async fn forecast(
     State(s): State<AppState>,
     query: Result<Query<ForecastQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Sorted<Forecast>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let now = s.clock.now();
-    let until = instant("until", &q.until)?
-        .ok_or_else(|| ApiError::invalid("until", "required (RFC 3339)"))?;
-    if until < now {
-        return Err(ApiError::invalid("until", "must not be before now"));
-    }
+    let until = q.until(now)?;
     let rows = timers::forecast(s.store.pool(), until).await?;
-    let mut by_type = serde_json::Map::new();
-    let mut by_hour: Vec<(i64, serde_json::Map<String, Value>, i64)> = Vec::new();
-    let mut total = 0;
-    for (event_type, hour, n) in rows {
-        total += n;
-        let e = by_type.entry(event_type.clone()).or_insert(json!(0));
-        *e = json!(e.as_i64().unwrap_or(0) + n);
-        match by_hour.last_mut() {
-            Some((h, m, c)) if *h == hour => {
-                m.insert(event_type, json!(n));
-                *c += n;
-            }
-            _ => {
-                let mut m = serde_json::Map::new();
-                m.insert(event_type, json!(n));
-                by_hour.push((hour, m, n));
-            }
-        }
-    }
-    let by_hour: Vec<Value> = by_hour
-        .into_iter()
-        .map(|(h, m, c)| {
-            json!({
-                "hour": DateTime::from_timestamp(h * 3600, 0),
-                "count": c,
-                "by_type": m,
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "now": now, "until": until, "total": total, "by_type": by_type, "by_hour": by_hour }),
-    ))
+    Ok(Sorted(Forecast::new(now, until, rows)))
 }
 
 /// `GET /admin/entities/{kind}/{id}/timeline`: everything about one entity in time
@@ -396,50 +235,26 @@ pub async fn forecast(
 pub async fn timeline(
     State(s): State<AppState>,
     axum::extract::Path((kind, id)): axum::extract::Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    if EntityKind::parse(&kind).is_none() && kind != crate::schedule::digest::ENTITY_KIND {
+) -> Result<Sorted<Timeline>, ApiError> {
+    if !is_timer_kind(&kind) {
         return Err(ApiError::invalid(
             "kind",
             "use reservation, order, invoice, unitRental, item, contact or digest",
         ));
     }
-    let mut entries: Vec<(DateTime<Utc>, u8, Value)> = Vec::new();
+    // Each entry with its rank among entries at the same instant: timers planned, then
+    // events, then timers fired, cancelled or skipped, then delivery attempts, then
+    // where the deliveries stand.
+    let mut entries: Vec<(u8, TimelineEntry)> = Vec::new();
     let events = crate::store::events::for_entity(s.store.pool(), &kind, &id).await?;
     for ev in &events {
-        let what = if ev.scheduled_at.is_some() {
-            "event.scheduled"
-        } else {
-            "event.change"
-        };
-        entries.push((
-            ev.created,
-            2,
-            json!({ "at": ev.created, "what": what, "type": ev.event_type, "event_id": ev.id, "scheduled_at": ev.scheduled_at, "data": ev.data }),
-        ));
+        entries.push((2, TimelineEntry::event(ev)));
         // Where each event went: its deliveries, each attempt at its own time.
         for d in crate::store::deliveries::of_event(s.store.pool(), &ev.id).await? {
             for a in crate::store::deliveries::attempts(s.store.pool(), &d.id).await? {
-                entries.push((
-                    a.started_at,
-                    4,
-                    json!({
-                        "at": a.started_at, "what": "delivery.attempt", "event_id": ev.id,
-                        "delivery_id": d.id, "endpoint_id": d.endpoint_id, "attempt": a.number,
-                        "status_code": a.status_code, "error_kind": a.error_kind,
-                        "error": a.error, "duration_ms": a.duration_ms,
-                        "response_excerpt": excerpt(&a.response_body, RESPONSE_EXCERPT_BYTES),
-                    }),
-                ));
+                entries.push((4, TimelineEntry::attempt(&ev.id, &d, &a)));
             }
-            entries.push((
-                d.updated_at,
-                5,
-                json!({
-                    "at": d.updated_at, "what": format!("delivery.{}", d.status), "event_id": ev.id,
-                    "delivery_id": d.id, "endpoint_id": d.endpoint_id, "attempts": d.attempts,
-                    "next_attempt_at": d.next_attempt_at,
-                }),
-            ));
+            entries.push((5, TimelineEntry::delivery(&ev.id, &d)));
         }
     }
     let timers = timers::list(
@@ -453,20 +268,9 @@ pub async fn timeline(
     )
     .await?;
     for t in &timers {
-        entries.push((
-            t.created_at,
-            1,
-            json!({ "at": t.created_at, "what": "timer.planned", "timer_id": t.id, "type": t.event_type, "rule": t.rule, "fire_at": t.fire_at }),
-        ));
+        entries.push((1, TimelineEntry::timer_planned(t)));
         if t.state != TimerState::Pending {
-            entries.push((
-                t.updated_at,
-                3,
-                json!({
-                    "at": t.updated_at, "what": format!("timer.{}", t.state.as_str()), "timer_id": t.id,
-                    "type": t.event_type, "fire_at": t.fire_at, "reason": t.reason, "event_id": t.event_id,
-                }),
-            ));
+            entries.push((3, TimelineEntry::timer_settled(t)));
         }
     }
     if entries.is_empty() {
@@ -474,24 +278,12 @@ pub async fn timeline(
             "nothing is known about {kind} {id}"
         )));
     }
-    entries.sort_by_key(|(at, order, _)| (*at, *order));
-    Ok(Json(json!({
-        "entity_kind": kind,
-        "entity_id": id,
-        "timeline": entries.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
-    })))
-}
-
-/// How much of each attempt's response body an entity's timeline shows.
-const RESPONSE_EXCERPT_BYTES: usize = 256;
-
-/// The first `max` bytes of `text`, cut back to a character boundary.
-fn excerpt(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    entries.sort_by_key(|(rank, entry)| (entry.at, *rank));
+    Ok(Sorted(Timeline {
+        entity_kind: kind,
+        entity_id: id,
+        timeline: entries.into_iter().map(|(_, entry)| entry).collect(),
+    }))
 }
 
 /// `GET /admin/nodes`: every node that ran on this store (newest first), when each was
@@ -505,10 +297,13 @@ fn excerpt(text: &str, max: usize) -> &str {
         StoreErrors
     )
 )]
-pub async fn nodes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn nodes(State(s): State<AppState>) -> Result<Sorted<NodeList>, ApiError> {
     let now = s.clock.now();
     let nodes = crate::store::cluster::list(&s.store, now).await?;
-    Ok(Json(json!({ "now": now, "nodes": nodes })))
+    Ok(Sorted(NodeList {
+        now,
+        nodes: nodes.into_iter().map(Node::from).collect(),
+    }))
 }
 
 /// `GET /admin/endpoints/health`: per endpoint, its state, the share of attempts in the
@@ -518,29 +313,19 @@ pub async fn nodes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     path = "/admin/endpoints/health",
     tag = "admin",
     responses(
-        (status = 200, description = "Every endpoint's delivery health over the last 24 hours", body = crate::http::openapi::EndpointHealthList),
+        (status = 200, description = "Every endpoint's delivery health over the last 24 hours", body = EndpointHealthList),
         StoreErrors
     )
 )]
-pub async fn endpoint_health(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn endpoint_health(
+    State(s): State<AppState>,
+) -> Result<Sorted<EndpointHealthList>, ApiError> {
     let now = s.clock.now();
     let since = now - TimeDelta::hours(24);
     let endpoints = crate::store::deliveries::endpoint_health(s.store.pool(), since).await?;
-    Ok(Json(
-        json!({ "now": now, "since": since, "endpoints": endpoints }),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::excerpt;
-
-    #[test]
-    fn an_excerpt_stops_at_a_character_boundary() {
-        assert_eq!(excerpt("receiver says hi", 256), "receiver says hi");
-        assert_eq!(excerpt("abcdef", 3), "abc");
-        // "é" is two bytes: cutting inside it keeps the whole characters before it.
-        assert_eq!(excerpt("aé", 2), "a");
-        assert_eq!(excerpt("", 4), "");
-    }
+    Ok(Sorted(EndpointHealthList {
+        now,
+        since,
+        endpoints: endpoints.into_iter().map(EndpointHealth::from).collect(),
+    }))
 }

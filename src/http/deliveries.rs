@@ -1,74 +1,17 @@
 //! Delivery routes (`/v1/deliveries…`): list with filters and a cursor, read one with
 //! its attempts and event, and retry one by hand.
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 
 use super::AppState;
+use super::api::Sorted;
+use super::api::deliveries::{Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery};
+use super::api::responses::{Conflict, InvalidField, NotFound, StoreErrors};
 use super::error::ApiError;
-use super::openapi::{
-    Conflict, DeliveryDetail, DeliveryPage, DeliveryQuery, InvalidField, NotFound, StoreErrors,
-};
-use crate::delivery::service;
-use crate::store::deliveries::{self, Delivery, Filter};
 
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
-
-fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::invalid("query", e.to_string()))?;
-    let mut f = Filter {
-        limit: DEFAULT_LIMIT,
-        ..Filter::default()
-    };
-    for (key, value) in pairs {
-        match key.as_str() {
-            "endpoint_id" => f.endpoint_id = Some(value),
-            "event_type" => f.event_type = Some(value),
-            "status" => {
-                let Some(status) = deliveries::Status::parse(&value) else {
-                    return Err(ApiError::invalid(
-                        "status",
-                        "one of pending, succeeded, failed",
-                    ));
-                };
-                f.status = Some(status);
-            }
-            "since" => {
-                let t = DateTime::parse_from_rfc3339(&value).map_err(|e| {
-                    ApiError::invalid("since", format!("not an RFC 3339 instant: {e}"))
-                })?;
-                f.since = Some(t.with_timezone(&Utc));
-            }
-            "limit" => {
-                f.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("a number from 1 to {MAX_LIMIT}"))
-                    })?;
-            }
-            "cursor" => {
-                f.before_seq = Some(value.parse::<i64>().map_err(|_| {
-                    ApiError::invalid("cursor", "use the next_cursor of the previous page")
-                })?);
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    "unknown parameter (endpoint_id, status, event_type, since, limit, cursor)",
-                ));
-            }
-        }
-    }
-    Ok(f)
-}
+type ApiResult = Result<Response, ApiError>;
 
 /// Newest first; `next_cursor` (when present) fetches the next, older page.
 #[utoipa::path(
@@ -83,18 +26,10 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
         StoreErrors
     )
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let f = parse_filter(query.as_deref())?;
-    let page = state.endpoints.deliveries(&f).await?;
-    let next_cursor = (page.len() as i64 == f.limit)
-        .then(|| page.last().map(|d| d.seq.to_string()))
-        .flatten();
-    Ok(Json(
-        json!({"deliveries": page, "next_cursor": next_cursor}),
-    ))
+pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult {
+    let filter = DeliveryQuery::parse(query.as_deref())?;
+    let page = state.endpoints.deliveries(&filter).await?;
+    Ok(Sorted(DeliveryPage::new(page, &filter)).into_response())
 }
 
 #[utoipa::path(
@@ -109,21 +44,9 @@ pub async fn list(
         StoreErrors
     )
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let service::DeliveryDetail {
-        delivery: d,
-        attempts,
-        event,
-    } = state.endpoints.delivery(&id).await?;
-    let mut body = serde_json::to_value(&d).unwrap_or(Value::Null);
-    body["attempts"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
-    // The event as the standard envelope shows it (what was delivered, before the
-    // endpoint's format and envelope were applied).
-    body["event"] = serde_json::to_value(&event).unwrap_or(Value::Null);
-    Ok(Json(body))
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let detail = state.endpoints.delivery(&id).await?;
+    Ok(Sorted(DeliveryDetail::from(detail)).into_response())
 }
 
 /// Makes a failed (or succeeded) delivery due again now: one more attempt.
@@ -140,10 +63,7 @@ pub async fn get(
         StoreErrors
     )
 )]
-pub async fn retry(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let d = state.endpoints.retry(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
+    Ok((StatusCode::ACCEPTED, Sorted(Delivery::from(d))).into_response())
 }

@@ -3,25 +3,27 @@
 //! deliveries. The secret appears only in the create and rotate responses and in
 //! `GET /v1/endpoints/{id}/secret`, never in lists or logs.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::AppState;
+use super::api::Sorted;
+use super::api::endpoints::{
+    DisableInput, EndpointCreated, EndpointDeleted, EndpointInput, EndpointList, EndpointPatch,
+    EndpointSecret, EndpointView, RecoverInput, Recovered, RotateInput, SecretRotated, TestSent,
+};
+use super::api::responses::{BodyErrors, Conflict, NotFound, StoreErrors};
 use super::error::ApiError;
 use super::json::JsonBody;
-use super::openapi::{
-    BodyErrors, Conflict, EndpointCreated, EndpointDeleted, EndpointList, EndpointSecret, NotFound,
-    Recovered, SecretRotated, StoreErrors, TestSent,
-};
-use crate::delivery::endpoint::{Endpoint, EndpointInput, EndpointPatch, EndpointView};
 
-fn view(ep: &Endpoint) -> Value {
-    serde_json::to_value(ep.view()).unwrap_or(Value::Null)
+use crate::delivery::endpoint::Endpoint;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// One endpoint as the API shows it.
+fn one(ep: &Endpoint) -> Response {
+    Sorted(EndpointView::from(ep)).into_response()
 }
 
 #[utoipa::path(
@@ -39,11 +41,13 @@ fn view(ep: &Endpoint) -> Value {
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<EndpointInput>,
-) -> Result<Response, ApiError> {
-    let (ep, secret) = state.endpoints.create(input).await?;
-    let mut body = view(&ep);
-    body["secret"] = Value::String(secret);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+) -> ApiResult {
+    let (ep, secret) = state.endpoints.create(input.into()).await?;
+    let body = EndpointCreated {
+        endpoint: EndpointView::from(&ep),
+        secret,
+    };
+    Ok((StatusCode::CREATED, Sorted(body)).into_response())
 }
 
 #[utoipa::path(
@@ -56,11 +60,12 @@ pub async fn create(
         StoreErrors
     )
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> ApiResult {
     let all = state.endpoints.list().await?;
-    Ok(Json(
-        json!({"endpoints": all.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    let body = EndpointList {
+        endpoints: all.iter().map(EndpointView::from).collect(),
+    };
+    Ok(Sorted(body).into_response())
 }
 
 #[utoipa::path(
@@ -75,11 +80,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
         StoreErrors
     )
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&state.endpoints.get(&id).await?)))
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(one(&state.endpoints.get(&id).await?))
 }
 
 #[utoipa::path(
@@ -100,8 +102,8 @@ pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<EndpointPatch>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&state.endpoints.patch(&id, patch).await?)))
+) -> ApiResult {
+    Ok(one(&state.endpoints.patch(&id, patch.into()).await?))
 }
 
 #[utoipa::path(
@@ -116,12 +118,9 @@ pub async fn patch(
         StoreErrors
     )
 )]
-pub async fn delete(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
     state.endpoints.delete(&id).await?;
-    Ok(Json(json!({"id": id, "deleted": true})))
+    Ok(Sorted(EndpointDeleted { id, deleted: true }).into_response())
 }
 
 #[utoipa::path(
@@ -136,20 +135,8 @@ pub async fn delete(
         StoreErrors
     )
 )]
-pub async fn enable(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&state.endpoints.enable(&id).await?)))
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DisableInput {
-    /// Shown as `disabled_reason` (default "disabled by an operator"); at most 500
-    /// characters.
-    #[serde(default)]
-    reason: Option<String>,
+pub async fn enable(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(one(&state.endpoints.enable(&id).await?))
 }
 
 #[utoipa::path(
@@ -170,10 +157,8 @@ pub async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<DisableInput>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(
-        &state.endpoints.disable(&id, input.reason).await?,
-    )))
+) -> ApiResult {
+    Ok(one(&state.endpoints.disable(&id, input.reason).await?))
 }
 
 /// Sends a `webhook.test` event to this endpoint only (whatever its topics), through
@@ -191,28 +176,13 @@ pub async fn disable(
         StoreErrors
     )
 )]
-pub async fn test(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (event, delivery) = state.endpoints.test(&id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"event_id": event, "delivery_id": delivery})),
-    )
-        .into_response())
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateInput {
-    /// The new secret (generated when absent); it must suit the endpoint's scheme.
-    #[serde(default)]
-    secret: Option<String>,
-    /// How long the previous secret keeps signing beside the new one (at most 30 days;
-    /// default `[delivery] rotation_grace_seconds`).
-    #[serde(default)]
-    grace_seconds: Option<u64>,
+pub async fn test(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let (event_id, delivery_id) = state.endpoints.test(&id).await?;
+    let body = TestSent {
+        event_id,
+        delivery_id,
+    };
+    Ok((StatusCode::ACCEPTED, Sorted(body)).into_response())
 }
 
 /// A new secret signs from now on; the previous one keeps signing beside it (two
@@ -235,16 +205,17 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RotateInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> ApiResult {
     let (secret, until) = state
         .endpoints
         .rotate_secret(&id, input.secret, input.grace_seconds)
         .await?;
-    Ok(Json(json!({
-        "id": id,
-        "secret": secret,
-        "previous_secret_expires_at": until,
-    })))
+    let body = SecretRotated {
+        id,
+        secret,
+        previous_secret_expires_at: until,
+    };
+    Ok(Sorted(body).into_response())
 }
 
 /// The signing secret (and the previous one while it still signs).
@@ -260,28 +231,16 @@ pub async fn rotate_secret(
         StoreErrors
     )
 )]
-pub async fn secret(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn secret(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let s = state.endpoints.secrets(&id).await?;
     let (previous, until) = s.previous.unzip();
-    Ok(Json(json!({
-        "id": id,
-        "secret": s.secret,
-        "previous_secret": previous,
-        "previous_secret_expires_at": until,
-    })))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecoverInput {
-    /// Failed deliveries created at or after this instant…
-    since: DateTime<Utc>,
-    /// …and before this one (default now).
-    #[serde(default)]
-    until: Option<DateTime<Utc>>,
+    let body = EndpointSecret {
+        id,
+        secret: s.secret,
+        previous_secret: previous,
+        previous_secret_expires_at: until,
+    };
+    Ok(Sorted(body).into_response())
 }
 
 /// Sends the endpoint's failed deliveries created in `[since, until)` again.
@@ -303,10 +262,10 @@ pub async fn recover(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RecoverInput>,
-) -> Result<Json<Value>, ApiError> {
-    let n = state
+) -> ApiResult {
+    let recovered = state
         .endpoints
         .recover(&id, input.since, input.until)
         .await?;
-    Ok(Json(json!({"id": id, "recovered": n})))
+    Ok(Sorted(Recovered { id, recovered }).into_response())
 }

@@ -1,12 +1,11 @@
 //! Liveness and readiness.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
 use super::AppState;
-use super::openapi::{Liveness, Readiness};
+use super::api::Sorted;
+use super::api::operations::{Liveness, Readiness};
 
 /// `GET /healthz`: the process is alive and serving HTTP.
 #[utoipa::path(
@@ -15,8 +14,10 @@ use super::openapi::{Liveness, Readiness};
     tag = "operations",
     responses((status = 200, description = "Alive", body = Liveness))
 )]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Sorted<Liveness> {
+    Sorted(Liveness {
+        status: "ok".to_string(),
+    })
 }
 
 /// `GET /readyz`: the store answers and every migration this binary knows is applied.
@@ -29,7 +30,7 @@ pub async fn healthz() -> Json<Value> {
         (status = 503, description = "Not ready", body = Readiness)
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Sorted<Readiness>) {
     let store_ok = state.store.ping().await;
     let pending = if store_ok {
         state.store.pending_migrations().await.ok()
@@ -42,12 +43,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "store": if store_ok { "ok" } else { "unreachable" },
-            "pending_migrations": pending,
-        })),
-    )
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" }.to_string(),
+        store: if store_ok { "ok" } else { "unreachable" }.to_string(),
+        pending_migrations: pending,
+    };
+    (status, Sorted(body))
 }

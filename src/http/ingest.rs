@@ -9,32 +9,30 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
 use super::AppState;
+use super::api::ingest::{
+    CheckinInput, Contact, ContactInput, Entry, Event, EventTypes, Invoice, InvoiceInput, Item,
+    ItemInput, Order, OrderInput, OrderPatch, PostEvent, Reservation, ReservationInput, UnitRental,
+    UnitRentalInput,
+};
+use super::api::responses::{BodyErrors, Conflict, InvalidField, NotFound, StoreErrors};
 use super::error::ApiError;
 use super::json::JsonBody;
-use super::openapi::{BodyErrors, Conflict, InvalidField, NotFound, StoreErrors};
-use crate::domain::catalogue::Entry;
-use crate::domain::contact::{Contact, ContactInput};
-use crate::domain::event::Event;
-use crate::domain::item::{Item, ItemInput};
-use crate::domain::order::{CheckinInput, Order, OrderInput, OrderPatch};
-use crate::domain::reservation::{Reservation, ReservationInput};
-use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
 use crate::ingest::Applied;
-use crate::store::entities as db;
 
 pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("duehook-event-id");
 
-fn respond<T: Serialize>(applied: Applied<T>) -> Response {
+/// The answer to a change: 201 when it created the entity, else 200, with the entity
+/// as the API body `body` makes of it and the event it emitted named in a header.
+fn respond<T, B: Serialize>(applied: Applied<T>, body: impl FnOnce(T) -> B) -> Response {
     let status = if applied.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let mut res = (status, Json(&applied.entity)).into_response();
+    let mut res = (status, Json(body(applied.entity))).into_response();
     if let Some(ev) = &applied.event
         && let Ok(v) = HeaderValue::from_str(&ev.id)
     {
@@ -63,7 +61,10 @@ pub async fn put_reservation(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReservationInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_reservation(&id, body).await?))
+    Ok(respond(
+        s.ingest.put_reservation(&id, body.into()).await?,
+        Reservation::from,
+    ))
 }
 
 #[utoipa::path(
@@ -78,7 +79,10 @@ pub async fn put_reservation(
     )
 )]
 pub async fn cancel_reservation(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(respond(s.ingest.cancel_reservation(&id).await?))
+    Ok(respond(
+        s.ingest.cancel_reservation(&id).await?,
+        Reservation::from,
+    ))
 }
 
 #[utoipa::path(
@@ -99,7 +103,10 @@ pub async fn put_order(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<OrderInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_order(&id, body).await?))
+    Ok(respond(
+        s.ingest.put_order(&id, body.into()).await?,
+        Order::from,
+    ))
 }
 
 #[utoipa::path(
@@ -121,7 +128,10 @@ pub async fn patch_order(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<OrderPatch>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.patch_order_due(&id, body.due_at).await?))
+    Ok(respond(
+        s.ingest.patch_order_due(&id, body.due_at).await?,
+        Order::from,
+    ))
 }
 
 #[utoipa::path(
@@ -136,7 +146,7 @@ pub async fn patch_order(
     )
 )]
 pub async fn checkout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(respond(s.ingest.checkout(&id).await?))
+    Ok(respond(s.ingest.checkout(&id).await?, Order::from))
 }
 
 #[utoipa::path(
@@ -156,7 +166,10 @@ pub async fn checkin(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CheckinInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.checkin(&id, body).await?))
+    Ok(respond(
+        s.ingest.checkin(&id, body.into()).await?,
+        Order::from,
+    ))
 }
 
 #[utoipa::path(
@@ -171,7 +184,7 @@ pub async fn checkin(
     )
 )]
 pub async fn undo_checkout(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(respond(s.ingest.undo_checkout(&id).await?))
+    Ok(respond(s.ingest.undo_checkout(&id).await?, Order::from))
 }
 
 #[utoipa::path(
@@ -192,7 +205,10 @@ pub async fn put_unit_rental(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UnitRentalInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_unit_rental(&id, body).await?))
+    Ok(respond(
+        s.ingest.put_unit_rental(&id, body.into()).await?,
+        UnitRental::from,
+    ))
 }
 
 #[utoipa::path(
@@ -213,7 +229,10 @@ pub async fn put_invoice(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<InvoiceInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_invoice(&id, body).await?))
+    Ok(respond(
+        s.ingest.put_invoice(&id, body.into()).await?,
+        Invoice::from,
+    ))
 }
 
 #[utoipa::path(
@@ -234,7 +253,10 @@ pub async fn put_item(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ItemInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_item(&id, body).await?))
+    Ok(respond(
+        s.ingest.put_item(&id, body.into()).await?,
+        Item::from,
+    ))
 }
 
 #[utoipa::path(
@@ -255,19 +277,10 @@ pub async fn put_contact(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ContactInput>,
 ) -> ApiResult {
-    Ok(respond(s.ingest.put_contact(&id, body).await?))
-}
-
-/// Body of `POST /v1/events`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostEvent {
-    /// A type of the catalogue (`GET /v1/event-types`).
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// A JSON object; its `id` (string or number), when present, names the entity.
-    #[schema(value_type = Object)]
-    pub data: Value,
+    Ok(respond(
+        s.ingest.put_contact(&id, body.into()).await?,
+        Contact::from,
+    ))
 }
 
 #[utoipa::path(
@@ -286,12 +299,7 @@ pub async fn post_event(
     JsonBody(body): JsonBody<PostEvent>,
 ) -> ApiResult {
     let event = s.ingest.post_event(&body.event_type, body.data).await?;
-    Ok((StatusCode::CREATED, Json(event)).into_response())
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct EventTypes<'a> {
-    pub event_types: &'a [Entry],
+    Ok((StatusCode::CREATED, Json(Event::from(event))).into_response())
 }
 
 /// `GET /v1/event-types`: the built-in catalogue plus types added by configured rules.
@@ -303,14 +311,14 @@ pub struct EventTypes<'a> {
 )]
 pub async fn event_types(State(s): State<AppState>) -> Response {
     Json(EventTypes {
-        event_types: s.catalogue.entries(),
+        event_types: s.catalogue.entries().iter().map(Entry::from).collect(),
     })
     .into_response()
 }
 
 /// `GET /v1/{kind}/{id}`: the entity as the API returns it.
 macro_rules! getter {
-    ($name:ident, $load:path, $what:literal, $path:tt, $entity:ident) => {
+    ($name:ident, $read:ident, $path:tt, $entity:ident) => {
         #[utoipa::path(
             get,
             path = $path,
@@ -324,46 +332,24 @@ macro_rules! getter {
             )
         )]
         pub async fn $name(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-            crate::domain::input::check_id("id", &id)?;
-            let mut tx = s.store.begin_read().await?;
-            match $load(&mut tx, &id).await? {
-                Some(entity) => Ok(Json(entity).into_response()),
-                None => Err(ApiError::not_found(format!(
-                    concat!("no ", $what, " {}"),
-                    id
-                ))),
-            }
+            Ok(Json($entity::from(s.ingest.$read(&id).await?)).into_response())
         }
     };
 }
 
 getter!(
     get_reservation,
-    db::load_reservation,
-    "reservation",
+    reservation,
     "/v1/reservations/{id}",
     Reservation
 );
-getter!(get_order, db::load_order, "order", "/v1/orders/{id}", Order);
+getter!(get_order, order, "/v1/orders/{id}", Order);
 getter!(
     get_unit_rental,
-    db::load_unit_rental,
-    "unit rental",
+    unit_rental,
     "/v1/unit-rentals/{id}",
     UnitRental
 );
-getter!(
-    get_invoice,
-    db::load_invoice,
-    "invoice",
-    "/v1/invoices/{id}",
-    Invoice
-);
-getter!(get_item, db::load_item, "item", "/v1/items/{id}", Item);
-getter!(
-    get_contact,
-    db::load_contact,
-    "contact",
-    "/v1/contacts/{id}",
-    Contact
-);
+getter!(get_invoice, invoice, "/v1/invoices/{id}", Invoice);
+getter!(get_item, item, "/v1/items/{id}", Item);
+getter!(get_contact, contact, "/v1/contacts/{id}", Contact);

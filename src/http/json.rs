@@ -136,7 +136,7 @@ fn nesting_depth(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::order::OrderInput;
+    use crate::http::api::ingest::OrderInput;
 
     #[test]
     fn names_the_field() {

@@ -23,6 +23,7 @@ use crate::schedule::plan::{Planner, Subject};
 use crate::store::{Store, StoreError, Tx, entities as db, timers};
 
 mod group;
+mod read;
 
 /// What a change produced: the entity as it now is and the event it emitted, if any
 /// (an idempotent repeat emits none).

@@ -206,7 +206,6 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::NaiveTime;
-    use serde_json::json;
 
     use super::*;
     use crate::domain::order::{OrderInput, OrderStatus};
@@ -235,12 +234,14 @@ mod tests {
 
     /// An order due at 12:00, checked out.
     fn order() -> Order {
-        let input: OrderInput = serde_json::from_value(json!({
-            "contact_id": "c1",
-            "item_ids": ["i1"],
-            "due_at": "2030-03-01T12:00:00Z",
-        }))
-        .expect("order input");
+        let input = OrderInput {
+            contact_id: "c1".into(),
+            item_ids: vec!["i1".into()],
+            due_at: t("2030-03-01T12:00:00Z"),
+            reservation_id: None,
+            timezone: None,
+            data: None,
+        };
         let mut o = Order::create("o1", input, t("2030-03-01T08:00:00Z"));
         o.checkout(t("2030-03-01T08:00:00Z")).expect("checkout");
         o

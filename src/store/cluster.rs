@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::timers::PLANNED_CHANNEL;
 use super::{Backend, Store, StoreError, from_ms, to_ms};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Node {
     pub id: String,
     pub hostname: String,

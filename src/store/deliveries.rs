@@ -3,7 +3,6 @@
 //! retry and recovery.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -14,8 +13,8 @@ use super::{
 };
 use crate::domain::event::Event;
 
-/// A delivery as the API shows it.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+/// A row of `deliveries`.
+#[derive(Clone, Debug)]
 pub struct Delivery {
     pub id: String,
     pub event_id: String,
@@ -24,19 +23,18 @@ pub struct Delivery {
     /// `pending`, `succeeded` or `failed`.
     pub status: String,
     /// Attempts made so far.
-    #[serde(rename = "attempt_count")]
     pub attempts: i64,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    #[serde(skip)]
+    /// Order of creation: the list's cursor.
     pub seq: i64,
 }
 
 /// One attempt at a delivery.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug)]
 pub struct Attempt {
     pub number: i64,
     pub started_at: DateTime<Utc>,
@@ -45,7 +43,6 @@ pub struct Attempt {
     /// `timeout`, `connect`, `tls`, `dns`, `refused` or `other` when no response came.
     pub error_kind: Option<String>,
     pub error: Option<String>,
-    #[schema(value_type = Object)]
     pub response_headers: Value,
     pub response_body: String,
 }
@@ -722,7 +719,7 @@ pub async fn of_event(pool: &sqlx::AnyPool, event_id: &str) -> Result<Vec<Delive
 }
 
 /// One endpoint's delivery health over a window, for operators.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EndpointHealth {
     pub endpoint_id: String,
     pub name: String,

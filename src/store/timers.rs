@@ -4,14 +4,12 @@
 //! once and a fired moment is never planned again; it is cleared on cancel and skip.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{StoreError, Tx, from_ms, to_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerState {
     Pending,
     Fired,
@@ -36,13 +34,12 @@ impl TimerState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timer {
     pub id: i64,
     pub entity_kind: String,
     pub entity_id: String,
     pub rule: String,
-    #[serde(rename = "type")]
     pub event_type: String,
     pub anchor_at: DateTime<Utc>,
     pub fire_at: DateTime<Utc>,

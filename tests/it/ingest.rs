@@ -641,7 +641,219 @@ async fn concurrent_posted_events_are_each_stored_once(backend: Backend) {
     }
 }
 
+/// An event's type and `data`.
+struct Emitted {
+    event_type: String,
+    data: Value,
+}
+
+/// The event a change emitted, as the outbox holds it (and every endpoint receives it),
+/// found by the id the answer names in `duehook-event-id`.
+async fn emitted(app: &TestApp, r: &support::Reply) -> Emitted {
+    let id = r
+        .headers
+        .get("duehook-event-id")
+        .unwrap_or_else(|| panic!("the answer names its event: {}", r.body))
+        .to_str()
+        .expect("ascii");
+    app.events()
+        .await
+        .into_iter()
+        .find(|e| e.id == id)
+        .map(|e| Emitted {
+            event_type: e.event_type,
+            data: e.data,
+        })
+        .unwrap_or_else(|| panic!("event {id} is in the outbox"))
+}
+
+/// `r.body` without the keys `extra` (what an event adds to the entity it carries).
+fn without(mut v: Value, extra: &[&str]) -> Value {
+    let map = v.as_object_mut().expect("an object");
+    for key in extra {
+        assert!(map.remove(*key).is_some(), "`{key}` in {map:?}");
+    }
+    v
+}
+
+/// The wire format's promise: an event's `data` is the entity as its API returns it.
+/// For every kind of entity, the answer to each change equals the `data` of the event
+/// that change emitted (field names, null against absent, instants written the same
+/// way), and `GET` answers the same entity.
+async fn answers_are_what_events_carry(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    // Changes whose event carries exactly the entity, with the event type they emit.
+    let mut changes = vec![
+        (
+            app.put(
+                "/v1/contacts/c-1",
+                json!({"name": "Ada", "email": "ada@example.com", "data": {"tier": "gold"}}),
+            )
+            .await,
+            "contact.create",
+        ),
+        (
+            app.put("/v1/contacts/c-2", json!({})).await,
+            "contact.create",
+        ),
+        (
+            app.put(
+                "/v1/items/cam-1",
+                json!({"name": "Camera", "expires_at": "2031-01-01T10:00:00.123456+01:00"}),
+            )
+            .await,
+            "item.create",
+        ),
+        (
+            app.put(
+                "/v1/items/cam-2",
+                json!({"name": "Tripod", "timezone": "Europe/Brussels"}),
+            )
+            .await,
+            "item.create",
+        ),
+        (
+            app.put("/v1/reservations/res-1", reservation()).await,
+            "reservation.reserve",
+        ),
+    ];
+    let mut moved = reservation();
+    moved["ends_at"] = json!("2030-03-15T17:00:00.5+01:00");
+    changes.push((
+        app.put("/v1/reservations/res-1", moved).await,
+        "reservation.update",
+    ));
+    app.put("/v1/reservations/res-2", reservation()).await;
+    changes.push((
+        app.post("/v1/reservations/res-2/cancel", None).await,
+        "reservation.cancel",
+    ));
+    let mut body = order("2030-03-05T12:00:00Z");
+    body["reservation_id"] = json!("res-1");
+    body["data"] = json!({"desk": "front", "n": [1, null]});
+    changes.push((app.put("/v1/orders/o-1", body).await, "order.create"));
+    changes.push((
+        app.patch(
+            "/v1/orders/o-1",
+            json!({"due_at": "2030-03-06T12:00:00.250Z"}),
+        )
+        .await,
+        "order.update",
+    ));
+    changes.push((
+        app.post("/v1/orders/o-1/checkout", None).await,
+        "order.checkout",
+    ));
+    changes.push((
+        app.post("/v1/orders/o-1/undo-checkout", None).await,
+        "order.undocheckout",
+    ));
+    changes.push((
+        app.put(
+            "/v1/unit-rentals/ur-1",
+            json!({"contact_id": "c-1", "unit_id": "A-12", "state": "occupied"}),
+        )
+        .await,
+        "unitRental.updated",
+    ));
+    for (r, event_type) in &changes {
+        assert!(r.status.is_success(), "{event_type}: {}", r.body);
+        let ev = emitted(&app, r).await;
+        assert_eq!(ev.event_type, *event_type);
+        assert_eq!(
+            ev.data, r.body,
+            "{event_type}: data is the entity as answered"
+        );
+    }
+
+    // A check-in's event adds what it covered to the order.
+    app.post("/v1/orders/o-1/checkout", None).await;
+    let r = app
+        .post(
+            "/v1/orders/o-1/checkin",
+            Some(json!({"item_ids": ["cam-1"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ev = emitted(&app, &r).await;
+    assert_eq!(ev.event_type, "order.checkin");
+    assert_eq!(
+        without(ev.data, &["checked_in_item_ids", "partial"]),
+        r.body
+    );
+
+    // An invoice's creation is an event of its rental, which carries the invoice; a
+    // change of state is the invoice's own event, with the state it left.
+    let r = app
+        .put(
+            "/v1/invoices/inv-1",
+            json!({"unit_rental_id": "ur-1", "due_at": "2030-03-10T00:00:00Z", "state": "sent"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let ev = emitted(&app, &r).await;
+    assert_eq!(ev.event_type, "unitRental.invoice.created");
+    assert_eq!(ev.data["invoice"], r.body);
+    assert_eq!(
+        without(ev.data, &["invoice"]),
+        app.get("/v1/unit-rentals/ur-1").await.body
+    );
+    let r = app
+        .put(
+            "/v1/invoices/inv-1",
+            json!({"unit_rental_id": "ur-1", "due_at": "2030-03-10T00:00:00Z", "state": "paid"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ev = emitted(&app, &r).await;
+    assert_eq!(ev.event_type, "invoice.state.updated");
+    assert_eq!(without(ev.data, &["previous_state"]), r.body);
+
+    // GET answers each entity as its last change did.
+    let last = |id: &str| {
+        changes
+            .iter()
+            .rev()
+            .find(|(r, _)| r.body["id"] == id)
+            .map(|(r, _)| r.body.clone())
+            .unwrap_or_else(|| panic!("a change of {id}"))
+    };
+    for (path, answered) in [
+        ("/v1/contacts/c-1", last("c-1")),
+        ("/v1/items/cam-1", last("cam-1")),
+        ("/v1/reservations/res-2", last("res-2")),
+        ("/v1/unit-rentals/ur-1", last("ur-1")),
+        ("/v1/invoices/inv-1", r.body.clone()),
+    ] {
+        let got = app.get(path).await;
+        assert_eq!((got.status, got.body), (StatusCode::OK, answered), "{path}");
+    }
+
+    // A posted event is answered as it is stored and sent.
+    let r = app
+        .post(
+            "/v1/events",
+            Some(json!({"type": "booking.create", "data": {"id": 7, "when": "2030-03-01T08:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().expect("id");
+    let ev = app
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e.id == id)
+        .expect("stored");
+    assert_eq!(
+        r.body,
+        json!({"id": ev.id, "type": ev.event_type, "created": ev.created, "data": ev.data})
+    );
+}
+
 both_backends!(
+    answers_are_what_events_carry,
     concurrent_posted_events_are_each_stored_once,
     reservation_life_cycle,
     order_life_cycle,
