@@ -16,7 +16,9 @@ use super::retry::{self, RetryPolicy};
 use super::sign::{self, Scheme};
 use crate::domain::DomainError;
 use crate::domain::catalogue::Catalogue;
-pub use crate::domain::endpoint::{Endpoint, Health, OnExhausted, Settings, topic_matches};
+pub use crate::domain::endpoint::{
+    Endpoint, Health, OnExhausted, Ordering, OrderingOnFailure, Settings, topic_matches,
+};
 
 /// Longest endpoint name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -53,6 +55,8 @@ pub struct EndpointInput {
     pub timeout_ms: Option<u64>,
     pub rate_limit: Option<u32>,
     pub alert_emails: Option<Vec<String>>,
+    pub ordering: Option<Ordering>,
+    pub ordering_on_failure: Option<OrderingOnFailure>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ pub struct EndpointPatch {
     pub timeout_ms: Option<u64>,
     pub rate_limit: Option<Option<u32>>,
     pub alert_emails: Option<Vec<String>>,
+    pub ordering: Option<Ordering>,
+    pub ordering_on_failure: Option<OrderingOnFailure>,
 }
 
 fn invalid(field: impl Into<String>, detail: impl Into<String>) -> DomainError {
@@ -120,6 +126,8 @@ impl EndpointInput {
             timeout_ms: self.timeout_ms.unwrap_or(default_timeout_ms),
             rate_limit: self.rate_limit,
             alert_emails: self.alert_emails.unwrap_or_default(),
+            ordering: self.ordering.unwrap_or_default(),
+            ordering_on_failure: self.ordering_on_failure.unwrap_or_default(),
         };
         settings.validate(guard, catalogue)?;
         let secret = match self.secret {
@@ -183,6 +191,12 @@ impl EndpointPatch {
         }
         if let Some(v) = self.rate_limit {
             s.rate_limit = v;
+        }
+        if let Some(v) = self.ordering {
+            s.ordering = v;
+        }
+        if let Some(v) = self.ordering_on_failure {
+            s.ordering_on_failure = v;
         }
         if let Some(v) = self.alert_emails {
             s.alert_emails = v;

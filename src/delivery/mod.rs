@@ -16,6 +16,7 @@ pub mod alert;
 pub mod endpoint;
 pub mod health;
 pub mod pipeline;
+mod queue;
 pub mod ratelimit;
 pub mod record;
 pub mod send;

@@ -126,8 +126,7 @@ async fn write(p: &Pipeline, node: &str, batch: &[Finished]) -> Result<Vec<Strin
     for (endpoint_id, results) in per_endpoint {
         // Read inside the transaction (locked on PostgreSQL): other nodes' sends to the
         // same endpoint may have changed its health meanwhile.
-        let Some(current) = endpoints::get_locked(&mut tx, p.store.backend(), endpoint_id).await?
-        else {
+        let Some(current) = endpoints::get_locked(&mut tx, endpoint_id).await? else {
             continue;
         };
         let mut health = current.health.clone();

@@ -198,6 +198,7 @@ pub fn prepare(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     headers.push(("content-type".into(), rendered.content_type.into()));
+    headers.push((sign::HEADER_SEQUENCE.into(), event.seq.to_string()));
     headers.extend(signature);
     Ok(Prepared {
         body: rendered.body,

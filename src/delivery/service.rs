@@ -115,7 +115,7 @@ impl Endpoints {
         }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let current = endpoints::get_locked(&mut tx, self.store.backend(), id)
+        let current = endpoints::get_locked(&mut tx, id)
             .await?
             .ok_or_else(|| no_endpoint(id))?;
         let settings = patch.apply(
@@ -219,7 +219,7 @@ impl Endpoints {
         }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let ep = endpoints::get_locked(&mut tx, self.store.backend(), id)
+        let ep = endpoints::get_locked(&mut tx, id)
             .await?
             .ok_or_else(|| no_endpoint(id))?;
         let secret = match secret {
@@ -288,6 +288,27 @@ impl Endpoints {
             attempts,
             event,
         })
+    }
+
+    /// Lets the ordered key a failed delivery holds move on without it: the key's next
+    /// deliveries go out; this one stays failed (a retry sends it again).
+    pub async fn skip(&self, id: &str) -> Result<Delivery> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if deliveries::get(&mut *tx, id).await?.is_none() {
+            return Err(DomainError::not_found(format!("no delivery {id:?}")).into());
+        }
+        if !deliveries::skip(&mut tx, id, now).await? {
+            return Err(DomainError::conflict(
+                "the delivery holds no key: only a delivery failed for good on an endpoint with `ordering_on_failure: hold` does",
+            )
+            .into());
+        }
+        tx.commit().await?;
+        self.outbox.requeued();
+        deliveries::get(self.store.pool(), id)
+            .await?
+            .ok_or_else(|| DomainError::not_found(format!("no delivery {id:?}")).into())
     }
 
     /// Makes a failed (or succeeded) delivery due again now: one more attempt.

@@ -50,6 +50,10 @@ pub const HEADER_WEBHOOK_ID: &str = "webhook-id";
 pub const HEADER_WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 /// Header carrying the Standard Webhooks signatures.
 pub const HEADER_WEBHOOK_SIGNATURE: &str = "webhook-signature";
+/// Header carrying the event's sequence number: it grows with each event of the same
+/// entity, in the order the events were written, and is the same across retries, so a
+/// receiver can drop an event older than one it already applied.
+pub const HEADER_SEQUENCE: &str = "duehook-sequence";
 /// Header used by the hex and base64 schemes when the endpoint names none.
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Duehook-Signature";
 /// Appended to the signature header name to carry the previous secret's
@@ -101,6 +105,7 @@ const RESERVED_HEADERS: &[&str] = &[
     HEADER_WEBHOOK_ID,
     HEADER_WEBHOOK_SIGNATURE,
     HEADER_WEBHOOK_TIMESTAMP,
+    HEADER_SEQUENCE,
 ];
 
 pub use crate::domain::endpoint::Scheme;

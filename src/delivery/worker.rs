@@ -24,7 +24,7 @@
 //! in between leaves the claim to expire; the delivery is then sent again with the
 //! same `webhook-id` (at least once).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::endpoint::Endpoint;
 use super::health::AttemptResult;
 use super::pipeline::Pipeline;
+use super::queue::Queue;
 use super::ratelimit::RateLimiter;
 use super::record::{self, Finished, Recorded};
 use super::send;
@@ -54,11 +55,14 @@ const HANDOFF_WINDOW: Duration = Duration::from_secs(1);
 const HANDOFF_MAX: usize = 4096;
 /// At most this many deliveries are claimed by one statement.
 const CLAIM_MAX: usize = 1024;
+/// An ordered key's run: at most this many of its deliveries claimed at once, sent one
+/// after another as each succeeds, without a claim in between.
+const RUN_MAX: usize = 256;
 
 /// The deliveries claimed for one endpoint and not yet sent, and how it has been doing.
 struct Lane {
     endpoint: Arc<Endpoint>,
-    queue: VecDeque<Claimed>,
+    queue: Queue,
     in_flight: usize,
     /// The recent duration of a successful send (a moving average); none until one
     /// succeeds and after any failure.
@@ -113,9 +117,11 @@ impl Lane {
 }
 
 /// A send's HTTP exchange ended: its lane's slot is free (the attempt itself went to
-/// the recorder). `pace` is its duration when it succeeded.
+/// the recorder). `pace` is its duration when it succeeded; `key` its ordering key.
 struct SendEnded {
     endpoint: String,
+    delivery: String,
+    key: Option<String>,
     pace: Option<Duration>,
 }
 
@@ -154,6 +160,10 @@ struct Worker {
     /// may pass it while a claim is out, so the limiter, asked afterwards, no longer
     /// knows.)
     limit_lifts_at: Option<DateTime<Utc>>,
+    /// Ordered deliveries sent whose key has nothing more queued here: once their
+    /// attempts are recorded, the store may hold the key's next (written or claimed
+    /// back while they were in flight, so no claim could take it), and a claim asks.
+    key_ends: HashSet<String>,
 }
 
 pub async fn run(p: Pipeline, shutdown: CancellationToken) {
@@ -194,6 +204,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         arrived: HashMap::new(),
         drained: Vec::new(),
         limit_lifts_at: None,
+        key_ends: HashSet::new(),
         p,
     };
 
@@ -208,7 +219,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             break;
         }
         while let Ok(m) = ended_rx.try_recv() {
-            w.ended(m);
+            w.ended(m).await;
         }
         // Recorded attempts release their ids from `claimed`, which a claim's result
         // is checked against; they wait while a claim is out.
@@ -265,7 +276,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = w.p.outbox.delivery_wake().notified() => w.poked = true,
-            Some(m) = ended_rx.recv() => w.ended(m),
+            Some(m) = ended_rx.recv() => w.ended(m).await,
             Some(batch) = async {
                 match handoffs.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -373,7 +384,10 @@ impl Worker {
                 continue;
             };
             self.claimed.insert(c.id.clone());
-            lane.queue.push_back(c);
+            if let Err(c) = lane.queue.push(c) {
+                give_back.push(c.id);
+                continue;
+            }
             // A writer may have left more for this endpoint in the store than the room
             // it had: claim once the lane has room again rather than at the next poll.
             lane.more = true;
@@ -382,9 +396,25 @@ impl Worker {
         self.give_back(give_back).await;
     }
 
-    fn ended(&mut self, m: SendEnded) {
-        if let Some(lane) = self.lanes.get_mut(&m.endpoint) {
-            lane.sent(m.pace);
+    async fn ended(&mut self, m: SendEnded) {
+        let Some(lane) = self.lanes.get_mut(&m.endpoint) else {
+            return;
+        };
+        let ok = m.pace.is_some();
+        lane.sent(m.pace);
+        if let Some(key) = &m.key {
+            // The next of its key goes now, or (after a failure) after the failed one.
+            let recorded = !self.claimed.contains(&m.delivery);
+            let rest = lane.queue.ended(key, &m.delivery, ok, recorded);
+            if !lane.queue.holds(key) {
+                if recorded {
+                    self.poked = true;
+                } else {
+                    self.key_ends.insert(m.delivery.clone());
+                }
+            }
+            self.give_back(rest.into_iter().map(|c| c.id).collect())
+                .await;
         }
     }
 
@@ -397,11 +427,17 @@ impl Worker {
         }
         for id in &r.ids {
             self.claimed.remove(id);
+            if self.key_ends.remove(id) {
+                self.poked = true;
+            }
+        }
+        for lane in self.lanes.values_mut() {
+            lane.queue.recorded(&r.ids);
         }
         let mut give_back = Vec::new();
         for ep in &r.stopped {
             if let Some(lane) = self.lanes.get_mut(ep) {
-                give_back.extend(lane.queue.drain(..).map(|c| c.id));
+                give_back.extend(lane.queue.drain().into_iter().map(|c| c.id));
                 lane.pace = None;
                 lane.more = false;
                 lane.stopped = true;
@@ -477,6 +513,7 @@ impl Worker {
                 now + crate::outbox::LEASE,
                 i64::try_from(limit).unwrap_or(1),
                 i64::try_from(cap).unwrap_or(1),
+                i64::try_from(RUN_MAX).unwrap_or(1),
                 &exclude,
             )
             .await;
@@ -562,8 +599,25 @@ impl Worker {
         let mut queued = 0;
         let mut give_back = Vec::new();
         let mut kept: HashSet<String> = HashSet::with_capacity(claimed.len());
+        // Unordered first, as read; then each key's run in its order, so that a lane
+        // out of room keeps the start of a run and gives back its end, never the
+        // reverse (what is kept must not go ahead of what went back).
+        let mut claimed = claimed;
+        claimed.sort_by(|a, b| match (&a.order_key, &b.order_key) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(ka), Some(kb)) => (&a.endpoint_id, ka, a.seq).cmp(&(&b.endpoint_id, kb, b.seq)),
+        });
+        let mut cut: HashSet<(String, String)> = HashSet::new();
         for c in claimed {
             if !wanted.contains(c.id.as_str()) {
+                continue;
+            }
+            if let Some(key) = &c.order_key
+                && cut.contains(&(c.endpoint_id.clone(), key.clone()))
+            {
+                give_back.push(c.id);
                 continue;
             }
             let Some(endpoint) = found.get(&c.endpoint_id).cloned() else {
@@ -575,7 +629,7 @@ impl Worker {
                 .entry(c.endpoint_id.clone())
                 .or_insert_with(|| Lane {
                     endpoint: endpoint.clone(),
-                    queue: VecDeque::new(),
+                    queue: Queue::default(),
                     in_flight: 0,
                     pace: None,
                     more: false,
@@ -586,11 +640,22 @@ impl Worker {
             let got = per_lane.entry(c.endpoint_id.clone()).or_default();
             *got += 1;
             if lane.room(per_endpoint) == 0 {
+                if let Some(key) = &c.order_key {
+                    cut.insert((c.endpoint_id.clone(), key.clone()));
+                }
                 give_back.push(c.id);
                 continue;
             }
-            kept.insert(c.id.clone());
-            lane.queue.push_back(c);
+            let id = c.id.clone();
+            if let Err(c) = lane.queue.push(c) {
+                // Behind a send that failed and is not recorded yet: after it.
+                if let Some(key) = &c.order_key {
+                    cut.insert((c.endpoint_id.clone(), key.clone()));
+                }
+                give_back.push(c.id);
+                continue;
+            }
+            kept.insert(id);
             queued += 1;
         }
         self.claimed.extend(kept.iter().cloned());
@@ -632,7 +697,7 @@ impl Worker {
     async fn start_sends(&mut self, now: DateTime<Utc>) {
         let mut give_back = Vec::new();
         'lanes: for (ep, lane) in &mut self.lanes {
-            while lane.in_flight < self.per_endpoint && !lane.queue.is_empty() {
+            while lane.in_flight < self.per_endpoint && lane.queue.has_ready() {
                 let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                     break 'lanes;
                 };
@@ -642,11 +707,11 @@ impl Worker {
                 {
                     // At its rate limit: what is queued goes back to the store until a
                     // slot frees (the claim leaves this endpoint out meanwhile).
-                    give_back.extend(lane.queue.drain(..).map(|c| c.id));
+                    give_back.extend(lane.queue.drain().into_iter().map(|c| c.id));
                     lane.more = false;
                     break;
                 }
-                let Some(claimed) = lane.queue.pop_front() else {
+                let Some(claimed) = lane.queue.next() else {
                     break;
                 };
                 lane.in_flight += 1;
@@ -672,6 +737,8 @@ impl Worker {
                     let ok = verdict.result == AttemptResult::Success;
                     let _ = ended.send(SendEnded {
                         endpoint: endpoint.id.clone(),
+                        delivery: claimed.id.clone(),
+                        key: claimed.order_key.clone(),
                         pace: ok.then_some(verdict.duration),
                     });
                     let _ = finished.send(Finished {

@@ -74,6 +74,8 @@ pub struct Settings {
     pub timeout_ms: u64,
     pub rate_limit: Option<u32>,
     pub alert_emails: Vec<String>,
+    pub ordering: Ordering,
+    pub ordering_on_failure: OrderingOnFailure,
 }
 
 impl Endpoint {
@@ -128,6 +130,87 @@ impl FromStr for OnExhausted {
             "fail" => Ok(OnExhausted::Fail),
             "disable" => Ok(OnExhausted::Disable),
             other => Err(UnknownName::new("on_exhausted", other)),
+        }
+    }
+}
+
+/// In which order an endpoint's deliveries go out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ordering {
+    /// Concurrently, each as soon as it can.
+    #[default]
+    None,
+    /// The events of one entity (same kind and id) one after another, in the order they
+    /// were written; different entities in parallel.
+    Entity,
+    /// First in, first out for the whole endpoint.
+    Endpoint,
+}
+
+/// The ordering key of every delivery of an endpoint that orders by endpoint.
+pub const WHOLE_ENDPOINT_KEY: &str = "*";
+
+impl Ordering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::Entity => "entity",
+            Ordering::Endpoint => "endpoint",
+        }
+    }
+
+    /// The key a delivery of an event about `entity_kind/entity_id` waits in: its
+    /// deliveries go out one after another, in the order their events were written.
+    /// `None`: no key, no waiting.
+    pub fn key(self, entity_kind: &str, entity_id: &str) -> Option<String> {
+        match self {
+            Ordering::None => None,
+            Ordering::Entity => Some(format!("{entity_kind}/{entity_id}")),
+            Ordering::Endpoint => Some(WHOLE_ENDPOINT_KEY.to_string()),
+        }
+    }
+}
+
+impl FromStr for Ordering {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Ordering::None),
+            "entity" => Ok(Ordering::Entity),
+            "endpoint" => Ok(Ordering::Endpoint),
+            other => Err(UnknownName::new("ordering", other)),
+        }
+    }
+}
+
+/// What an ordered key does when its first delivery fails for good.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OrderingOnFailure {
+    /// The next delivery of the key goes out (the failed one stays failed, for a retry).
+    #[default]
+    MoveOn,
+    /// The key waits until an operator retries or skips the failed delivery.
+    Hold,
+}
+
+impl OrderingOnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderingOnFailure::MoveOn => "move_on",
+            OrderingOnFailure::Hold => "hold",
+        }
+    }
+}
+
+impl FromStr for OrderingOnFailure {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "move_on" => Ok(OrderingOnFailure::MoveOn),
+            "hold" => Ok(OrderingOnFailure::Hold),
+            other => Err(UnknownName::new("ordering_on_failure", other)),
         }
     }
 }

@@ -49,6 +49,26 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(Sorted(DeliveryDetail::from(detail)).into_response())
 }
 
+/// Lets the ordered key a failed delivery holds move on without it (`ordering_on_failure:
+/// hold`): the key's next deliveries go out; this one stays failed.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/skip",
+    tag = "deliveries",
+    operation_id = "skip_delivery",
+    params(("id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The delivery, no longer holding its key", body = Delivery),
+        NotFound,
+        Conflict,
+        StoreErrors
+    )
+)]
+pub async fn skip(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let d = state.endpoints.skip(&id).await?;
+    Ok(Sorted(Delivery::from(d)).into_response())
+}
+
 /// Makes a failed (or succeeded) delivery due again now: one more attempt.
 #[utoipa::path(
     post,

@@ -77,6 +77,14 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             metrics::gauge!("duehook_endpoints", "state" => state).set(n as f64);
         }
     }
+    if let Ok(held) = crate::store::deliveries::held_keys(s.store.pool()).await {
+        // Deliveries waiting behind a key whose first delivery failed, and those keys.
+        let (keys, waiting) = held
+            .iter()
+            .fold((0, 0), |(k, w), h| (k + h.keys, w + h.waiting));
+        metrics::gauge!(names::HELD_KEYS).set(keys as f64);
+        metrics::gauge!(names::HELD_DELIVERIES).set(waiting as f64);
+    }
     let pool = s.store.pool();
     let idle = pool.num_idle() as f64;
     metrics::gauge!(names::DB_POOL, "state" => "idle").set(idle);

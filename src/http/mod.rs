@@ -119,6 +119,7 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::get))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/v1/deliveries/{id}/skip", post(deliveries::skip))
         .route_layer(middleware::from_fn_with_state(tokens, auth::require_token));
 
     Router::new()

@@ -76,6 +76,7 @@ endpoints and retry deliveries, from the console at `/admin/ui` or otherwise)."
         deliveries::list,
         deliveries::get,
         deliveries::retry,
+        deliveries::skip,
         admin::get_clock,
         admin::advance_clock,
         admin::schedule,

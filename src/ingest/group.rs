@@ -64,7 +64,17 @@ impl EventWriter {
         let (reply, answer) = oneshot::channel();
         // The writer stops only with the service: answer as the store being away would.
         let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        let queue = &self.queues[self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len()];
+        // One entity's events always through the same writer: its transactions commit
+        // one after another, so the entity's events are stored in the order posted
+        // (their `seq`, what `duehook-sequence` carries, grows with that order).
+        let n = if ev.entity_id.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(&ev.entity_kind, &ev.entity_id), &mut h);
+            std::hash::Hasher::finish(&h) as usize
+        };
+        let queue = &self.queues[n % self.queues.len()];
         queue.send((ev, reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }

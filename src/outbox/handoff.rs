@@ -227,11 +227,14 @@ impl<'a> Handed<'a> {
             .rows
             .drain(..)
             .filter_map(|(i, id, endpoint_id)| match event(i) {
+                // Handed off only when unordered (see `Outbox::fan_out`).
                 Some(event) => Some(Claimed {
                     id,
                     endpoint_id,
                     attempts: 0,
                     event,
+                    order_key: None,
+                    seq: 0,
                 }),
                 None => {
                     tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits for its lease");

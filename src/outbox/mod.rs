@@ -70,15 +70,18 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<Written<'a>, StoreError> {
         let evs = evs.into();
-        let ids = self.store_events(tx, &evs, now).await?;
+        let (ids, seqs) = self.store_events(tx, &evs, now).await?;
         let (handed, to_claim) = if evs.is_empty() {
             (None, false)
         } else {
             self.fan_out(
                 tx,
-                ids.iter()
-                    .map(String::as_str)
-                    .zip(evs.iter().map(|ev| ev.event_type.as_str())),
+                ids.iter().zip(evs.iter()).map(|(id, ev)| Fanned {
+                    id,
+                    event_type: &ev.event_type,
+                    entity_kind: &ev.entity_kind,
+                    entity_id: &ev.entity_id,
+                }),
                 now,
                 true,
             )
@@ -87,6 +90,7 @@ impl Outbox {
         Ok(Written {
             outbox: self,
             ids,
+            seqs,
             events: evs,
             now,
             handed,
@@ -104,20 +108,26 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<(Written<'a>, String), StoreError> {
         let evs = Cow::Borrowed(std::slice::from_ref(ev));
-        let ids = self.store_events(tx, &evs, now).await?;
+        let (ids, seqs) = self.store_events(tx, &evs, now).await?;
         let delivery = deliveries::new_id(now);
+        let ordering = endpoints::get_locked(tx, endpoint_id)
+            .await?
+            .map(|ep| ep.settings.ordering)
+            .unwrap_or_default();
         let row = NewDelivery {
             id: delivery.clone(),
             event_id: &ids[0],
             event_type: &ev.event_type,
             endpoint_id,
             first_attempt_at: now,
+            order_key: ordering.key(&ev.entity_kind, &ev.entity_id),
         };
         deliveries::insert_many(tx, std::slice::from_ref(&row), now, None).await?;
         Ok((
             Written {
                 outbox: self,
                 ids,
+                seqs,
                 events: evs,
                 now,
                 handed: None,
@@ -133,33 +143,36 @@ impl Outbox {
         self.deliveries.notify_one();
     }
 
-    /// Inserts `evs`; returns their new ids, in order.
+    /// Inserts `evs`; returns their new ids and `seq`s, in order.
     async fn store_events(
         &self,
         tx: &mut Tx,
         evs: &[NewEvent],
         now: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, Vec<i64>), StoreError> {
         let ids: Vec<String> = evs.iter().map(|_| new_event_id(now)).collect();
-        events::insert(tx, &ids, evs, now).await?;
-        Ok(ids)
+        let seqs = events::insert(tx, &ids, evs, now).await?;
+        Ok((ids, seqs))
     }
 
-    /// Creates in `tx` the deliveries of the events given as `(id, type)`: one per
-    /// enabled endpoint subscribed to the type, first tried after the endpoint's first
-    /// retry delay (zero by default). With `hand_off`, those due at once that the
-    /// worker has room for are written claimed by it and returned, to pass on after the
-    /// commit. Also says whether any delivery was left for the worker to claim.
+    /// Creates in `tx` the deliveries of `evs`: one per enabled endpoint subscribed to
+    /// the event's type, first tried after the endpoint's first retry delay (zero by
+    /// default), in its ordering key when the endpoint orders its deliveries. With
+    /// `hand_off`, those due at once that the worker has room for are written claimed
+    /// by it and returned, to pass on after the commit; an ordered delivery never is:
+    /// it goes out when it is first of its key, which only a claim can tell across
+    /// nodes. Also says whether any delivery was left for the worker to claim.
     async fn fan_out<'a>(
         &self,
         tx: &mut Tx,
-        evs: impl Iterator<Item = (&'a str, &'a str)>,
+        evs: impl Iterator<Item = Fanned<'a>>,
         now: DateTime<Utc>,
         hand_off: bool,
     ) -> Result<(Option<Handed<'_>>, bool), StoreError> {
         let endpoints = endpoints::list_enabled(tx).await?;
         let mut rows = Vec::new();
-        for (i, (event_id, event_type)) in evs.enumerate() {
+        for (i, ev) in evs.enumerate() {
+            let (event_id, event_type) = (ev.id, ev.event_type);
             for ep in endpoints.iter().filter(|ep| ep.subscribes_to(event_type)) {
                 let first_delay = ep
                     .settings
@@ -175,6 +188,7 @@ impl Outbox {
                         event_type,
                         endpoint_id: &ep.id,
                         first_attempt_at: now + first_delay,
+                        order_key: ep.settings.ordering.key(ev.entity_kind, ev.entity_id),
                     },
                 ));
             }
@@ -188,14 +202,15 @@ impl Outbox {
             return Ok((None, true));
         }
         let mut wanted: HashMap<&str, usize> = HashMap::new();
-        for (_, r) in rows.iter().filter(|(_, r)| r.first_attempt_at <= now) {
+        let handable = |r: &NewDelivery<'_>| r.first_attempt_at <= now && r.order_key.is_none();
+        for (_, r) in rows.iter().filter(|(_, r)| handable(r)) {
             *wanted.entry(r.endpoint_id).or_default() += 1;
         }
         let mut reservation = self.handoff.reserve(&wanted);
         let (mut claimed, mut unclaimed) = (Vec::new(), Vec::new());
         let mut handed_rows = Vec::new();
         for (i, r) in rows {
-            if r.first_attempt_at <= now && reservation.take(r.endpoint_id) {
+            if handable(&r) && reservation.take(r.endpoint_id) {
                 handed_rows.push((i, r.id.clone(), r.endpoint_id.to_string()));
                 claimed.push(r);
             } else {
@@ -228,6 +243,14 @@ impl Outbox {
     }
 }
 
+/// An event being fanned out: what picks its endpoints and its ordering key.
+struct Fanned<'a> {
+    id: &'a str,
+    event_type: &'a str,
+    entity_kind: &'a str,
+    entity_id: &'a str,
+}
+
 impl Default for Outbox {
     fn default() -> Self {
         Self::new()
@@ -239,6 +262,7 @@ impl Default for Outbox {
 pub struct Written<'a> {
     outbox: &'a Outbox,
     ids: Vec<String>,
+    seqs: Vec<i64>,
     events: Cow<'a, [NewEvent]>,
     now: DateTime<Utc>,
     handed: Option<Handed<'a>>,
@@ -267,7 +291,7 @@ impl Written<'_> {
             created: self.now.trunc_subsecs(3),
             scheduled_at: ev.scheduled_at.map(|t| t.trunc_subsecs(3)),
             data: serde_json::from_str(ev.data.get()).ok()?,
-            seq: 0,
+            seq: *self.seqs.get(i)?,
             entity_kind: ev.entity_kind.clone(),
             entity_id: ev.entity_id.clone(),
         })

@@ -61,8 +61,12 @@ async fn sweep_batch(
     let (_, to_claim) = outbox
         .fan_out(
             &mut tx,
-            evs.iter()
-                .map(|ev| (ev.id.as_str(), ev.event_type.as_str())),
+            evs.iter().map(|ev| super::Fanned {
+                id: &ev.id,
+                event_type: &ev.event_type,
+                entity_kind: &ev.entity_kind,
+                entity_id: &ev.entity_id,
+            }),
             now,
             false,
         )

@@ -73,6 +73,10 @@ pub mod names {
     pub const WHEEL_TIMERS: &str = "duehook_wheel_timers";
     pub const TIMERS_BY_STATE: &str = "duehook_timers";
     pub const OUTBOX_DEPTH: &str = "duehook_outbox_depth";
+    /// Ordered keys held back by a failed first delivery.
+    pub const HELD_KEYS: &str = "duehook_ordered_keys_held";
+    /// Deliveries waiting behind those keys.
+    pub const HELD_DELIVERIES: &str = "duehook_deliveries_held";
     pub const DB_POOL: &str = "duehook_db_pool_connections";
 }
 

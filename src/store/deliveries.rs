@@ -31,6 +31,10 @@ pub struct Delivery {
     pub updated_at: DateTime<Utc>,
     /// Order of creation: the list's cursor.
     pub seq: i64,
+    /// The ordering key it goes out in (None: unordered).
+    pub order_key: Option<String>,
+    /// Failed for good, and holding its key until retried or skipped.
+    pub held: bool,
 }
 
 /// One attempt at a delivery.
@@ -55,7 +59,7 @@ pub struct Outcome {
 }
 
 const COLUMNS: &str = "seq, id, event_id, endpoint_id, event_type, status, attempts, \
-     next_attempt_at, last_status, last_error, created_at, updated_at";
+     next_attempt_at, last_status, last_error, created_at, updated_at, order_key, held";
 
 fn from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {
@@ -74,6 +78,8 @@ fn from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
         last_error: r.try_get("last_error")?,
         created_at: from_ms(r.try_get("created_at")?)?,
         updated_at: from_ms(r.try_get("updated_at")?)?,
+        order_key: r.try_get("order_key")?,
+        held: r.try_get::<i64, _>("held")? != 0,
     })
 }
 
@@ -95,6 +101,9 @@ pub struct NewDelivery<'a> {
     pub event_type: &'a str,
     pub endpoint_id: &'a str,
     pub first_attempt_at: DateTime<Utc>,
+    /// The key it waits in behind the earlier deliveries of its endpoint's key (None:
+    /// unordered).
+    pub order_key: Option<String>,
 }
 
 /// Inserts the deliveries that do not exist yet, 500 rows per statement; returns how
@@ -111,20 +120,20 @@ pub async fn insert_many(
         let mut p = Placeholders::for_tx(tx);
         let values: Vec<String> = (0..chunk.len())
             .map(|_| {
-                let [id, event, endpoint, kind, first, created, updated] =
+                let [id, event, endpoint, kind, first, created, updated, key] =
                     std::array::from_fn(|_| p.one());
                 let (by, lease) = match claim {
                     Some(_) => (p.one(), p.one()),
                     None => ("NULL".to_string(), "NULL".to_string()),
                 };
                 format!(
-                    "({id}, {event}, {endpoint}, {kind}, 'pending', 0, {first}, {created}, {updated}, {by}, {lease})"
+                    "({id}, {event}, {endpoint}, {kind}, 'pending', 0, {first}, {created}, {updated}, {key}, {by}, {lease})"
                 )
             })
             .collect();
         let sql = format!(
             "INSERT INTO deliveries (id, event_id, endpoint_id, event_type, status, attempts,
-                 next_attempt_at, created_at, updated_at, claimed_by, lease_until)
+                 next_attempt_at, created_at, updated_at, order_key, claimed_by, lease_until)
              VALUES {}
              ON CONFLICT (event_id, endpoint_id) DO NOTHING",
             values.join(", ")
@@ -138,7 +147,8 @@ pub async fn insert_many(
                 .bind(r.event_type.to_string())
                 .bind(to_ms(r.first_attempt_at))
                 .bind(to_ms(now))
-                .bind(to_ms(now));
+                .bind(to_ms(now))
+                .bind(r.order_key.clone());
             if let Some((node, lease_until)) = claim {
                 q = q.bind(node.to_string()).bind(to_ms(lease_until));
             }
@@ -157,6 +167,13 @@ pub async fn insert_many(
 /// over them), so one busy endpoint cannot take the whole batch and then have most of
 /// it given back. On PostgreSQL the candidates are locked `SKIP LOCKED` first: two
 /// nodes never claim the same delivery.
+///
+/// An ordered delivery (one with an `order_key`) is a candidate only as the first of
+/// its key: no earlier delivery of the key still pending, nor failed and holding the
+/// key. Such a head is claimed with up to `run - 1` of the deliveries that follow it in
+/// its key, due, in order (a run the worker sends one after another without asking the
+/// store in between); while the head is pending nothing after it is a candidate, so one
+/// node at a time holds a key, and the key goes out in order across the cluster.
 #[allow(clippy::too_many_arguments)]
 pub async fn claim(
     store: &super::Store,
@@ -165,6 +182,7 @@ pub async fn claim(
     lease_until: DateTime<Utc>,
     limit: i64,
     per_endpoint: i64,
+    run: i64,
     exclude: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
     let lock = match store.backend() {
@@ -192,10 +210,14 @@ pub async fn claim(
                        AND (d.lease_until IS NULL OR d.lease_until < $3)
                        AND e.enabled = 1
                        AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= $3){not_in}
+                       AND (d.order_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM deliveries b
+                           WHERE b.endpoint_id = d.endpoint_id AND b.order_key = d.order_key
+                             AND b.seq < d.seq AND (b.status = 'pending' OR b.held = 1)))
                      ORDER BY d.next_attempt_at, d.seq
                      LIMIT $4{lock}) c) w
              WHERE w.rn <= $5)
-         RETURNING id, endpoint_id"
+         RETURNING id, endpoint_id, order_key"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(node.to_string())
@@ -208,9 +230,66 @@ pub async fn claim(
     }
     let _writer = store.exclusive().await;
     let rows = q.fetch_all(store.pool()).await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("endpoint_id")?)))
-        .collect()
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut heads = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        if r.try_get::<Option<String>, _>("order_key")?.is_some() {
+            heads.push(id.clone());
+        }
+        claimed.push((id, r.try_get("endpoint_id")?));
+    }
+    if run > 1 && !heads.is_empty() {
+        claimed.extend(claim_runs(store, node, now, lease_until, run - 1, &heads).await?);
+    }
+    Ok(claimed)
+}
+
+/// Claims, behind each of the claimed ordered `heads`, up to `followers` of the
+/// deliveries that come next in its key, in order, as long as they are due. (A held
+/// delivery is always ahead of every pending one of its key: it held the key while
+/// they queued behind it.)
+async fn claim_runs(
+    store: &super::Store,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    followers: i64,
+    heads: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in heads.chunks(MAX_ROWS) {
+        let ids: Vec<String> = (0..padded_len(chunk.len()))
+            .map(|i| format!("${}", i + 5))
+            .collect();
+        let sql = format!(
+            "UPDATE deliveries SET claimed_by = $1, lease_until = $2
+             WHERE id IN (
+                 SELECT r.id FROM (
+                     SELECT f.id, f.next_attempt_at, ROW_NUMBER() OVER (
+                         PARTITION BY f.endpoint_id, f.order_key ORDER BY f.seq) AS rn
+                     FROM deliveries h JOIN deliveries f
+                       ON f.endpoint_id = h.endpoint_id AND f.order_key = h.order_key
+                      AND f.seq > h.seq AND f.status = 'pending'
+                     WHERE h.id IN ({})) r
+                 WHERE r.rn <= $4 AND r.next_attempt_at <= $3)
+               AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3)
+             RETURNING id, endpoint_id",
+            ids.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(node.to_string())
+            .bind(to_ms(lease_until))
+            .bind(to_ms(now))
+            .bind(followers);
+        for id in padded(chunk) {
+            q = q.bind(id.clone());
+        }
+        for r in q.fetch_all(store.pool()).await? {
+            out.push((r.try_get("id")?, r.try_get("endpoint_id")?));
+        }
+    }
+    Ok(out)
 }
 
 /// A delivery `node` holds, with its event: what sending it needs besides the endpoint.
@@ -221,6 +300,10 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i64,
     pub event: Event,
+    /// The ordering key it goes out in, one after another (None: unordered).
+    pub order_key: Option<String>,
+    /// Its place in its key: the delivery's own `seq`.
+    pub seq: i64,
 }
 
 /// The deliveries among `ids` that `node` holds and that are still pending, with
@@ -241,7 +324,8 @@ pub async fn claimed(
         let node_param = p.one();
         let sql = format!(
             "SELECT d.id AS delivery_id, d.endpoint_id AS delivery_endpoint,
-                 d.attempts AS delivery_attempts, {event_columns}
+                 d.attempts AS delivery_attempts, d.order_key AS delivery_order_key,
+                 d.seq AS delivery_seq, {event_columns}
              FROM deliveries d JOIN events ev ON ev.id = d.event_id
              WHERE d.claimed_by = {node_param} AND d.status = 'pending' AND d.id IN ({})
              ORDER BY d.next_attempt_at, d.seq",
@@ -257,6 +341,8 @@ pub async fn claimed(
                 endpoint_id: r.try_get("delivery_endpoint")?,
                 attempts: r.try_get("delivery_attempts")?,
                 event: super::events::event_from_row(&r)?,
+                order_key: r.try_get("delivery_order_key")?,
+                seq: r.try_get("delivery_seq")?,
             });
         }
     }
@@ -341,7 +427,7 @@ pub async fn record_attempts(
     records: &[&Record],
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
-    let sqlite = tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
+    let sqlite = tx.backend() == Backend::Sqlite;
     let mut recorded = Vec::with_capacity(records.len());
     for chunk in statement_chunks(records) {
         let kept: Vec<&Record> = if sqlite && held_by(tx, node, chunk).await? == chunk.len() {
@@ -409,7 +495,10 @@ fn update_recorded(
     let sql = format!(
         "UPDATE deliveries SET status = v.column2, attempts = v.column3,
              next_attempt_at = v.column4, last_status = v.column5, last_error = v.column6,
-             claimed_by = NULL, lease_until = NULL, updated_at = {now_param}
+             claimed_by = NULL, lease_until = NULL, updated_at = {now_param},
+             held = CASE WHEN v.column2 = 'failed' AND deliveries.order_key IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM endpoints e WHERE e.id = deliveries.endpoint_id
+                     AND e.ordering_on_failure = 'hold') THEN 1 ELSE 0 END
          FROM (VALUES {values}) AS v
          WHERE deliveries.id = v.column1 AND deliveries.claimed_by = {node_param}{}",
         if returning {
@@ -606,7 +695,7 @@ pub async fn list(store: &super::Store, f: &Filter) -> Result<Vec<Delivery>, Sto
 pub async fn retry(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, claimed_by = NULL,
-             lease_until = NULL, updated_at = $2
+             lease_until = NULL, held = 0, updated_at = $2
          WHERE id = $1 AND status <> 'pending'",
     )
     .bind(id.to_string())
@@ -614,6 +703,69 @@ pub async fn retry(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<bool, St
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Lets the key a failed delivery holds move on without it (it stays failed). False
+/// when it held no key.
+pub async fn skip(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE deliveries SET held = 0, updated_at = $2 WHERE id = $1 AND held = 1")
+            .bind(id.to_string())
+            .bind(to_ms(now))
+            .execute(&mut **tx)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The ordered keys of each endpoint that are held back: their first delivery failed,
+/// and waits for its retry or, failed for good, holds the key. How many keys, how many
+/// deliveries wait behind them, and the longest-held first delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldKeys {
+    pub endpoint_id: String,
+    pub keys: i64,
+    pub waiting: i64,
+    /// The first delivery of a held key that was created first: its id and creation.
+    pub oldest: Option<(String, DateTime<Utc>)>,
+}
+
+/// [`HeldKeys`] of every endpoint with a held key.
+pub async fn held_keys(pool: &sqlx::AnyPool) -> Result<Vec<HeldKeys>, StoreError> {
+    // The heads of held keys: failed at least once, pending or holding, with nothing
+    // pending or holding ahead of them in their key.
+    let heads = "SELECT h.endpoint_id, h.order_key, h.seq, h.id, h.created_at FROM deliveries h
+        WHERE h.order_key IS NOT NULL AND (h.status = 'pending' OR h.held = 1)
+          AND (h.held = 1 OR h.attempts > 0)
+          AND NOT EXISTS (SELECT 1 FROM deliveries b
+              WHERE b.endpoint_id = h.endpoint_id AND b.order_key = h.order_key
+                AND b.seq < h.seq AND (b.status = 'pending' OR b.held = 1))";
+    let sql = format!(
+        "SELECT h.endpoint_id, h.id, h.created_at,
+             (SELECT COUNT(*) FROM deliveries w WHERE w.endpoint_id = h.endpoint_id
+                AND w.order_key = h.order_key AND w.seq > h.seq AND w.status = 'pending') AS waiting
+         FROM ({heads}) h ORDER BY h.endpoint_id, h.created_at, h.seq"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await?;
+    let mut out: Vec<HeldKeys> = Vec::new();
+    for r in &rows {
+        let endpoint_id: String = r.try_get("endpoint_id")?;
+        let waiting: i64 = r.try_get("waiting")?;
+        match out.last_mut() {
+            Some(h) if h.endpoint_id == endpoint_id => {
+                h.keys += 1;
+                h.waiting += waiting;
+            }
+            _ => out.push(HeldKeys {
+                endpoint_id,
+                keys: 1,
+                waiting,
+                oldest: Some((r.try_get("id")?, from_ms(r.try_get("created_at")?)?)),
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// Makes the endpoint's failed deliveries created in `[since, until)` due again at
@@ -649,8 +801,9 @@ pub struct DueWork {
     /// left behind (a crashed process, an attempt that could not be recorded) until
     /// its lease lapses.
     pub claimed_until: Option<DateTime<Utc>>,
-    /// Due deliveries nobody holds (about to be claimed, or held back by a rate limit
-    /// or an in-flight cap until the clock moves on).
+    /// Due deliveries nobody holds that could go now (about to be claimed, or held back
+    /// by a rate limit or an in-flight cap until the clock moves on); an ordered one
+    /// counts only as the first of its key: the rest wait for it, not for the clock.
     pub waiting: i64,
 }
 
@@ -661,7 +814,12 @@ pub async fn due_work(pool: &sqlx::AnyPool, at: DateTime<Utc>) -> Result<DueWork
     let row = sqlx::query(
         "SELECT
            MIN(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until >= $1 THEN d.lease_until END) AS claimed_until,
-           COALESCE(SUM(CASE WHEN d.lease_until IS NULL OR d.lease_until < $1 THEN 1 ELSE 0 END), 0) AS waiting
+           COALESCE(SUM(CASE WHEN (d.lease_until IS NULL OR d.lease_until < $1)
+               AND (d.order_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM deliveries b
+                   WHERE b.endpoint_id = d.endpoint_id AND b.order_key = d.order_key
+                     AND b.seq < d.seq AND (b.status = 'pending' OR b.held = 1)))
+               THEN 1 ELSE 0 END), 0) AS waiting
          FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
          WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1
            AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= $1)",
@@ -737,6 +895,10 @@ pub struct EndpointHealth {
     /// The last failed attempt: its error, or `HTTP <status>`.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// `none`, `entity` or `endpoint`.
+    pub ordering: String,
+    /// Its held keys, when it orders its deliveries and any is held.
+    pub held: Option<HeldKeys>,
 }
 
 /// Health of every endpoint over the attempts started since `since`.
@@ -745,7 +907,7 @@ pub async fn endpoint_health(
     since: DateTime<Utc>,
 ) -> Result<Vec<EndpointHealth>, StoreError> {
     let rows = sqlx::query(
-        "SELECT e.id, e.name, e.enabled, e.disabled_reason, e.alert_state,
+        "SELECT e.id, e.name, e.enabled, e.disabled_reason, e.alert_state, e.ordering,
             (SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
               WHERE d.endpoint_id = e.id AND a.started_at >= $1) AS attempts,
             (SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
@@ -763,12 +925,19 @@ pub async fn endpoint_health(
     .bind(to_ms(since))
     .fetch_all(pool)
     .await?;
+    let mut held: std::collections::HashMap<String, HeldKeys> = held_keys(pool)
+        .await?
+        .into_iter()
+        .map(|h| (h.endpoint_id.clone(), h))
+        .collect();
     rows.iter()
         .map(|r| {
+            let id: String = r.try_get("id")?;
             let attempts: i64 = r.try_get("attempts")?;
             let succeeded: i64 = r.try_get("succeeded")?;
             Ok(EndpointHealth {
-                endpoint_id: r.try_get("id")?,
+                held: held.remove(&id),
+                endpoint_id: id,
                 name: r.try_get("name")?,
                 state: if r.try_get::<i64, _>("enabled")? != 0 {
                     "enabled"
@@ -787,6 +956,7 @@ pub async fn endpoint_health(
                     .try_get::<Option<i64>, _>("last_error_at")?
                     .map(from_ms)
                     .transpose()?,
+                ordering: r.try_get("ordering")?,
             })
         })
         .collect()
@@ -889,6 +1059,7 @@ mod tests {
                     event_type: "order.checkout",
                     endpoint_id: "ep",
                     first_attempt_at: now,
+                    order_key: None,
                 }],
                 now,
                 Some((held_by, now + chrono::TimeDelta::seconds(60))),

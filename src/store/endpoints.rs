@@ -14,7 +14,7 @@ use crate::domain::endpoint::{Endpoint, Health, Settings};
 const COLUMNS: &str = "id, name, url, topics, format, envelope, scheme, signature_header, secret, \
      previous_secret, previous_secret_until, headers, retry_schedule, on_exhausted, timeout_ms, rate_limit, \
      alert_emails, enabled, disabled_reason, failing_since, failed_attempts, failed_deliveries, \
-     circuit_open_until, alert_state, created_at, updated_at";
+     circuit_open_until, alert_state, created_at, updated_at, ordering, ordering_on_failure";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -64,6 +64,14 @@ fn from_row(r: &AnyRow) -> Result<Endpoint, StoreError> {
             .transpose()
             .map_err(corrupt)?,
         alert_emails: serde_json::from_str(&emails).map_err(corrupt)?,
+        ordering: r
+            .try_get::<String, _>("ordering")?
+            .parse()
+            .map_err(corrupt)?,
+        ordering_on_failure: r
+            .try_get::<String, _>("ordering_on_failure")?
+            .parse()
+            .map_err(corrupt)?,
     };
     Ok(Endpoint {
         id: r.try_get("id")?,
@@ -100,8 +108,10 @@ pub async fn insert(
     let q = sqlx::query(
         "INSERT INTO endpoints (id, secret, name, url, topics, format, envelope, scheme,
              signature_header, headers, retry_schedule, timeout_ms, rate_limit, alert_emails,
-             updated_at, on_exhausted, created_at, enabled, alert_state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, 1, 'ok')",
+             updated_at, on_exhausted, ordering, ordering_on_failure, created_at, enabled,
+             alert_state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+             $18, $15, 1, 'ok')",
     )
     .bind(id.to_string())
     .bind(secret.to_string());
@@ -119,7 +129,7 @@ pub async fn update_settings(
         "UPDATE endpoints SET name = $2, url = $3, topics = $4, format = $5, envelope = $6,
              scheme = $7, signature_header = $8, headers = $9, retry_schedule = $10,
              timeout_ms = $11, rate_limit = $12, alert_emails = $13, updated_at = $14,
-             on_exhausted = $15
+             on_exhausted = $15, ordering = $16, ordering_on_failure = $17
          WHERE id = $1",
     )
     .bind(id.to_string());
@@ -151,7 +161,9 @@ fn bind_settings<'q>(
         .bind(s.rate_limit.map(i64::from))
         .bind(json(&s.alert_emails)?)
         .bind(to_ms(now))
-        .bind(s.on_exhausted.as_str()))
+        .bind(s.on_exhausted.as_str())
+        .bind(s.ordering.as_str())
+        .bind(s.ordering_on_failure.as_str()))
 }
 
 pub async fn get(
@@ -189,12 +201,8 @@ pub async fn get_many(store: &super::Store, ids: &[String]) -> Result<Vec<Endpoi
 /// write lock). On PostgreSQL `FOR NO KEY UPDATE`: it excludes other changes to the row
 /// but not the key-share locks that inserting deliveries (a foreign key to the
 /// endpoint) takes, so recording attempts does not wait for fan-out.
-pub async fn get_locked(
-    tx: &mut Tx,
-    backend: super::Backend,
-    id: &str,
-) -> Result<Option<Endpoint>, StoreError> {
-    let lock = match backend {
+pub async fn get_locked(tx: &mut Tx, id: &str) -> Result<Option<Endpoint>, StoreError> {
+    let lock = match tx.backend() {
         super::Backend::Postgres => " FOR NO KEY UPDATE",
         super::Backend::Sqlite => "",
     };

@@ -7,19 +7,28 @@ use sqlx::any::AnyRow;
 use super::{Backend, Placeholders, StoreError, Tx, from_ms, statement_chunks, to_ms};
 use crate::domain::event::{Event, NewEvent};
 
-/// Inserts `evs` under `ids` (one each, in order), all created at `now`, in multi-row statements.
-/// They are stored fanned out: their deliveries are made in the same transaction
-/// (see `crate::outbox`).
+/// Inserts `evs` under `ids` (one each, in order), all created at `now`, in multi-row
+/// statements; returns their `seq`s, in order. They are stored fanned out: their
+/// deliveries are made in the same transaction (see `crate::outbox`).
+///
+/// The `seq`s without reading rows back where the backend allows it: on SQLite one
+/// statement's rows take consecutive keys (one writer holds the file), so the last key
+/// (`last_insert_rowid()`) says them all; PostgreSQL returns them.
 pub async fn insert(
     tx: &mut Tx,
     ids: &[String],
     evs: &[NewEvent],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
+    let mut seqs = Vec::with_capacity(evs.len());
+    let returning = match tx.backend() {
+        Backend::Sqlite => "",
+        Backend::Postgres => " RETURNING id, seq",
+    };
     for (ids, chunk) in statement_chunks(ids).zip(statement_chunks(evs)) {
         let sql = format!(
             "INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at, timer_id, data, fanned_out)
-             VALUES {}",
+             VALUES {}{returning}",
             Placeholders::for_tx(tx).rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -35,9 +44,34 @@ pub async fn insert(
                 .bind(ev.data.get().to_string())
                 .bind(1_i64);
         }
-        q.execute(&mut **tx).await?;
+        match tx.backend() {
+            Backend::Sqlite => {
+                q.execute(&mut **tx).await?;
+                let last: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let first = last - chunk.len() as i64 + 1;
+                seqs.extend(first..=last);
+            }
+            Backend::Postgres => {
+                // RETURNING promises no order: match the rows by id.
+                let by_id: std::collections::HashMap<String, i64> = q
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("seq")?)))
+                    .collect::<Result<_, StoreError>>()?;
+                for id in ids {
+                    seqs.push(
+                        *by_id.get(id).ok_or_else(|| {
+                            StoreError::Corrupt(format!("event {id} not returned"))
+                        })?,
+                    );
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(seqs)
 }
 
 pub(crate) const EVENT_COLUMNS: &str =

@@ -2,7 +2,9 @@
 //! while its manual clock moves and webhooks go out, restarted on the same store and
 //! port each time. At the end every timer that should fire fired exactly once, every
 //! acknowledged write is in the store, and every event reached the receiver at least
-//! once, re-sends carrying the same `webhook-id`.
+//! once, re-sends carrying the same `webhook-id`. A second endpoint orders its
+//! deliveries (`ordering: endpoint`): whatever the kills interrupt, none of its webhooks
+//! goes out before every earlier one was answered with success.
 //!
 //! `DUEHOOK_CRASH_SEED=<n>` replays a run; `DUEHOOK_CRASH_KILLS=<n>` (default 20) sets
 //! how many kills a run survives (e.g. 200 for a soak).
@@ -199,8 +201,8 @@ struct Stored {
     timers: Vec<(i64, String, String, String, Option<String>)>,
     /// event id → (type, entity id, timer id, created at in ms)
     events: BTreeMap<String, (String, String, Option<i64>, i64)>,
-    /// (event id, status)
-    deliveries: Vec<(String, String)>,
+    /// (event id, endpoint id, status), in the order the deliveries were created
+    deliveries: Vec<(String, String, String)>,
 }
 
 async fn read_store(url: &str) -> Stored {
@@ -250,13 +252,20 @@ async fn read_store(url: &str) -> Stored {
                 )
             })
             .collect();
-    let deliveries = sqlx::query("SELECT event_id, status FROM deliveries")
-        .fetch_all(&pool)
-        .await
-        .expect("deliveries")
-        .iter()
-        .map(|r| (r.get::<String, _>("event_id"), r.get::<String, _>("status")))
-        .collect();
+    let deliveries =
+        sqlx::query("SELECT event_id, endpoint_id, status FROM deliveries ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("deliveries")
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>("event_id"),
+                    r.get::<String, _>("endpoint_id"),
+                    r.get::<String, _>("status"),
+                )
+            })
+            .collect();
     pool.close().await;
     Stored {
         timers,
@@ -305,6 +314,26 @@ async fn crash_suite(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{ep}");
+    let all_id = ep["id"].as_str().expect("id").to_string();
+    // The ordered endpoint: the posted bookings, first in first out, on a flaky receiver.
+    let ordered_rx = Receiver::start().await;
+    ordered_rx.script(
+        (0..400)
+            .map(|_| Answer::status(if rng.below(5) == 0 { 500 } else { 200 }))
+            .collect(),
+    );
+    let (s, ordered) = svc
+        .call(
+            reqwest::Method::POST,
+            "/v1/endpoints",
+            Some(
+                json!({"name": "in order", "url": ordered_rx.url("/ordered"),
+                        "topics": ["booking.*"], "ordering": "endpoint"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{ordered}");
+    let ordered_id = ordered["id"].as_str().expect("id").to_string();
     let mut last_due = start;
     for i in 0..ORDERS {
         // Due 26 h to ~4 days ahead, to the minute: every reminder is still ahead.
@@ -508,20 +537,45 @@ async fn crash_suite(backend: Backend) {
             lost.push(format!("acknowledged event {id} not stored"));
         }
     }
-    // One delivery per event, succeeded; every event reached the receiver.
-    let mut per_event: BTreeMap<&str, usize> = BTreeMap::new();
-    for (event, status) in &stored.deliveries {
-        *per_event.entry(event.as_str()).or_default() += 1;
-        assert_eq!(status, "succeeded", "delivery of {event}");
+    // One delivery per event and endpoint, succeeded; every event reached the receiver.
+    let mut per_event: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (event, endpoint, status) in &stored.deliveries {
+        *per_event
+            .entry((event.as_str(), endpoint.as_str()))
+            .or_default() += 1;
+        assert_eq!(status, "succeeded", "delivery of {event} to {endpoint}");
     }
-    for id in stored.events.keys() {
-        match per_event.get(id.as_str()) {
-            None => lost.push(format!("event {id} has no delivery")),
-            Some(n) if *n > 1 => doubled.push(format!("event {id} has {n} deliveries")),
-            _ => {}
+    for (id, (ty, ..)) in &stored.events {
+        let mut endpoints = vec![all_id.as_str()];
+        if ty.starts_with("booking.") {
+            endpoints.push(ordered_id.as_str());
+        }
+        for ep in endpoints {
+            match per_event.get(&(id.as_str(), ep)) {
+                None => lost.push(format!("event {id} has no delivery to {ep}")),
+                Some(n) if *n > 1 => doubled.push(format!("event {id} has {n} deliveries to {ep}")),
+                _ => {}
+            }
         }
         if !sends.contains_key(id) {
             lost.push(format!("event {id} never reached the receiver"));
+        }
+    }
+    // The ordered endpoint's webhooks went out one after another in the order their
+    // deliveries were created, across every kill and restart.
+    let in_order: Vec<(String, String)> = stored
+        .deliveries
+        .iter()
+        .filter(|(_, ep, _)| *ep == ordered_id)
+        .map(|(event, ..)| (event.clone(), "*".to_string()))
+        .collect();
+    let ordered_log = ordered_rx.received();
+    crate::ordering::assert_in_order(&ordered_log, &in_order, |key| key.to_string());
+    let ordered_sent: BTreeSet<String> =
+        ordered_log.iter().map(|r| r.header("webhook-id")).collect();
+    for (event, _) in &in_order {
+        if !ordered_sent.contains(event) {
+            lost.push(format!("event {event} never reached the ordered receiver"));
         }
     }
     for id in sends.keys() {
@@ -534,10 +588,13 @@ async fn crash_suite(backend: Backend) {
     eprintln!(
         "crash suite ({backend:?}, seed {seed}): kills survived {survived} ({mid_advance} with an advance in flight), \
          events checked {} ({reminders} reminders, {fired_in_loop} of them fired while the kills went on; \
-         {} acknowledged writes), webhooks received {} ({resent} events sent more than once), lost {}, doubled {}",
+         {} acknowledged writes), webhooks received {} ({resent} events sent more than once), \
+         {} in order at the ordered endpoint ({} attempts), lost {}, doubled {}",
         stored.events.len(),
         acknowledged.len(),
         received.len(),
+        in_order.len(),
+        ordered_log.len(),
         lost.len(),
         doubled.len()
     );

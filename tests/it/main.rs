@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod ingest;
 mod openapi;
+mod ordering;
 mod readme;
 mod reminders;
 mod schedule;

@@ -63,6 +63,7 @@ const EXTRA: &[(&str, &str)] = &[
     ("POST", "/v1/endpoints/{id}/rotate-secret"),
     ("GET", "/v1/endpoints/{id}/secret"),
     ("POST", "/v1/endpoints/{id}/recover"),
+    ("POST", "/v1/deliveries/{id}/skip"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "patch", "delete"];

@@ -560,6 +560,36 @@ pub struct EndpointHealth {
     /// The last failed attempt: its error, or `HTTP <status>`.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// `none`, `entity` or `endpoint`: in which order its deliveries go out.
+    pub ordering: String,
+    /// On an ordered endpoint, its keys held back by a failed first delivery (retrying,
+    /// or failed for good and holding the key); null when none is.
+    pub held: Option<HeldKeys>,
+}
+
+/// An ordered endpoint's keys held back: their first delivery failed and waits for its
+/// retry, or failed for good and holds the key until retried or skipped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeldKeys {
+    /// How many keys are held.
+    pub keys: i64,
+    /// How many deliveries wait behind them.
+    pub waiting: i64,
+    /// The first delivery of a held key that was created first.
+    pub oldest_delivery_id: Option<String>,
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+impl From<deliveries::HeldKeys> for HeldKeys {
+    fn from(h: deliveries::HeldKeys) -> Self {
+        let (oldest_delivery_id, oldest_created_at) = h.oldest.unzip();
+        Self {
+            keys: h.keys,
+            waiting: h.waiting,
+            oldest_delivery_id,
+            oldest_created_at,
+        }
+    }
 }
 
 impl From<deliveries::EndpointHealth> for EndpointHealth {
@@ -576,6 +606,8 @@ impl From<deliveries::EndpointHealth> for EndpointHealth {
             pending,
             last_error,
             last_error_at,
+            ordering,
+            held,
         } = h;
         Self {
             endpoint_id,
@@ -589,6 +621,8 @@ impl From<deliveries::EndpointHealth> for EndpointHealth {
             pending,
             last_error,
             last_error_at,
+            ordering,
+            held: held.map(HeldKeys::from),
         }
     }
 }

@@ -26,6 +26,14 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// On an ordered endpoint, the key this delivery goes out in, after the earlier
+    /// deliveries of the same key (`order/o-1` for entity ordering, `*` for endpoint
+    /// ordering); null when unordered.
+    pub order_key: Option<String>,
+    /// Failed for good and holding its key: the key's later deliveries wait until this
+    /// one is retried (`POST /v1/deliveries/{id}/retry`) or skipped
+    /// (`POST /v1/deliveries/{id}/skip`).
+    pub held: bool,
 }
 
 impl From<rows::Delivery> for Delivery {
@@ -43,6 +51,8 @@ impl From<rows::Delivery> for Delivery {
             created_at,
             updated_at,
             seq: _,
+            order_key,
+            held,
         } = d;
         Self {
             id,
@@ -56,6 +66,8 @@ impl From<rows::Delivery> for Delivery {
             last_error,
             created_at,
             updated_at,
+            order_key,
+            held,
         }
     }
 }

@@ -62,6 +62,34 @@ pub enum OnExhausted {
     Disable,
 }
 
+/// In which order an endpoint's deliveries go out.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Concurrently, each as soon as it can (the default).
+    #[default]
+    None,
+    /// The events of one entity (same kind and id) one after another, in the order
+    /// they were written; different entities in parallel.
+    Entity,
+    /// First in, first out for the whole endpoint.
+    Endpoint,
+}
+
+/// What an ordered key does when its first delivery fails for good (its retries used
+/// up).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingOnFailure {
+    /// The next delivery of the key goes out; the failed one stays failed, for a retry
+    /// (the default).
+    #[default]
+    MoveOn,
+    /// The key waits until an operator retries the failed delivery
+    /// (`POST /v1/deliveries/{id}/retry`) or skips it (`POST /v1/deliveries/{id}/skip`).
+    Hold,
+}
+
 /// Converts between an API name and the domain's name of the same thing, both ways.
 macro_rules! same_names {
     ($api:ident <=> $domain:path { $($variant:ident),* $(,)? }) => {
@@ -88,6 +116,8 @@ same_names!(Format <=> names::Format { Json, Xml, Form });
 same_names!(Envelope <=> names::Envelope { Standard, TypePayload, EventEntity });
 same_names!(Scheme <=> names::Scheme { StandardWebhooks, Hex, Base64 });
 same_names!(OnExhausted <=> names::OnExhausted { Fail, Disable });
+same_names!(Ordering <=> names::Ordering { None, Entity, Endpoint });
+same_names!(OrderingOnFailure <=> names::OrderingOnFailure { MoveOn, Hold });
 
 /// How an endpoint has been doing lately (see `crate::delivery::health`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -138,6 +168,8 @@ pub struct EndpointView<'a> {
     pub timeout_ms: u64,
     pub rate_limit: Option<u32>,
     pub alert_emails: &'a [String],
+    pub ordering: Ordering,
+    pub ordering_on_failure: OrderingOnFailure,
     pub enabled: bool,
     pub disabled_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +216,8 @@ impl<'a> From<&'a Endpoint> for EndpointView<'a> {
             timeout_ms: s.timeout_ms,
             rate_limit: s.rate_limit,
             alert_emails: &s.alert_emails,
+            ordering: s.ordering.into(),
+            ordering_on_failure: s.ordering_on_failure.into(),
             enabled: ep.enabled,
             disabled_reason: ep.disabled_reason.as_deref(),
             previous_secret_expires_at: ep.previous_secret_until,
@@ -219,6 +253,13 @@ pub struct EndpointInput {
     pub rate_limit: Option<u32>,
     #[serde(default)]
     pub alert_emails: Option<Vec<String>>,
+    /// In which order the endpoint's deliveries go out (default `none`).
+    #[serde(default)]
+    pub ordering: Option<Ordering>,
+    /// What an ordered key does when its first delivery fails for good (default
+    /// `move_on`).
+    #[serde(default)]
+    pub ordering_on_failure: Option<OrderingOnFailure>,
 }
 
 impl From<EndpointInput> for endpoint::EndpointInput {
@@ -236,6 +277,8 @@ impl From<EndpointInput> for endpoint::EndpointInput {
             timeout_ms,
             rate_limit,
             alert_emails,
+            ordering,
+            ordering_on_failure,
         } = b;
         Self {
             name,
@@ -250,6 +293,8 @@ impl From<EndpointInput> for endpoint::EndpointInput {
             timeout_ms,
             rate_limit,
             alert_emails,
+            ordering: ordering.map(Into::into),
+            ordering_on_failure: ordering_on_failure.map(Into::into),
         }
     }
 }
@@ -319,6 +364,12 @@ pub struct EndpointPatch {
     pub rate_limit: Option<Option<u32>>,
     #[serde(default)]
     pub alert_emails: Option<Vec<String>>,
+    /// Applies to deliveries created from now on; those already waiting keep the order
+    /// they were created with.
+    #[serde(default)]
+    pub ordering: Option<Ordering>,
+    #[serde(default)]
+    pub ordering_on_failure: Option<OrderingOnFailure>,
 }
 
 /// Tells a present `null` (`Some(None)`) from an absent field (`None`).
@@ -344,6 +395,8 @@ impl From<EndpointPatch> for endpoint::EndpointPatch {
             timeout_ms,
             rate_limit,
             alert_emails,
+            ordering,
+            ordering_on_failure,
         } = b;
         Self {
             name,
@@ -357,6 +410,8 @@ impl From<EndpointPatch> for endpoint::EndpointPatch {
             timeout_ms,
             rate_limit,
             alert_emails,
+            ordering: ordering.map(Into::into),
+            ordering_on_failure: ordering_on_failure.map(Into::into),
         }
     }
 }

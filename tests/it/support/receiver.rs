@@ -20,6 +20,10 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// The status it was answered with.
+    pub status: u16,
+    /// When it arrived (real time).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -71,6 +75,17 @@ struct Shared {
     script: Mutex<VecDeque<Answer>>,
     default: Mutex<Option<Answer>>,
     release: Notify,
+    flaky: Mutex<Option<Flaky>>,
+    /// How long each answer waits before it goes (a slow receiver).
+    delay: Mutex<Duration>,
+}
+
+/// Answers 500 to the first attempt of a share of the webhooks (by `webhook-id`),
+/// drawn from a seeded generator; every later attempt of any webhook gets the default.
+struct Flaky {
+    share: f64,
+    rng: rand::rngs::StdRng,
+    seen: std::collections::HashSet<String>,
 }
 
 /// An HTTP server on 127.0.0.1 that records every request and answers from a script
@@ -118,6 +133,22 @@ impl Receiver {
         *self.shared.default.lock().expect("lock") = Some(answer);
     }
 
+    /// Answers 500 to the first attempt of about `share` of the webhooks, drawn with
+    /// `seed`; 200 (or the default) to everything else.
+    pub fn fail_first_attempts(&self, share: f64, seed: u64) {
+        use rand::SeedableRng as _;
+        *self.shared.flaky.lock().expect("lock") = Some(Flaky {
+            share,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            seen: Default::default(),
+        });
+    }
+
+    /// Every answer waits `d` before it goes.
+    pub fn answer_after(&self, d: Duration) {
+        *self.shared.delay.lock().expect("lock") = d;
+    }
+
     /// Lets every held request answer.
     pub fn release(&self) {
         self.shared.release.notify_waiters();
@@ -138,25 +169,46 @@ impl Receiver {
 }
 
 async fn answer(state: Arc<Shared>, path: String, headers: HeaderMap, body: Bytes) -> Response {
+    let at = std::time::Instant::now();
+    let flaky_failure = {
+        use rand::Rng as _;
+        let id = headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        match state.flaky.lock().expect("lock").as_mut() {
+            Some(f) => f.seen.insert(id) && f.rng.random_bool(f.share),
+            None => false,
+        }
+    };
     let answer = {
         let next = state.script.lock().expect("lock").pop_front();
         next.or_else(|| state.default.lock().expect("lock").clone())
             .unwrap_or(Answer::status(200))
     };
+    let answer = if flaky_failure {
+        Answer::status(500)
+    } else {
+        answer
+    };
+    let received = Received {
+        path: path.clone(),
+        headers,
+        body: body.to_vec(),
+        status: answer.status,
+        at,
+    };
     if answer.hold {
         let released = state.release.notified();
-        state.received.lock().expect("lock").push(Received {
-            path: path.clone(),
-            headers,
-            body: body.to_vec(),
-        });
+        state.received.lock().expect("lock").push(received);
         released.await;
     } else {
-        state.received.lock().expect("lock").push(Received {
-            path: path.clone(),
-            headers,
-            body: body.to_vec(),
-        });
+        state.received.lock().expect("lock").push(received);
+    }
+    let delay = *state.delay.lock().expect("lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let mut res = (
         StatusCode::from_u16(answer.status).expect("status"),
