@@ -11,6 +11,8 @@
 //! | `INGEST_MESSAGES` | 50000 | messages posted in all |
 //! | `INGEST_CLIENTS` | 64 | clients posting concurrently, each waiting for its answer |
 //! | `INGEST_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL where the bench may create (and then drops) its own database |
+//! | `INGEST_ORDERING` | `none` | the endpoint's `ordering`; a list (`none,entity,endpoint`) runs each in turn, each on a fresh store |
+//! | `INGEST_ENTITIES` | 1000 | distinct bookings the messages are about (message n is about booking n mod this) |
 //!
 //! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration. Reported:
 //! messages accepted per second; signed webhooks received per second end to end (from
@@ -42,10 +44,17 @@ const QUIET: Duration = Duration::from_secs(30);
 struct Posted {
     id: String,
     sent_us: i64,
+    /// The message's number (it is about booking `n` mod `INGEST_ENTITIES`).
+    n: usize,
 }
 
 /// `clients` tasks post `messages` in all, each waiting for its answer before the next.
-async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usize) {
+async fn push(
+    base: &str,
+    messages: usize,
+    clients: usize,
+    entities: usize,
+) -> (Vec<Posted>, usize) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -63,9 +72,9 @@ async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usiz
                     break;
                 }
                 let sent_us = Utc::now().timestamp_micros();
-                let id = post_booking(&http, &base, TOKEN, n as u64).await;
+                let id = post_booking(&http, &base, TOKEN, (n % entities) as u64).await;
                 match id {
-                    Some(id) => posted.push(Posted { id, sent_us }),
+                    Some(id) => posted.push(Posted { id, sent_us, n }),
                     None => failed += 1,
                 }
             }
@@ -82,9 +91,16 @@ async fn push(base: &str, messages: usize, clients: usize) -> (Vec<Posted>, usiz
     (all, failed)
 }
 
-async fn run() {
+/// What one mode's run gave, for the closing comparison.
+struct Outcome {
+    ordering: String,
+    webhooks_per_s: f64,
+}
+
+async fn run(ordering: &str) -> Outcome {
     let messages = env_usize("INGEST_MESSAGES", 50_000);
     let clients = env_usize("INGEST_CLIENTS", 64).max(1);
+    let entities = env_usize("INGEST_ENTITIES", 1000).max(1);
     let store_spec = std::env::var("INGEST_STORE").unwrap_or_else(|_| "sqlite".into());
     let load = loadavg();
     let speed_at_start = MachineSpeed::read();
@@ -100,7 +116,10 @@ async fn run() {
         .post(format!("{}/v1/endpoints", app.url()))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
-        .body(json!({"name": "ingest", "url": hook_url, "topics": ["*"]}).to_string())
+        .body(
+            json!({"name": "ingest", "url": hook_url, "topics": ["*"], "ordering": ordering})
+                .to_string(),
+        )
         .send()
         .await
         .expect("create endpoint");
@@ -110,7 +129,7 @@ async fn run() {
 
     let t0 = Instant::now();
     let cpu_start = CpuTicks::read();
-    let (posted, failed) = push(&app.url(), messages, clients).await;
+    let (posted, failed) = push(&app.url(), messages, clients, entities).await;
     let pushed = t0.elapsed();
 
     let mut last = 0;
@@ -139,7 +158,13 @@ async fn run() {
     let store_name = store.describe();
     store.drop_database().await;
 
-    let hits = std::mem::take(&mut rx.log.lock().expect("lock").hits);
+    let (hits, sequences) = {
+        let mut log = rx.log.lock().expect("lock");
+        (
+            std::mem::take(&mut log.hits),
+            std::mem::take(&mut log.sequences),
+        )
+    };
     let mut arrivals: HashMap<&str, Vec<i64>> = HashMap::new();
     for (id, at) in &hits {
         arrivals.entry(id.as_str()).or_default().push(*at);
@@ -170,7 +195,7 @@ async fn run() {
     println!("== duehook ingest benchmark (messages in, webhooks out) ==");
     println!("{}", speed_at_start.line_until_now());
     println!(
-        "store {store_name}; {} CPUs, load average at start {load}; INGEST_MESSAGES={messages} INGEST_CLIENTS={clients}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
+        "store {store_name}; {} CPUs, load average at start {load}; INGEST_MESSAGES={messages} INGEST_CLIENTS={clients} INGEST_ENTITIES={entities}; ordering {ordering}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         config.store.max_connections,
         config.delivery.max_concurrent_sends,
@@ -209,6 +234,53 @@ async fn run() {
     assert_eq!(doubled, 0, "webhooks doubled");
     assert_eq!(bad, 0, "signatures that do not verify");
     assert!(!timed_out, "the run did not finish");
+    if ordering != "none" {
+        let out_of_order = out_of_order(&posted, &hits, &sequences, ordering, entities);
+        println!(
+            "order:       {out_of_order} webhooks arrived before one written earlier in their key"
+        );
+        assert_eq!(out_of_order, 0, "webhooks out of order");
+    }
+    Outcome {
+        ordering: ordering.to_string(),
+        webhooks_per_s: hits.len() as f64 / end_to_end,
+    }
+}
+
+/// Webhooks that reached the receiver after a later one of their key: message n is
+/// about booking n mod `entities`, and `duehook-sequence` numbers the events in the
+/// order they were written.
+fn out_of_order(
+    posted: &[Posted],
+    hits: &[(String, i64)],
+    sequences: &[i64],
+    ordering: &str,
+    entities: usize,
+) -> usize {
+    let key_of: HashMap<&str, usize> = posted
+        .iter()
+        .map(|p| {
+            let key = if ordering == "endpoint" {
+                0
+            } else {
+                p.n % entities
+            };
+            (p.id.as_str(), key)
+        })
+        .collect();
+    let mut last: HashMap<usize, i64> = HashMap::new();
+    let mut late = 0;
+    for ((id, _), seq) in hits.iter().zip(sequences) {
+        let Some(key) = key_of.get(id.as_str()) else {
+            continue;
+        };
+        let before = last.entry(*key).or_insert(-1);
+        if *seq <= *before {
+            late += 1;
+        }
+        *before = (*before).max(*seq);
+    }
+    late
 }
 
 fn main() {
@@ -216,5 +288,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run());
+    let modes = std::env::var("INGEST_ORDERING").unwrap_or_else(|_| "none".into());
+    let outcomes: Vec<Outcome> = modes
+        .split(',')
+        .map(|mode| rt.block_on(run(mode.trim())))
+        .collect();
+    if let Some(first) = outcomes.first().filter(|_| outcomes.len() > 1) {
+        println!();
+        println!("== ordering, same run ==");
+        for o in &outcomes {
+            println!(
+                "{:<9} {:>7.0} webhooks/s  {:>5.0} % of {}",
+                o.ordering,
+                o.webhooks_per_s,
+                100.0 * o.webhooks_per_s / first.webhooks_per_s,
+                first.ordering
+            );
+        }
+    }
 }

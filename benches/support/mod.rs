@@ -90,10 +90,11 @@ impl BenchStore {
 }
 
 /// What the receiver saw: per request, the `webhook-id` and its arrival (µs since the
-/// epoch).
+/// epoch), and beside it its `duehook-sequence` (-1 when absent).
 #[derive(Default)]
 pub struct Log {
     pub hits: Vec<(String, i64)>,
+    pub sequences: Vec<i64>,
     pub seen: HashSet<String>,
 }
 
@@ -112,10 +113,15 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let sequence = headers
+        .get("duehook-sequence")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(-1);
     {
         let mut log = rx.log.lock().expect("lock");
         log.seen.insert(id.clone());
         log.hits.push((id, at));
+        log.sequences.push(sequence);
     }
     rx.count.fetch_add(1, Ordering::Relaxed);
     let mut samples = rx.samples.lock().expect("lock");
