@@ -299,23 +299,32 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             _ = w.p.clock.sleep_until(wake_at), if claiming.is_none() => w.poked = true,
         }
     }
-    // Stop sending. Attempts already made are recorded; what is still queued or was
-    // cut off in flight is released, to be sent again after a restart (at least once,
-    // same webhook-id).
+    // Stop taking work and hand it over: what is queued (in the lanes, handed off and
+    // not taken, or brought by a claim still out) goes back to the store at once, for
+    // the other nodes (or the next start) to send now. Sends in flight finish within
+    // their endpoint's timeout and are recorded: cut off, the receiver may have had
+    // them already, and a re-send elsewhere would deliver them twice. The app's
+    // shutdown deadline bounds the wait; what it cuts off is released when the app
+    // has stopped (see `App::shutdown_within`).
     w.p.outbox.handoff().close();
-    w.tasks.shutdown().await;
-    // Handed off and not yet taken: ours to release too.
+    let mut back = Vec::new();
     if let Some(rx) = handoffs.as_mut() {
         while let Ok(batch) = rx.try_recv() {
-            w.claimed.extend(batch.into_iter().map(|c| c.id));
+            back.extend(batch.into_iter().map(|c| c.id));
         }
     }
-    // A claim still out may have taken deliveries: they are ours to release.
     if let Some(h) = claiming
         && let Ok(done) = h.await
     {
-        w.claimed.extend(done.ids);
+        // Ids this worker holds already (re-claimed past their lease) are queued or in
+        // flight: they go with their lane, or finish.
+        back.extend(done.ids.into_iter().filter(|id| !w.claimed.contains(id)));
     }
+    for lane in w.lanes.values_mut() {
+        back.extend(lane.queue.drain().into_iter().map(|c| c.id));
+    }
+    w.give_back(back).await;
+    while w.tasks.join_next().await.is_some() {}
     w.finished_tx = None;
     let _ = recorder.await;
     while let Ok(r) = recorded_rx.try_recv() {
@@ -505,12 +514,13 @@ impl Worker {
         // Whatever is poked from now on is for the next claim.
         self.poked = false;
         let (store, node) = (self.p.store.clone(), self.node.clone());
+        let lease_from = self.p.outbox.handoff().lease_from(now);
         Some(tokio::spawn(async move {
             let taken = deliveries::claim(
                 &store,
                 &node,
                 now,
-                now + crate::outbox::LEASE,
+                lease_from,
                 i64::try_from(limit).unwrap_or(1),
                 i64::try_from(cap).unwrap_or(1),
                 i64::try_from(RUN_MAX).unwrap_or(1),

@@ -14,9 +14,11 @@
 //! room hand-offs filled, so the two do not compete.
 //!
 //! Crash safety is that of a claim: a handed-off delivery carries this node's name and
-//! a lease in the store from its first commit; if the process dies before the attempt
-//! is recorded, the lease lapses and the delivery is sent again (at least once, same
-//! `webhook-id`).
+//! a lease in the store from its first commit (its endpoint's request timeout plus the
+//! node's lease margin, renewed with the heartbeat). If the process dies before the
+//! attempt is recorded, the delivery is released as soon as the node is known dead (on
+//! SQLite, when the next process starts; with several nodes, a lease after its last
+//! heartbeat) and sent again (at least once, same `webhook-id`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -28,8 +30,6 @@ use tokio::sync::mpsc;
 use crate::domain::event::Event;
 use crate::store::deliveries::Claimed;
 
-/// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
-pub const LEASE: TimeDelta = TimeDelta::seconds(360);
 
 /// What the worker wants and what is on its way to it, per endpoint.
 #[derive(Default)]
@@ -49,6 +49,8 @@ struct Room {
 /// The meeting point of this node's writers and its delivery worker.
 pub struct Handoff {
     node: String,
+    /// What a delivery claim's lease adds to its endpoint's request timeout.
+    margin: TimeDelta,
     room: Mutex<Room>,
     tx: mpsc::UnboundedSender<Vec<Claimed>>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Claimed>>>>,
@@ -56,18 +58,15 @@ pub struct Handoff {
     taken: AtomicU64,
 }
 
-impl Default for Handoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Handoff {
-    /// A hand-off for a worker named `node_<uuid>` (its `claimed_by` in the store).
-    pub fn new() -> Self {
+    /// A hand-off for the worker of `node` (its `claimed_by` in the store, the node's
+    /// id, so that whoever takes over a dead node's timers takes its deliveries too),
+    /// whose claims last their endpoint's request timeout plus `margin`.
+    pub fn new(node: &str, margin: TimeDelta) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
-            node: format!("node_{}", uuid::Uuid::new_v4().simple()),
+            node: node.to_string(),
+            margin,
             room: Mutex::new(Room::default()),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -78,6 +77,14 @@ impl Handoff {
     /// The worker's name in `claimed_by`.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Where the lease of a delivery claimed at `now` starts counting its endpoint's
+    /// request timeout from (see `crate::store::deliveries::lease_until`): the claim
+    /// covers the slowest send the endpoint allows, plus the margin, which also covers
+    /// the wait in its lane and the time between two heartbeats that renew it.
+    pub fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.margin
     }
 
     fn room(&self) -> std::sync::MutexGuard<'_, Room> {
@@ -264,11 +271,6 @@ impl Drop for Handed<'_> {
     }
 }
 
-/// When a lease taken at `now` runs out.
-pub fn lease_until(now: DateTime<Utc>) -> DateTime<Utc> {
-    now + LEASE
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +285,7 @@ mod tests {
 
     #[test]
     fn room_is_granted_once_until_the_worker_takes_it() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         assert_eq!(
             granted(&mut h.reserve(&want("a", 3)), "a"),
             0,
@@ -313,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_dropped_reservation_gives_its_room_back() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
         drop(h.reserve(&want("a", 4)));
         assert_eq!(granted(&mut h.reserve(&want("a", 4)), "a"), 4);
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_left_with_deliveries_in_the_store_gets_none_until_drained() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 2)].into_iter(), &HashMap::new(), &[]);
         // Wants 5, gets 2: three are written unclaimed.
         assert_eq!(granted(&mut h.reserve(&want("a", 5)), "a"), 2);
@@ -341,7 +343,7 @@ mod tests {
 
     #[test]
     fn nothing_is_reserved_once_closed() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
         h.close();
         assert_eq!(granted(&mut h.reserve(&want("a", 1)), "a"), 0);
