@@ -30,7 +30,6 @@ use tokio::sync::mpsc;
 use crate::domain::event::Event;
 use crate::store::deliveries::Claimed;
 
-
 /// What the worker wants and what is on its way to it, per endpoint.
 #[derive(Default)]
 struct Room {

@@ -234,13 +234,9 @@ impl Outbox {
                     deliveries::lease_until(lease_from, timeout)
                 })
                 .collect();
-            let n = deliveries::insert_many(
-                tx,
-                &claimed,
-                now,
-                Some((self.handoff.node(), &leases)),
-            )
-            .await?;
+            let n =
+                deliveries::insert_many(tx, &claimed, now, Some((self.handoff.node(), &leases)))
+                    .await?;
             if n != claimed.len() as u64 {
                 // Fresh events have no deliveries yet; if some already existed, the
                 // worker would be handed ids the store does not hold for it.

@@ -213,12 +213,10 @@ pub async fn take_over_dead(
         .await?
         .rows_affected();
         out.deliveries += deliveries::release_all(&mut tx, Some(node)).await?;
-        sqlx::query(
-            "UPDATE nodes SET stopped_at = last_seen WHERE id = $1 AND stopped_at IS NULL",
-        )
-        .bind(node.clone())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE nodes SET stopped_at = last_seen WHERE id = $1 AND stopped_at IS NULL")
+            .bind(node.clone())
+            .execute(&mut *tx)
+            .await?;
     }
     let oldest: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(last_seen) FROM nodes WHERE id <> $1 AND stopped_at IS NULL AND last_seen >= $2",
@@ -229,7 +227,9 @@ pub async fn take_over_dead(
     .await?;
     tx.commit().await?;
     out.nodes = dead;
-    out.next_death = oldest.map(|at| from_ms(at).map(|at| at + lease)).transpose()?;
+    out.next_death = oldest
+        .map(|at| from_ms(at).map(|at| at + lease))
+        .transpose()?;
     Ok(out)
 }
 

@@ -1132,7 +1132,7 @@ mod tests {
                     order_key: None,
                 }],
                 now,
-                Some((held_by, now + chrono::TimeDelta::seconds(60))),
+                Some((held_by, &[now + chrono::TimeDelta::seconds(60)])),
             )
             .await
             .expect("delivery");
