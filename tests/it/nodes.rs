@@ -8,11 +8,10 @@
 
 use crate::support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -36,7 +35,6 @@ struct Node {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
-    name: String,
     client: reqwest::Client,
 }
 
@@ -67,7 +65,6 @@ impl Node {
             child: None,
             dir,
             port: free_port(),
-            name: name.to_string(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
