@@ -429,3 +429,267 @@ async fn postgres_a_killed_nodes_webhooks_go_out_a_lease_after_the_kill() {
 async fn postgres_a_killed_nodes_webhooks_go_out_within_40s_with_the_default_lease() {
     a_killed_nodes_webhooks_are_taken_over(30).await;
 }
+
+/// Keeps posting `booking.create` events to whichever of `nodes` answers, one every
+/// `every`, until `stop`; returns the ids accepted (201).
+fn keep_emitting(
+    nodes: Vec<String>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        let mut acked = Vec::new();
+        let mut i = 0usize;
+        let mut tick = tokio::time::interval(every);
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            i += 1;
+            let base = &nodes[i % nodes.len()];
+            let res = client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(
+                    json!({"type": "booking.create", "data": {"id": format!("e-{i}")}}).to_string(),
+                )
+                .send()
+                .await;
+            if let Ok(res) = res
+                && res.status().as_u16() == 201
+                && let Ok(text) = res.text().await
+                && let Ok(body) = serde_json::from_str::<Value>(&text)
+                && let Some(id) = body["id"].as_str()
+            {
+                acked.push(id.to_string());
+            }
+        }
+        acked
+    })
+}
+
+/// Every event id in the store at `url`, and how many times each timer fired.
+async fn stored_events(url: &str) -> (Vec<String>, usize, usize) {
+    let pool = support::pool(url).await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM events")
+        .fetch_all(&pool)
+        .await
+        .expect("events");
+    let fires: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE timer_id IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("fires");
+    let timers: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE timer_id IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("timers");
+    pool.close().await;
+    (ids, fires as usize, timers as usize)
+}
+
+/// The soak of a PostgreSQL restart: two nodes fire 600 timers and send a steady
+/// stream of immediate events while the server restarts
+/// (`pg_ctlcluster --skip-systemctl-redirect 15 main restart`, or the command in
+/// `DUEHOOK_SOAK_PG_RESTART`). Nothing is lost, nothing doubled, both nodes recover
+/// without a restart of their own, and `/readyz` answers 503 while the store is gone.
+/// It restarts the server every other test uses too: run it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the PostgreSQL server; run alone with --ignored"]
+async fn soak_postgres_server_restart_mid_burst() {
+    use duehook::clock::Clock as _;
+    const ITEMS: usize = 600;
+    let Some(store) = StoreHandle::new(Backend::Postgres).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.answer_after(Duration::from_millis(10));
+    let mut a = Node::new(store.url(), "node-a", "30s", "");
+    let mut b = Node::new(store.url(), "node-b", "30s", "");
+    a.start().await;
+    b.start().await;
+    a.endpoint(&rx.url("/hook")).await;
+    // 600 expiries over 12 s, starting 8 s from now: the restart comes mid-burst.
+    let first = duehook::clock::SystemClock.now() + chrono::TimeDelta::seconds(8);
+    for i in 0..ITEMS {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let at = first + chrono::TimeDelta::milliseconds(20 * i as i64);
+        let res = node
+            .client
+            .put(node.url(&format!("/v1/items/it-{i}")))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(json!({"name": "x", "expires_at": at}).to_string())
+            .send()
+            .await
+            .expect("put item");
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let emitter = keep_emitting(
+        vec![a.url(""), b.url("")],
+        Duration::from_millis(20),
+        stop.clone(),
+    );
+    while duehook::clock::SystemClock.now() < first + chrono::TimeDelta::seconds(4) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restart = std::env::var("DUEHOOK_SOAK_PG_RESTART")
+        .unwrap_or_else(|_| "pg_ctlcluster --skip-systemctl-redirect 15 main restart".into());
+    let began = Instant::now();
+    let mut cmd = tokio::process::Command::new("sh");
+    let restarting = cmd.arg("-c").arg(&restart).status();
+    // While it restarts, ask both nodes whether they are ready.
+    let watch = async {
+        let mut not_ready = [false, false];
+        loop {
+            for (i, n) in [&a, &b].iter().enumerate() {
+                if n.ready().await.is_some_and(|s| s == 503) {
+                    not_ready[i] = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if began.elapsed() > Duration::from_secs(60) {
+                return not_ready;
+            }
+        }
+    };
+    let (status, not_ready) = tokio::select! {
+        s = restarting => (s, None),
+        nr = watch => (Ok(std::process::ExitStatus::default()), Some(nr)),
+    };
+    let status = status.expect("run the restart command");
+    assert!(status.success(), "`{restart}` failed: {status}");
+    let server_back = began.elapsed();
+    // The restart command returns once the server accepts connections again.
+    let mut saw_503 = not_ready.unwrap_or_default();
+    let mut ready_again = [None, None];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready_again.iter().any(Option::is_none) {
+        for (i, n) in [&a, &b].iter().enumerate() {
+            match n.ready().await {
+                Some(200) => {
+                    ready_again[i].get_or_insert(began.elapsed());
+                }
+                Some(503) => saw_503[i] = true,
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready again within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while duehook::clock::SystemClock.now() < first + chrono::TimeDelta::seconds(16) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let acked = emitter.await.expect("emitter");
+
+    // Everything due has fired; everything stored goes out.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (events, fires, timers) = loop {
+        let (events, fires, timers) = stored_events(store.url()).await;
+        if timers == ITEMS || Instant::now() > deadline {
+            break (events, fires, timers);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let lost: Vec<&String> = acked.iter().filter(|id| !events.contains(id)).collect();
+    wait_all(&rx, &events, Duration::from_secs(60)).await;
+    no_claims_left(store.url()).await;
+    let (_, count) = arrivals(&rx);
+    let doubled = count.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "postgres restart soak: server back after {server_back:?}; ready again after {ready_again:?}; \
+         /readyz 503 seen on [a, b]: {saw_503:?}; timers {ITEMS}, fired {timers} ({fires} fires); \
+         immediate events acked {}; events stored {}; acked but lost {}; webhooks arrived {}; doubled {doubled}",
+        acked.len(),
+        events.len(),
+        lost.len(),
+        count.len()
+    );
+    assert!(lost.is_empty(), "acknowledged events lost: {lost:?}");
+    assert_eq!((timers, fires), (ITEMS, ITEMS), "each timer fired once");
+    assert_eq!(doubled, 0, "a webhook arrived twice");
+    assert_eq!(
+        saw_503,
+        [true, true],
+        "/readyz said 503 while the store was gone"
+    );
+    a.terminate();
+    b.terminate();
+}
+
+/// The soak of a rolling restart: three nodes on PostgreSQL take a steady stream of
+/// events (one every 20 ms, to whichever answers) while each in turn is stopped with
+/// SIGTERM and started again. Every webhook arrives once, and the receiver never
+/// waits longer than a poll interval (1 s) for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak of about a minute; run with --ignored"]
+async fn soak_rolling_restart_of_three_nodes_under_load() {
+    let Some(store) = StoreHandle::new(Backend::Postgres).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    rx.answer_after(Duration::from_millis(10));
+    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| Node::new(store.url(), n, "30s", ""))
+        .collect();
+    for n in &mut nodes {
+        n.start().await;
+    }
+    nodes[0].endpoint(&rx.url("/hook")).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let emitter = keep_emitting(
+        nodes.iter().map(|n| n.url("")).collect(),
+        Duration::from_millis(20),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rolling_from = Instant::now();
+    let mut stops = Vec::new();
+    for n in &mut nodes {
+        let began = Instant::now();
+        n.terminate();
+        let stopped = began.elapsed();
+        n.start().await;
+        stops.push((stopped, began.elapsed()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let rolling_to = Instant::now();
+    stop.cancel();
+    let acked = emitter.await.expect("emitter");
+    let (events, _, _) = stored_events(store.url()).await;
+    let lost: Vec<&String> = acked.iter().filter(|id| !events.contains(id)).collect();
+    wait_all(&rx, &events, Duration::from_secs(60)).await;
+    no_claims_left(store.url()).await;
+    let (_, count) = arrivals(&rx);
+    let doubled = count.values().filter(|n| **n > 1).count();
+    let mut at: Vec<Instant> = rx
+        .received()
+        .iter()
+        .map(|r| r.at)
+        .filter(|t| *t >= rolling_from && *t <= rolling_to)
+        .collect();
+    at.sort();
+    let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    eprintln!(
+        "rolling restart soak: 3 nodes, (stop, stop + ready) per node {stops:?}; events acked {}, \
+         stored {}, lost {}; webhooks arrived {}; doubled {doubled}; longest gap between arrivals \
+         while rolling {gap:?}",
+        acked.len(),
+        events.len(),
+        lost.len(),
+        count.len()
+    );
+    assert!(lost.is_empty(), "acknowledged events lost: {lost:?}");
+    assert_eq!(doubled, 0, "a webhook arrived twice");
+    assert!(gap <= Duration::from_secs(1), "a gap of {gap:?}");
+    for n in &mut nodes {
+        n.terminate();
+    }
+}
