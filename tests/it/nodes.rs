@@ -125,12 +125,12 @@ impl Node {
         }
     }
 
-    /// `GET /readyz`'s status, None when nothing answers within 2 s.
+    /// `GET /readyz`'s status, None when nothing answers within 5 s.
     async fn ready(&self) -> Option<u16> {
         let r = self
             .client
             .get(self.url("/readyz"))
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
             .send()
             .await
             .ok()?;
@@ -431,18 +431,20 @@ async fn postgres_a_killed_nodes_webhooks_go_out_within_40s_with_the_default_lea
 }
 
 /// Keeps posting `booking.create` events to whichever of `nodes` answers, one every
-/// `every`, until `stop`; returns the ids accepted (201).
+/// `every`, until `stop`; returns the ids accepted (201) and how many were not (a 503
+/// while the store is gone, a node stopping).
 fn keep_emitting(
     nodes: Vec<String>,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<Vec<String>> {
+) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
             .expect("client");
         let mut acked = Vec::new();
+        let mut refused = 0;
         let mut i = 0usize;
         let mut tick = tokio::time::interval(every);
         while !stop.is_cancelled() {
@@ -458,16 +460,21 @@ fn keep_emitting(
                 )
                 .send()
                 .await;
-            if let Ok(res) = res
-                && res.status().as_u16() == 201
-                && let Ok(text) = res.text().await
-                && let Ok(body) = serde_json::from_str::<Value>(&text)
-                && let Some(id) = body["id"].as_str()
-            {
-                acked.push(id.to_string());
+            match res {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let text = res.text().await.unwrap_or_default();
+                    match serde_json::from_str::<Value>(&text) {
+                        Ok(body) if status == 201 && body["id"].is_string() => {
+                            acked.push(body["id"].as_str().unwrap_or_default().to_string())
+                        }
+                        _ => refused += 1,
+                    }
+                }
+                Err(_) => refused += 1,
             }
         }
-        acked
+        (acked, refused)
     })
 }
 
@@ -493,10 +500,11 @@ async fn stored_events(url: &str) -> (Vec<String>, usize, usize) {
 }
 
 /// The soak of a PostgreSQL restart: two nodes fire 600 timers and send a steady
-/// stream of immediate events while the server restarts
-/// (`pg_ctlcluster --skip-systemctl-redirect 15 main restart`, or the command in
-/// `DUEHOOK_SOAK_PG_RESTART`). Nothing is lost, nothing doubled, both nodes recover
-/// without a restart of their own, and `/readyz` answers 503 while the store is gone.
+/// stream of immediate events while the server stops, stays down 5 s and starts again
+/// (`pg_ctlcluster --skip-systemctl-redirect 15 main stop`, then `… start`; other
+/// commands in `DUEHOOK_SOAK_PG_STOP` and `DUEHOOK_SOAK_PG_START`). Nothing is lost,
+/// nothing doubled, both nodes recover without a restart of their own, and `/readyz`
+/// answers 503 while the store is gone and 200 after.
 /// It restarts the server every other test uses too: run it alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the PostgreSQL server; run alone with --ignored"]
@@ -538,45 +546,39 @@ async fn soak_postgres_server_restart_mid_burst() {
     while duehook::clock::SystemClock.now() < first + chrono::TimeDelta::seconds(4) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let restart = std::env::var("DUEHOOK_SOAK_PG_RESTART")
-        .unwrap_or_else(|_| "pg_ctlcluster --skip-systemctl-redirect 15 main restart".into());
+    // The server stops, stays down for `DOWN`, and starts again.
+    let command = |var: &str, action: &str| {
+        std::env::var(var)
+            .unwrap_or_else(|_| format!("pg_ctlcluster --skip-systemctl-redirect 15 main {action}"))
+    };
+    let run = |cmd: String| async move {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .await
+            .expect("run the command");
+        assert!(status.success(), "`{cmd}` failed: {status}");
+    };
+    const DOWN: Duration = Duration::from_secs(5);
     let began = Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
-    let restarting = cmd.arg("-c").arg(&restart).status();
-    // While it restarts, ask both nodes whether they are ready.
-    let watch = async {
-        let mut not_ready = [false, false];
-        loop {
-            for (i, n) in [&a, &b].iter().enumerate() {
-                if n.ready().await.is_some_and(|s| s == 503) {
-                    not_ready[i] = true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if began.elapsed() > Duration::from_secs(60) {
-                return not_ready;
-            }
-        }
-    };
-    let (status, not_ready) = tokio::select! {
-        s = restarting => (s, None),
-        nr = watch => (Ok(std::process::ExitStatus::default()), Some(nr)),
-    };
-    let status = status.expect("run the restart command");
-    assert!(status.success(), "`{restart}` failed: {status}");
+    run(command("DUEHOOK_SOAK_PG_STOP", "stop")).await;
+    let stopped = began.elapsed();
+    let mut saw_503 = [false, false];
+    while began.elapsed() < stopped + DOWN {
+        let (ra, rb) = tokio::join!(a.ready(), b.ready());
+        saw_503[0] |= ra == Some(503);
+        saw_503[1] |= rb == Some(503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run(command("DUEHOOK_SOAK_PG_START", "start")).await;
     let server_back = began.elapsed();
-    // The restart command returns once the server accepts connections again.
-    let mut saw_503 = not_ready.unwrap_or_default();
     let mut ready_again = [None, None];
     let deadline = Instant::now() + Duration::from_secs(60);
     while ready_again.iter().any(Option::is_none) {
         for (i, n) in [&a, &b].iter().enumerate() {
-            match n.ready().await {
-                Some(200) => {
-                    ready_again[i].get_or_insert(began.elapsed());
-                }
-                Some(503) => saw_503[i] = true,
-                _ => {}
+            if n.ready().await == Some(200) {
+                ready_again[i].get_or_insert(began.elapsed() - server_back);
             }
         }
         assert!(Instant::now() < deadline, "not ready again within 60 s");
@@ -586,7 +588,7 @@ async fn soak_postgres_server_restart_mid_burst() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
-    let acked = emitter.await.expect("emitter");
+    let (acked, refused) = emitter.await.expect("emitter");
 
     // Everything due has fired; everything stored goes out.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -603,9 +605,10 @@ async fn soak_postgres_server_restart_mid_burst() {
     let (_, count) = arrivals(&rx);
     let doubled = count.values().filter(|n| **n > 1).count();
     eprintln!(
-        "postgres restart soak: server back after {server_back:?}; ready again after {ready_again:?}; \
+        "postgres restart soak: server stopped after {stopped:?}, started again after {server_back:?}; \
+         ready again after the start {ready_again:?}; \
          /readyz 503 seen on [a, b]: {saw_503:?}; timers {ITEMS}, fired {timers} ({fires} fires); \
-         immediate events acked {}; events stored {}; acked but lost {}; webhooks arrived {}; doubled {doubled}",
+         immediate events acked {}, refused {refused}; events stored {}; acked but lost {}; webhooks arrived {}; doubled {doubled}",
         acked.len(),
         events.len(),
         lost.len(),
@@ -662,7 +665,7 @@ async fn soak_rolling_restart_of_three_nodes_under_load() {
     }
     let rolling_to = Instant::now();
     stop.cancel();
-    let acked = emitter.await.expect("emitter");
+    let (acked, refused) = emitter.await.expect("emitter");
     let (events, _, _) = stored_events(store.url()).await;
     let lost: Vec<&String> = acked.iter().filter(|id| !events.contains(id)).collect();
     wait_all(&rx, &events, Duration::from_secs(60)).await;
@@ -678,7 +681,7 @@ async fn soak_rolling_restart_of_three_nodes_under_load() {
     at.sort();
     let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
     eprintln!(
-        "rolling restart soak: 3 nodes, (stop, stop + ready) per node {stops:?}; events acked {}, \
+        "rolling restart soak: 3 nodes, (stop, stop + ready) per node {stops:?}; events acked {}, refused {refused}, \
          stored {}, lost {}; webhooks arrived {}; doubled {doubled}; longest gap between arrivals \
          while rolling {gap:?}",
         acked.len(),
