@@ -10,8 +10,9 @@
 //! second stays low however many webhooks go out.
 //!
 //! Crash safety is unchanged: a delivery stays claimed (leased) until its attempt is
-//! recorded. A crash before the commit leaves the claim to lapse, and the delivery is
-//! sent again with the same `webhook-id` (at least once).
+//! recorded. A crash before the commit leaves the claim to be released once the node
+//! is known dead, and the delivery is sent again with the same `webhook-id` (at least
+//! once). An unreachable store is waited out: the attempt is recorded when it is back.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub struct Recorded {
     pub stopped: Vec<String>,
     /// The earliest retry among the attempts written: when to look for work again.
     pub retry_at: Option<DateTime<Utc>>,
+    /// The batch could not be written: its deliveries are still claimed by this node
+    /// and must be given back (sent again, same `webhook-id`), or the heartbeat would
+    /// keep renewing claims nobody works on.
+    pub unrecorded: bool,
 }
 
 /// Writes what arrives on `rx` until every sender is gone, reporting each batch on
@@ -77,6 +82,7 @@ pub async fn run(
         }
         let ids: Vec<String> = batch.iter().map(|f| f.record.delivery_id.clone()).collect();
         let mut stopped = Vec::new();
+        let mut unrecorded = false;
         let give_up = tokio::time::Instant::now() + UNREACHABLE_PATIENCE;
         let mut failures = 0;
         loop {
@@ -105,8 +111,9 @@ pub async fn run(
                         tracing::warn!(
                             error = %e,
                             attempts = batch.len(),
-                            "attempts not recorded; their claims will lapse and they will be sent again"
+                            "attempts not recorded; their deliveries go back and will be sent again"
                         );
+                        unrecorded = true;
                         break;
                     }
                     if failures == 1 || failures % 10 == 0 {
@@ -124,6 +131,7 @@ pub async fn run(
             ids,
             stopped,
             retry_at,
+            unrecorded,
         });
     }
 }

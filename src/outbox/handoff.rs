@@ -227,7 +227,7 @@ impl<'a> Handed<'a> {
     /// `event(index)` builds it (exactly what the store now holds: a retry read back
     /// from the store must render the same bytes).
     /// A row whose event cannot be built (never expected) stays in the store, claimed,
-    /// and is sent after its lease lapses.
+    /// and is sent once this node stops (its claims go back then).
     pub fn send(mut self, event: impl Fn(usize) -> Option<Event>) {
         let claimed: Vec<Claimed> = self
             .rows
@@ -243,7 +243,7 @@ impl<'a> Handed<'a> {
                     seq: 0,
                 }),
                 None => {
-                    tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits for its lease");
+                    tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits until this node stops");
                     None
                 }
             })
@@ -254,8 +254,10 @@ impl<'a> Handed<'a> {
         // In transit until the worker publishes that it took them (see `publish`);
         // what was reserved and not used is released when the reservation drops.
         if self.reservation.handoff.tx.send(claimed).is_err() {
-            // The worker is gone: the deliveries wait in the store for their lease.
-            tracing::debug!("delivery worker gone; handed-off deliveries wait for their lease");
+            // The worker is gone (stopping): the app gives its claims back as it ends.
+            tracing::debug!(
+                "delivery worker gone; handed-off deliveries go back as the node stops"
+            );
         }
     }
 }
