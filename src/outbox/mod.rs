@@ -224,13 +224,14 @@ impl Outbox {
         }
         if !claimed.is_empty() {
             let lease_from = self.handoff.lease_from(now);
+            let timeouts: HashMap<&str, u64> = endpoints
+                .iter()
+                .map(|ep| (ep.id.as_str(), ep.settings.timeout_ms))
+                .collect();
             let leases: Vec<DateTime<Utc>> = claimed
                 .iter()
                 .map(|r| {
-                    let timeout = endpoints
-                        .iter()
-                        .find(|ep| ep.id == r.endpoint_id)
-                        .map_or(0, |ep| ep.settings.timeout_ms);
+                    let timeout = timeouts.get(r.endpoint_id).copied().unwrap_or(0);
                     deliveries::lease_until(lease_from, timeout)
                 })
                 .collect();
