@@ -383,11 +383,28 @@ async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
     again.shutdown().await;
 }
 
-/// Two nodes whose clocks are `SKEW` apart (node B ahead of node A): every timer fires
-/// once, none before its instant by the faster clock, and when A dies B takes its
-/// timers and deliveries over once A's heartbeat is a lease old by B's clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_with_clocks_apart_fire_once_never_early_and_take_over() {
+async fn two_nodes_with_clocks_apart_fire_once_never_early_and_the_fast_takes_over() {
+    clocks_apart(Doomed::Slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_with_clocks_apart_fire_once_never_early_and_the_slow_takes_over() {
+    clocks_apart(Doomed::Fast).await;
+}
+
+/// Which of the two nodes dies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Doomed {
+    Slow,
+    Fast,
+}
+
+/// Two nodes whose clocks are `SKEW` apart (one ahead of the other): every timer fires
+/// once, none before its instant by the faster clock, and when one dies the other takes
+/// its timers and deliveries over once its heartbeat is a lease old by the survivor's
+/// clock.
+async fn clocks_apart(doomed: Doomed) {
     const SKEW: TimeDelta = TimeDelta::seconds(5);
     const TIMERS: usize = 400;
     let Some(store) = StoreHandle::new(Backend::Postgres).await else {
@@ -396,8 +413,12 @@ async fn two_nodes_with_clocks_apart_fire_once_never_early_and_take_over() {
     let start = t(support::START);
     let slow = ManualClock::shared(start);
     let fast = ManualClock::shared(start + SKEW);
-    let a = start_node(&store, &slow).await;
-    let b = start_node(&store, &fast).await;
+    // `a` dies, `b` survives.
+    let (doomed_clock, survivor_clock) = match doomed {
+        Doomed::Slow => (&slow, &fast),
+        Doomed::Fast => (&fast, &slow),
+    };
+    let a = start_node(&store, doomed_clock).await;
     let rx = support::receiver::Receiver::start().await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/endpoints", a.url()))
@@ -408,8 +429,25 @@ async fn two_nodes_with_clocks_apart_fire_once_never_early_and_take_over() {
         .await
         .expect("endpoint");
     assert_eq!(r.status(), StatusCode::CREATED);
-    // Due over two minutes, from 20 s on (true time), 40 instants.
+    // Due over two minutes, from 20 s on (true time), 40 instants; the doomed node
+    // claims them all before the survivor starts.
     plan_items(&a, TIMERS, 40, "2030-03-01T08:00:20Z", 120_000).await;
+    a.probe().wake_scheduler();
+    let mut held = 0;
+    for _ in 0..500 {
+        held = scalar(
+            &a,
+            "SELECT COUNT(*) FROM timers WHERE claimed_by = $1",
+            &[a.node_id().into()],
+        )
+        .await;
+        if held == TIMERS as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, TIMERS as i64, "the doomed node holds every timer");
+    let b = start_node(&store, survivor_clock).await;
 
     // True time moves in steps of 500 ms; each clock shows it with its own offset.
     let mut a = Some(a);
