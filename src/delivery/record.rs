@@ -28,7 +28,7 @@ use crate::store::{StoreError, alerts, endpoints};
 /// Attempts written per transaction at most.
 const BATCH: usize = 512;
 /// A batch whose transaction failed for another reason than an unreachable store is
-/// tried again this often before its deliveries are left to their leases.
+/// tried again this often before its deliveries are given back.
 const TRIES: usize = 3;
 /// How long a batch is kept and tried again while the store is unreachable (a
 /// PostgreSQL restart or failover, a full disk): the webhooks went out, and left to

@@ -359,7 +359,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
     ids.append(&mut w.unreleased);
     w.p.sending.store(0, Ordering::Release);
     if let Err(e) = deliveries::release(&w.p.store, &w.node, &ids).await {
-        tracing::warn!(error = %e, "could not release held deliveries; their claims will expire");
+        tracing::warn!(error = %e, "could not release held deliveries; the app tries again as it stops");
     }
 }
 
