@@ -105,7 +105,7 @@ impl App {
                 ),
             )
         })));
-        let outbox = Arc::new(Outbox::new());
+        let outbox = Arc::new(Outbox::new(&node_id, config.cluster.lease));
         let heartbeat = Arc::new(watchdog::Heartbeat::default());
         let scheduler = Scheduler::build(
             &config,
@@ -275,6 +275,17 @@ impl App {
         let aborted = all.join_until(deadline).await;
         for name in &aborted {
             tracing::warn!(task = %name, "still running at the shutdown deadline: aborted; its uncommitted work stays pending in the store");
+        }
+        // Nothing of this node sends any more: deliveries it still holds (sends the
+        // deadline cut off, claims an aborted worker could not give back) go back now,
+        // for the other nodes or the next start, rather than when their leases lapse.
+        let release = crate::store::cluster::release_deliveries(&self.store, &self.node_id);
+        match tokio::time::timeout(STORE_CLOSE, release).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(released = n, "released the deliveries still held"),
+            Ok(Err(_)) | Err(_) => tracing::warn!(
+                "could not release held deliveries; they go back when this node is taken for dead"
+            ),
         }
         // Connections held by work cut short are released as it unwinds; do not hang
         // on one that never comes back (a stuck request of the HTTP server, whose

@@ -37,8 +37,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// How long a node's claim on a timer lasts without renewal; a node that dies is
-    /// replaced by the others within about this long.
+    /// How long a node's claims last without a heartbeat (it beats every third of
+    /// one): a node whose last heartbeat is this old is dead, and the others take its
+    /// timers and deliveries over at once. A delivery's claim lasts its endpoint's
+    /// timeout plus this.
     #[serde(deserialize_with = "de_duration")]
     pub lease: TimeDelta,
     /// Name of this node in `GET /admin/nodes`; the host name when empty.

@@ -10,8 +10,9 @@
 //! second stays low however many webhooks go out.
 //!
 //! Crash safety is unchanged: a delivery stays claimed (leased) until its attempt is
-//! recorded. A crash before the commit leaves the claim to lapse, and the delivery is
-//! sent again with the same `webhook-id` (at least once).
+//! recorded. A crash before the commit leaves the claim to be released once the node
+//! is known dead, and the delivery is sent again with the same `webhook-id` (at least
+//! once). An unreachable store is waited out: the attempt is recorded when it is back.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,9 +27,16 @@ use crate::store::{StoreError, alerts, endpoints};
 
 /// Attempts written per transaction at most.
 const BATCH: usize = 512;
-/// A batch whose transaction failed is tried again this often before its deliveries
-/// are left to their leases.
+/// A batch whose transaction failed for another reason than an unreachable store is
+/// tried again this often before its deliveries are given back.
 const TRIES: usize = 3;
+/// How long a batch is kept and tried again while the store is unreachable (a
+/// PostgreSQL restart or failover, a full disk): the webhooks went out, and left to
+/// their leases they would be sent twice. Recorded late is recorded all the same, as
+/// long as this node still holds the claims.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(120);
+/// The longest pause between two tries while the store is unreachable.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// One finished attempt on its way to the store.
 pub struct Finished {
@@ -50,6 +58,10 @@ pub struct Recorded {
     pub stopped: Vec<String>,
     /// The earliest retry among the attempts written: when to look for work again.
     pub retry_at: Option<DateTime<Utc>>,
+    /// The batch could not be written: its deliveries are still claimed by this node
+    /// and must be given back (sent again, same `webhook-id`), or the heartbeat would
+    /// keep renewing claims nobody works on.
+    pub unrecorded: bool,
 }
 
 /// Writes what arrives on `rx` until every sender is gone, reporting each batch on
@@ -70,21 +82,45 @@ pub async fn run(
         }
         let ids: Vec<String> = batch.iter().map(|f| f.record.delivery_id.clone()).collect();
         let mut stopped = Vec::new();
-        for attempt in 1..=TRIES {
+        let mut unrecorded = false;
+        let give_up = tokio::time::Instant::now() + UNREACHABLE_PATIENCE;
+        let mut failures = 0;
+        loop {
             match write(&p, &node, &batch).await {
                 Ok(s) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            attempts = batch.len(),
+                            failures,
+                            "attempts recorded after the store came back"
+                        );
+                    }
                     stopped = s;
                     break;
                 }
-                Err(e) if attempt < TRIES => {
-                    tracing::warn!(error = %e, attempts = batch.len(), "recording attempts failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                Err(e) => {
+                    failures += 1;
+                    let unreachable = matches!(e, StoreError::Unavailable(_));
+                    let pause = Duration::from_millis(100 * failures as u64).min(UNREACHABLE_PAUSE);
+                    let again = if unreachable {
+                        tokio::time::Instant::now() + pause < give_up
+                    } else {
+                        failures < TRIES
+                    };
+                    if !again {
+                        tracing::warn!(
+                            error = %e,
+                            attempts = batch.len(),
+                            "attempts not recorded; their deliveries go back and will be sent again"
+                        );
+                        unrecorded = true;
+                        break;
+                    }
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(error = %e, attempts = batch.len(), failures, "recording attempts failed; trying again");
+                    }
+                    tokio::time::sleep(pause).await;
                 }
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    attempts = batch.len(),
-                    "attempts not recorded; their claims will expire and they will be sent again"
-                ),
             }
         }
         let retry_at = batch
@@ -95,6 +131,7 @@ pub async fn run(
             ids,
             stopped,
             retry_at,
+            unrecorded,
         });
     }
 }

@@ -19,10 +19,14 @@
 //! [`PREFETCH_MAX`]. A slow, failing or new endpoint gets no more than it can have in
 //! flight, so nothing waits in memory behind it while its lease runs.
 //!
-//! Crash safety: a delivery is claimed (`claimed_by`, `lease_until`) before it is
-//! queued, and released only by recording its attempt (or giving it back). A crash
-//! in between leaves the claim to expire; the delivery is then sent again with the
-//! same `webhook-id` (at least once).
+//! Crash safety: a delivery is claimed (`claimed_by`, the node's id, and a lease of its
+//! endpoint's timeout plus the cluster lease, renewed with the heartbeat) before it is
+//! queued, and released only by recording its attempt (or giving it back). A crash in
+//! between leaves the claim to whoever learns the node is dead (the next start on
+//! SQLite, a survivor a lease after the last heartbeat, see `crate::store::cluster`);
+//! the delivery is then sent again with the same `webhook-id` (at least once). A
+//! graceful stop gives back what is queued at once and lets the sends in flight
+//! finish, so nothing it started is sent twice.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -160,6 +164,12 @@ struct Worker {
     /// may pass it while a claim is out, so the limiter, asked afterwards, no longer
     /// knows.)
     limit_lifts_at: Option<DateTime<Utc>>,
+    /// Deliveries this worker no longer works on whose claims could not be given back
+    /// (the store was unreachable): tried again at the next poll, since the heartbeat
+    /// renews every claim of this node for as long as it lives.
+    unreleased: Vec<String>,
+    /// When to try giving them back again.
+    release_at: Option<DateTime<Utc>>,
     /// Ordered deliveries sent whose key has nothing more queued here: once their
     /// attempts are recorded, the store may hold the key's next (written or claimed
     /// back while they were in flight, so no claim could take it), and a claim asks.
@@ -205,6 +215,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         drained: Vec::new(),
         limit_lifts_at: None,
         key_ends: HashSet::new(),
+        unreleased: Vec::new(),
+        release_at: None,
         p,
     };
 
@@ -230,6 +242,17 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         }
         while w.tasks.try_join_next().is_some() {}
         let now = w.p.clock.now();
+        if !w.unreleased.is_empty() && w.release_at.is_none_or(|at| now >= at) {
+            let ids = std::mem::take(&mut w.unreleased);
+            w.release_at = None;
+            if deliveries::release(&w.p.store, &w.node, &ids)
+                .await
+                .is_err()
+            {
+                w.unreleased = ids;
+                w.release_at = Some(now + w.p.poll_interval());
+            }
+        }
         w.start_sends(now).await;
         w.publish_room();
         if w.limit_lifts_at.is_some_and(|t| t <= now) {
@@ -267,7 +290,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                 continue;
             }
         }
-        for at in [limiter_wake, w.retry_at, w.limit_lifts_at]
+        for at in [limiter_wake, w.retry_at, w.limit_lifts_at, w.release_at]
             .into_iter()
             .flatten()
         {
@@ -289,7 +312,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
                 match done {
                     Ok(done) => hold_claims = w.claimed(done).await.is_none(),
                     Err(e) => {
-                        tracing::warn!(error = %e, "a delivery claim failed; its deliveries wait for their lease");
+                        tracing::warn!(error = %e, "a delivery claim failed; what it took goes back when this node stops");
                         hold_claims = true;
                     }
                 }
@@ -299,23 +322,32 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             _ = w.p.clock.sleep_until(wake_at), if claiming.is_none() => w.poked = true,
         }
     }
-    // Stop sending. Attempts already made are recorded; what is still queued or was
-    // cut off in flight is released, to be sent again after a restart (at least once,
-    // same webhook-id).
+    // Stop taking work and hand it over: what is queued (in the lanes, handed off and
+    // not taken, or brought by a claim still out) goes back to the store at once, for
+    // the other nodes (or the next start) to send now. Sends in flight finish within
+    // their endpoint's timeout and are recorded: cut off, the receiver may have had
+    // them already, and a re-send elsewhere would deliver them twice. The app's
+    // shutdown deadline bounds the wait; what it cuts off is released when the app
+    // has stopped (see `App::shutdown_within`).
     w.p.outbox.handoff().close();
-    w.tasks.shutdown().await;
-    // Handed off and not yet taken: ours to release too.
+    let mut back = Vec::new();
     if let Some(rx) = handoffs.as_mut() {
         while let Ok(batch) = rx.try_recv() {
-            w.claimed.extend(batch.into_iter().map(|c| c.id));
+            back.extend(batch.into_iter().map(|c| c.id));
         }
     }
-    // A claim still out may have taken deliveries: they are ours to release.
     if let Some(h) = claiming
         && let Ok(done) = h.await
     {
-        w.claimed.extend(done.ids);
+        // Ids this worker holds already (re-claimed past their lease) are queued or in
+        // flight: they go with their lane, or finish.
+        back.extend(done.ids.into_iter().filter(|id| !w.claimed.contains(id)));
     }
+    for lane in w.lanes.values_mut() {
+        back.extend(lane.queue.drain().into_iter().map(|c| c.id));
+    }
+    w.give_back(back).await;
+    while w.tasks.join_next().await.is_some() {}
     w.finished_tx = None;
     let _ = recorder.await;
     while let Ok(r) = recorded_rx.try_recv() {
@@ -323,10 +355,11 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
             w.claimed.remove(&id);
         }
     }
-    let ids: Vec<String> = w.claimed.drain().collect();
+    let mut ids: Vec<String> = w.claimed.drain().collect();
+    ids.append(&mut w.unreleased);
     w.p.sending.store(0, Ordering::Release);
     if let Err(e) = deliveries::release(&w.p.store, &w.node, &ids).await {
-        tracing::warn!(error = %e, "could not release held deliveries; their claims will expire");
+        tracing::warn!(error = %e, "could not release held deliveries; the app tries again as it stops");
     }
 }
 
@@ -431,6 +464,10 @@ impl Worker {
                 self.poked = true;
             }
         }
+        if r.unrecorded {
+            self.unreleased.extend(r.ids.iter().cloned());
+            self.release_at = None;
+        }
         for lane in self.lanes.values_mut() {
             lane.queue.recorded(&r.ids);
         }
@@ -456,7 +493,9 @@ impl Worker {
             return;
         }
         if let Err(e) = deliveries::release(&self.p.store, &self.node, &ids).await {
-            tracing::warn!(error = %e, "could not release deliveries; their claims will expire");
+            tracing::warn!(error = %e, "could not release deliveries; trying again at the next poll");
+            self.unreleased.extend(ids);
+            self.release_at = Some(self.p.clock.now() + self.p.poll_interval());
         }
     }
 
@@ -505,12 +544,13 @@ impl Worker {
         // Whatever is poked from now on is for the next claim.
         self.poked = false;
         let (store, node) = (self.p.store.clone(), self.node.clone());
+        let lease_from = self.p.outbox.handoff().lease_from(now);
         Some(tokio::spawn(async move {
             let taken = deliveries::claim(
                 &store,
                 &node,
                 now,
-                now + crate::outbox::LEASE,
+                lease_from,
                 i64::try_from(limit).unwrap_or(1),
                 i64::try_from(cap).unwrap_or(1),
                 i64::try_from(RUN_MAX).unwrap_or(1),

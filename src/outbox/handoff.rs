@@ -14,9 +14,11 @@
 //! room hand-offs filled, so the two do not compete.
 //!
 //! Crash safety is that of a claim: a handed-off delivery carries this node's name and
-//! a lease in the store from its first commit; if the process dies before the attempt
-//! is recorded, the lease lapses and the delivery is sent again (at least once, same
-//! `webhook-id`).
+//! a lease in the store from its first commit (its endpoint's request timeout plus the
+//! node's lease margin, renewed with the heartbeat). If the process dies before the
+//! attempt is recorded, the delivery is released as soon as the node is known dead (on
+//! SQLite, when the next process starts; with several nodes, a lease after its last
+//! heartbeat) and sent again (at least once, same `webhook-id`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -27,9 +29,6 @@ use tokio::sync::mpsc;
 
 use crate::domain::event::Event;
 use crate::store::deliveries::Claimed;
-
-/// How long a claim lasts: the longest endpoint timeout (300 s) plus a margin.
-pub const LEASE: TimeDelta = TimeDelta::seconds(360);
 
 /// What the worker wants and what is on its way to it, per endpoint.
 #[derive(Default)]
@@ -49,6 +48,8 @@ struct Room {
 /// The meeting point of this node's writers and its delivery worker.
 pub struct Handoff {
     node: String,
+    /// What a delivery claim's lease adds to its endpoint's request timeout.
+    margin: TimeDelta,
     room: Mutex<Room>,
     tx: mpsc::UnboundedSender<Vec<Claimed>>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Claimed>>>>,
@@ -56,18 +57,15 @@ pub struct Handoff {
     taken: AtomicU64,
 }
 
-impl Default for Handoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Handoff {
-    /// A hand-off for a worker named `node_<uuid>` (its `claimed_by` in the store).
-    pub fn new() -> Self {
+    /// A hand-off for the worker of `node` (its `claimed_by` in the store, the node's
+    /// id, so that whoever takes over a dead node's timers takes its deliveries too),
+    /// whose claims last their endpoint's request timeout plus `margin`.
+    pub fn new(node: &str, margin: TimeDelta) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
-            node: format!("node_{}", uuid::Uuid::new_v4().simple()),
+            node: node.to_string(),
+            margin,
             room: Mutex::new(Room::default()),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -78,6 +76,14 @@ impl Handoff {
     /// The worker's name in `claimed_by`.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Where the lease of a delivery claimed at `now` starts counting its endpoint's
+    /// request timeout from (see `crate::store::deliveries::lease_until`): the claim
+    /// covers the slowest send the endpoint allows, plus the margin, which also covers
+    /// the wait in its lane and the time between two heartbeats that renew it.
+    pub fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.margin
     }
 
     fn room(&self) -> std::sync::MutexGuard<'_, Room> {
@@ -221,7 +227,7 @@ impl<'a> Handed<'a> {
     /// `event(index)` builds it (exactly what the store now holds: a retry read back
     /// from the store must render the same bytes).
     /// A row whose event cannot be built (never expected) stays in the store, claimed,
-    /// and is sent after its lease lapses.
+    /// and is sent once this node stops (its claims go back then).
     pub fn send(mut self, event: impl Fn(usize) -> Option<Event>) {
         let claimed: Vec<Claimed> = self
             .rows
@@ -237,7 +243,7 @@ impl<'a> Handed<'a> {
                     seq: 0,
                 }),
                 None => {
-                    tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits for its lease");
+                    tracing::warn!(delivery = %id, "handed-off delivery without its event; it waits until this node stops");
                     None
                 }
             })
@@ -248,8 +254,10 @@ impl<'a> Handed<'a> {
         // In transit until the worker publishes that it took them (see `publish`);
         // what was reserved and not used is released when the reservation drops.
         if self.reservation.handoff.tx.send(claimed).is_err() {
-            // The worker is gone: the deliveries wait in the store for their lease.
-            tracing::debug!("delivery worker gone; handed-off deliveries wait for their lease");
+            // The worker is gone (stopping): the app gives its claims back as it ends.
+            tracing::debug!(
+                "delivery worker gone; handed-off deliveries go back as the node stops"
+            );
         }
     }
 }
@@ -262,11 +270,6 @@ impl Drop for Handed<'_> {
             *self.reservation.granted.entry(endpoint).or_default() += 1;
         }
     }
-}
-
-/// When a lease taken at `now` runs out.
-pub fn lease_until(now: DateTime<Utc>) -> DateTime<Utc> {
-    now + LEASE
 }
 
 #[cfg(test)]
@@ -283,7 +286,7 @@ mod tests {
 
     #[test]
     fn room_is_granted_once_until_the_worker_takes_it() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         assert_eq!(
             granted(&mut h.reserve(&want("a", 3)), "a"),
             0,
@@ -313,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_dropped_reservation_gives_its_room_back() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
         drop(h.reserve(&want("a", 4)));
         assert_eq!(granted(&mut h.reserve(&want("a", 4)), "a"), 4);
@@ -321,7 +324,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_left_with_deliveries_in_the_store_gets_none_until_drained() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 2)].into_iter(), &HashMap::new(), &[]);
         // Wants 5, gets 2: three are written unclaimed.
         assert_eq!(granted(&mut h.reserve(&want("a", 5)), "a"), 2);
@@ -341,7 +344,7 @@ mod tests {
 
     #[test]
     fn nothing_is_reserved_once_closed() {
-        let h = Handoff::new();
+        let h = Handoff::new("n", TimeDelta::seconds(30));
         h.publish([("a".to_string(), 4)].into_iter(), &HashMap::new(), &[]);
         h.close();
         assert_eq!(granted(&mut h.reserve(&want("a", 1)), "a"), 0);

@@ -19,7 +19,7 @@
 mod handoff;
 mod sweep;
 
-pub(crate) use handoff::{Handoff, LEASE, lease_until};
+pub(crate) use handoff::Handoff;
 pub(crate) use sweep::run as sweep;
 
 use std::borrow::Cow;
@@ -43,9 +43,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new() -> Self {
+    /// The outbox of `node`, whose delivery claims last their endpoint's request
+    /// timeout plus `lease_margin` (the cluster lease; see [`Handoff::lease_from`]).
+    pub fn new(node: &str, lease_margin: TimeDelta) -> Self {
         Self {
-            handoff: Arc::new(Handoff::new()),
+            handoff: Arc::new(Handoff::new(node, lease_margin)),
             deliveries: Arc::new(Notify::new()),
         }
     }
@@ -221,13 +223,21 @@ impl Outbox {
             deliveries::insert_many(tx, &unclaimed, now, None).await?;
         }
         if !claimed.is_empty() {
-            let n = deliveries::insert_many(
-                tx,
-                &claimed,
-                now,
-                Some((self.handoff.node(), lease_until(now))),
-            )
-            .await?;
+            let lease_from = self.handoff.lease_from(now);
+            let timeouts: HashMap<&str, u64> = endpoints
+                .iter()
+                .map(|ep| (ep.id.as_str(), ep.settings.timeout_ms))
+                .collect();
+            let leases: Vec<DateTime<Utc>> = claimed
+                .iter()
+                .map(|r| {
+                    let timeout = timeouts.get(r.endpoint_id).copied().unwrap_or(0);
+                    deliveries::lease_until(lease_from, timeout)
+                })
+                .collect();
+            let n =
+                deliveries::insert_many(tx, &claimed, now, Some((self.handoff.node(), &leases)))
+                    .await?;
             if n != claimed.len() as u64 {
                 // Fresh events have no deliveries yet; if some already existed, the
                 // worker would be handed ids the store does not hold for it.
@@ -249,12 +259,6 @@ struct Fanned<'a> {
     event_type: &'a str,
     entity_kind: &'a str,
     entity_id: &'a str,
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Events written in a transaction that has not committed yet.

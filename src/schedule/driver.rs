@@ -236,24 +236,82 @@ impl Driver {
         Ok((next, next_cursor))
     }
 
-    /// Renews this node's leases and heartbeat every third of a lease (on the service
-    /// clock, like the leases themselves) until shutdown; then releases every claim so
-    /// the other nodes need not wait for the leases to run out.
+    /// Renews this node's heartbeat and its leases (timers and deliveries) every third
+    /// of a lease (on the service clock, like the leases themselves), and takes over
+    /// what a dead node held the moment it is known dead: a whole lease after its last
+    /// heartbeat, looked at when the next of the others would reach that age. Taken-over
+    /// work wakes the driver (`wake`) and the delivery worker (`work`), which claim it
+    /// at once. Until shutdown; then gives back every timer claim so the other nodes
+    /// need not wait (the delivery worker gives back its own).
+    ///
+    /// A node judges others only after it has reached the store for a whole lease
+    /// itself: after an outage of the store every node's heartbeat is old, and the
+    /// first to come back must not take the others, which have not beaten yet, for dead.
     pub async fn keep_leases(
         store: Store,
         clock: SharedClock,
         node: String,
         lease: TimeDelta,
+        wake: Arc<Notify>,
+        work: Arc<Notify>,
         shutdown: CancellationToken,
     ) {
+        let mut next_beat = clock.now();
+        let mut next_look = clock.now();
+        // Since when every heartbeat has reached the store.
+        let mut reachable_since: Option<DateTime<Utc>> = None;
         loop {
             let now = clock.now();
-            if let Err(e) = cluster::heartbeat(&store, &node, now, now + lease).await {
-                tracing::warn!(error = %e, "heartbeat failed; leases may lapse and other nodes take over");
+            if now >= next_beat {
+                match cluster::heartbeat(&store, &node, now, now + lease).await {
+                    Ok(beat) => {
+                        reachable_since.get_or_insert(now);
+                        if beat.was_taken_for_dead {
+                            tracing::warn!(
+                                "this node was taken for dead (no heartbeat for a whole lease) and its claims went to other nodes; webhooks it was sending may go out twice, with the same webhook-id"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        reachable_since = None;
+                        tracing::warn!(error = %e, "heartbeat failed; leases may lapse and other nodes take over");
+                    }
+                }
+                next_beat = now + lease / 3;
+            }
+            if now >= next_look {
+                next_look = next_beat;
+                if reachable_since.is_some_and(|since| now - since >= lease) {
+                    match cluster::take_over_dead(&store, &node, now, lease).await {
+                        Ok(taken) => {
+                            if !taken.nodes.is_empty() {
+                                tracing::warn!(
+                                    nodes = ?taken.nodes,
+                                    timers = taken.timers,
+                                    deliveries = taken.deliveries,
+                                    "took over the work of nodes whose heartbeat stopped"
+                                );
+                                metrics::counter!("duehook_nodes_taken_over_total")
+                                    .increment(taken.nodes.len() as u64);
+                                wake.notify_one();
+                                work.notify_one();
+                            }
+                            if let Some(at) = taken.next_death {
+                                // Just past it: at that instant it is not dead yet.
+                                next_look = next_look.min(at + TimeDelta::milliseconds(1)).max(now);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot look for dead nodes; retrying")
+                        }
+                    }
+                } else if let Some(since) = reachable_since {
+                    next_look = next_look.min(since + lease);
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = clock.sleep_until(now + lease / 3) => {}
+                _ = clock.sleep_until(next_beat.min(next_look)) => {}
             }
         }
         match cluster::release(&store, &node, clock.now()).await {

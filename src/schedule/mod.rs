@@ -110,6 +110,8 @@ impl Scheduler {
                 d.clock.clone(),
                 d.node.clone(),
                 d.lease,
+                self.planner.wake.clone(),
+                d.firing.outbox.delivery_wake().clone(),
                 shutdown.clone(),
             ),
         );

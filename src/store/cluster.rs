@@ -1,24 +1,29 @@
-//! Several nodes on one store: node heartbeats and timer claims with leases.
+//! Several nodes on one store: node heartbeats, timer claims with leases, and taking
+//! over what a dead node held.
 //!
 //! A node claims the pending timers it will fire (due within its horizon, unclaimed or
-//! with an expired lease), renews its leases while it holds them and releases them on a
-//! graceful stop. A node that dies stops renewing; once its leases expire the others
-//! claim its timers. Claims only spread the work: exactly-once comes from firing, which
-//! moves a timer from pending to fired in one transaction whoever holds it. On
-//! PostgreSQL every node also LISTENs for timers another node planned inside the
-//! horizon ([`listen_for_timers`]).
+//! with an expired lease) and the deliveries it will send (`super::deliveries`), renews
+//! both leases with its heartbeat and gives them back on a graceful stop. A node that
+//! dies stops beating; a whole lease after its last heartbeat the first survivor to
+//! look releases everything it held in one transaction ([`take_over_dead`]) and the
+//! others claim it at once. Claims only spread the work: exactly-once comes from
+//! firing, which moves a timer from pending to fired in one transaction whoever holds
+//! it, and from recording, which only the holder of a delivery's claim does. On SQLite
+//! one process holds the file, so whatever a previous one left claimed is released
+//! when the next registers ([`register`]). On PostgreSQL every node also LISTENs for
+//! timers another node planned inside the horizon ([`listen_for_timers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::timers::PLANNED_CHANNEL;
-use super::{Backend, Store, StoreError, from_ms, to_ms};
+use super::{Backend, Store, StoreError, deliveries, from_ms, to_ms};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Node {
@@ -48,13 +53,21 @@ pub async fn register(
     let mut tx = store.begin().await?;
     query.execute(&mut *tx).await?;
     if store.backend() == Backend::Sqlite {
-        // One process holds a SQLite file: claims an earlier one left (a crash, or a
-        // version that still wrote them here) are nobody's, and this node claims by
-        // reading (see `claim_timers`). Released here once, so every query that asks
-        // who holds a timer agrees.
+        // One process holds a SQLite file (`super::lock`): whatever an earlier one left
+        // claimed is a dead process's, known dead now, before any worker starts. Its
+        // timers (this node claims them by reading, see `claim_timers`), its deliveries
+        // (handed off in memory or claimed, ordered keys with their heads) all go back
+        // here, so the first claims take them at once instead of after their leases.
         sqlx::query(
             "UPDATE timers SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL",
         )
+        .execute(&mut *tx)
+        .await?;
+        deliveries::release_all(&mut tx, None).await?;
+        sqlx::query(
+            "UPDATE nodes SET stopped_at = last_seen WHERE stopped_at IS NULL AND id <> $1",
+        )
+        .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
     }
@@ -62,20 +75,38 @@ pub async fn register(
     Ok(())
 }
 
-/// Records that the node is alive and extends the leases on what it holds.
+/// What a heartbeat found and renewed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// Pending timers and deliveries whose leases it extended.
+    pub timers: u64,
+    pub deliveries: u64,
+    /// Another node had taken this one for dead (its heartbeat had stopped for a whole
+    /// lease) and released what it held; the heartbeat marks it alive again.
+    pub was_taken_for_dead: bool,
+}
+
+/// Records that the node is alive and extends the leases on what it holds: its timers
+/// until `lease_until`, its deliveries until `lease_until` plus their endpoint's request
+/// timeout (see [`deliveries::claim`]).
 pub async fn heartbeat(
     store: &Store,
     id: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+) -> Result<Beat, StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE nodes SET last_seen = $1 WHERE id = $2")
+    let stopped: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT stopped_at FROM nodes WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+    sqlx::query("UPDATE nodes SET last_seen = $1, stopped_at = NULL WHERE id = $2")
         .bind(to_ms(now))
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-    let renewed = sqlx::query(
+    let timers = sqlx::query(
         "UPDATE timers SET lease_until = $1 WHERE claimed_by = $2 AND state = 'pending'",
     )
     .bind(to_ms(lease_until))
@@ -83,11 +114,19 @@ pub async fn heartbeat(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    let deliveries = deliveries::renew_leases(&mut tx, id, lease_until).await?;
     tx.commit().await?;
-    Ok(renewed)
+    Ok(Beat {
+        timers,
+        deliveries,
+        was_taken_for_dead: matches!(stopped, Some(Some(_))),
+    })
 }
 
-/// Gives back every timer the node holds (graceful stop) and marks it stopped.
+/// Gives back every timer the node holds (graceful stop) and marks it stopped. Its
+/// deliveries stay claimed: sends in flight finish and are recorded, the delivery
+/// worker gives back what it had queued, and [`release_deliveries`] the rest once
+/// nothing of the node runs any more.
 pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut tx = store.begin().await?;
     let n = sqlx::query("UPDATE timers SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = $1 AND state = 'pending'")
@@ -102,6 +141,96 @@ pub async fn release(store: &Store, id: &str, now: DateTime<Utc>) -> Result<u64,
         .await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// Gives back every delivery the node still holds: called when it has stopped sending
+/// (the end of a graceful stop, after work cut short by its deadline).
+pub async fn release_deliveries(store: &Store, id: &str) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    let n = deliveries::release_all(&mut tx, Some(id)).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// What [`take_over_dead`] released.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// The nodes found dead, whose claims were released.
+    pub nodes: Vec<String>,
+    pub timers: u64,
+    pub deliveries: u64,
+    /// When the next of the other live nodes would be dead if it sent no heartbeat
+    /// before (its last heartbeat plus `lease`): when to look again.
+    pub next_death: Option<DateTime<Utc>>,
+}
+
+/// Releases, in one transaction, everything held by the nodes (other than `me`) whose
+/// last heartbeat is older than `lease` at `now`: their pending timers and deliveries,
+/// ordered keys with their heads. A node is dead once its heartbeat is a whole lease
+/// old (it beats every third of one), and so are its claims: waiting for each to lapse
+/// on its own would keep a delivery's for its endpoint's timeout besides. Also a node
+/// that stopped while holding something (a graceful stop cut short) once as long has
+/// passed. The dead are marked stopped at their last heartbeat; one that was only cut
+/// off from the store learns it at its next heartbeat (see [`Beat`]).
+///
+/// Times compare the clocks of two nodes (the dead one's heartbeat, the survivor's
+/// now): a survivor whose clock runs ahead by `s` takes a node for dead `s` early, so
+/// clocks must agree to well within two thirds of the lease (see `deploy/README.md`).
+pub async fn take_over_dead(
+    store: &Store,
+    me: &str,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> Result<TakenOver, StoreError> {
+    let lock = match store.backend() {
+        Backend::Postgres => " FOR UPDATE OF n SKIP LOCKED",
+        // One process per file (`super::lock`): no other node can be alive, and what
+        // earlier ones held was released when this one registered.
+        Backend::Sqlite => return Ok(TakenOver::default()),
+    };
+    let cut = to_ms(now - lease);
+    let mut tx = store.begin().await?;
+    let dead: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT n.id FROM nodes n
+         WHERE n.id <> $1 AND n.last_seen < $2
+           AND (n.stopped_at IS NULL
+                OR EXISTS (SELECT 1 FROM timers t WHERE t.claimed_by = n.id AND t.state = 'pending')
+                OR EXISTS (SELECT 1 FROM deliveries d WHERE d.claimed_by = n.id AND d.status = 'pending'))
+         ORDER BY n.id{lock}"
+    )))
+    .bind(me.to_string())
+    .bind(cut)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = TakenOver::default();
+    for node in &dead {
+        out.timers += sqlx::query(
+            "UPDATE timers SET claimed_by = NULL, lease_until = NULL
+             WHERE claimed_by = $1 AND state = 'pending'",
+        )
+        .bind(node.clone())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        out.deliveries += deliveries::release_all(&mut tx, Some(node)).await?;
+        sqlx::query("UPDATE nodes SET stopped_at = last_seen WHERE id = $1 AND stopped_at IS NULL")
+            .bind(node.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(last_seen) FROM nodes WHERE id <> $1 AND stopped_at IS NULL AND last_seen >= $2",
+    )
+    .bind(me.to_string())
+    .bind(cut)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    out.nodes = dead;
+    out.next_death = oldest
+        .map(|at| from_ms(at).map(|at| at + lease))
+        .transpose()?;
+    Ok(out)
 }
 
 /// Claims up to `limit` pending timers due before `until` that nobody holds (or whose

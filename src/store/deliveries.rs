@@ -106,16 +106,34 @@ pub struct NewDelivery<'a> {
     pub order_key: Option<String>,
 }
 
+/// When a claim on a delivery to an endpoint with a request timeout of `timeout_ms`
+/// lapses, taken with its lease counted from `lease_from` (the claim's instant plus
+/// its margin, see [`claim`]): the same sum the claim statements compute.
+pub fn lease_until(lease_from: DateTime<Utc>, timeout_ms: u64) -> DateTime<Utc> {
+    lease_from + chrono::TimeDelta::milliseconds(i64::try_from(timeout_ms).unwrap_or(i64::MAX / 2))
+}
+
 /// Inserts the deliveries that do not exist yet, 500 rows per statement; returns how
-/// many were inserted. With `claim = Some((node, lease_until))` they are written
-/// already claimed by `node` (a hand-off to this node's worker).
+/// many were inserted. With `claim = Some((node, leases))` they are written already
+/// claimed by `node` (a hand-off to this node's worker), row `i` until `leases[i]`
+/// (see [`lease_until`]).
 pub async fn insert_many(
     tx: &mut Tx,
     rows: &[NewDelivery<'_>],
     now: DateTime<Utc>,
-    claim: Option<(&str, DateTime<Utc>)>,
+    claim: Option<(&str, &[DateTime<Utc>])>,
 ) -> Result<u64, StoreError> {
+    if let Some((_, leases)) = claim
+        && leases.len() != rows.len()
+    {
+        return Err(StoreError::Corrupt(format!(
+            "{} leases for {} handed-off deliveries",
+            leases.len(),
+            rows.len()
+        )));
+    }
     let mut inserted = 0;
+    let mut offset = 0;
     for chunk in statement_chunks(rows) {
         let mut p = Placeholders::for_tx(tx);
         let values: Vec<String> = (0..chunk.len())
@@ -139,7 +157,7 @@ pub async fn insert_many(
             values.join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
+        for (i, r) in chunk.iter().enumerate() {
             q = q
                 .bind(r.id.clone())
                 .bind(r.event_id.to_string())
@@ -149,10 +167,11 @@ pub async fn insert_many(
                 .bind(to_ms(now))
                 .bind(to_ms(now))
                 .bind(r.order_key.clone());
-            if let Some((node, lease_until)) = claim {
-                q = q.bind(node.to_string()).bind(to_ms(lease_until));
+            if let Some((node, leases)) = claim {
+                q = q.bind(node.to_string()).bind(to_ms(leases[offset + i]));
             }
         }
+        offset += chunk.len();
         inserted += q.execute(&mut **tx).await?.rows_affected();
     }
     Ok(inserted)
@@ -160,8 +179,11 @@ pub async fn insert_many(
 
 /// Claims up to `limit` due deliveries of enabled endpoints whose circuit is closed,
 /// at most `per_endpoint` of any one endpoint, leaving out `exclude` (endpoints at
-/// their in-flight or rate limit), for `node` until `lease_until`. Returns
-/// `(delivery id, endpoint id)` pairs, in no particular order.
+/// their in-flight or rate limit), for `node`. Each claim's lease runs until
+/// `lease_from` plus its endpoint's request timeout (see [`lease_until`]): it covers a
+/// slow send, and the node's heartbeat renews it for as long as the node lives
+/// ([`renew_leases`]). Returns `(delivery id, endpoint id)` pairs, in no particular
+/// order.
 ///
 /// The per-endpoint cap is applied to the `limit` most overdue candidates (a window
 /// over them), so one busy endpoint cannot take the whole batch and then have most of
@@ -179,7 +201,7 @@ pub async fn claim(
     store: &super::Store,
     node: &str,
     now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease_from: DateTime<Utc>,
     limit: i64,
     per_endpoint: i64,
     run: i64,
@@ -198,7 +220,7 @@ pub async fn claim(
         format!(" AND d.endpoint_id NOT IN ({})", list.join(", "))
     };
     let sql = format!(
-        "UPDATE deliveries SET claimed_by = $1, lease_until = $2
+        "UPDATE deliveries SET claimed_by = $1, lease_until = $2 + {LEASE_TIMEOUT}
          WHERE id IN (
              SELECT w.id FROM (
                  SELECT c.id, ROW_NUMBER() OVER (
@@ -221,7 +243,7 @@ pub async fn claim(
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(node.to_string())
-        .bind(to_ms(lease_until))
+        .bind(to_ms(lease_from))
         .bind(to_ms(now))
         .bind(limit)
         .bind(per_endpoint);
@@ -240,7 +262,7 @@ pub async fn claim(
         claimed.push((id, r.try_get("endpoint_id")?));
     }
     if run > 1 && !heads.is_empty() {
-        claimed.extend(claim_runs(store, node, now, lease_until, run - 1, &heads).await?);
+        claimed.extend(claim_runs(store, node, now, lease_from, run - 1, &heads).await?);
     }
     Ok(claimed)
 }
@@ -253,7 +275,7 @@ async fn claim_runs(
     store: &super::Store,
     node: &str,
     now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease_from: DateTime<Utc>,
     followers: i64,
     heads: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
@@ -263,7 +285,7 @@ async fn claim_runs(
             .map(|i| format!("${}", i + 5))
             .collect();
         let sql = format!(
-            "UPDATE deliveries SET claimed_by = $1, lease_until = $2
+            "UPDATE deliveries SET claimed_by = $1, lease_until = $2 + {LEASE_TIMEOUT}
              WHERE id IN (
                  SELECT r.id FROM (
                      SELECT f.id, f.next_attempt_at, ROW_NUMBER() OVER (
@@ -279,7 +301,7 @@ async fn claim_runs(
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(node.to_string())
-            .bind(to_ms(lease_until))
+            .bind(to_ms(lease_from))
             .bind(to_ms(now))
             .bind(followers);
         for id in padded(chunk) {
@@ -347,6 +369,54 @@ pub async fn claimed(
         }
     }
     Ok(out)
+}
+
+/// The request timeout of a claimed delivery's endpoint, in an `UPDATE deliveries`:
+/// what a lease adds to its `lease_from` (see [`lease_until`]).
+const LEASE_TIMEOUT: &str =
+    "(SELECT lt.timeout_ms FROM endpoints lt WHERE lt.id = deliveries.endpoint_id)";
+
+/// Extends the leases on every pending delivery `node` holds to `lease_from` plus its
+/// endpoint's request timeout; returns how many. The node's heartbeat calls it with
+/// its timer leases (see `super::cluster::heartbeat`), so a queued delivery or a long
+/// ordered run keeps its claim for as long as the node lives, and a dead node's lapse
+/// one lease after its last heartbeat.
+pub async fn renew_leases(
+    tx: &mut Tx,
+    node: &str,
+    lease_from: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "UPDATE deliveries SET lease_until = $1 + {LEASE_TIMEOUT}
+         WHERE claimed_by = $2 AND status = 'pending'"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to_ms(lease_from))
+        .bind(node.to_string())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Gives back every pending delivery `node` holds, whoever asks: the node is gone (a
+/// crashed process on SQLite, a node whose heartbeat stopped, a node that stopped).
+/// With `node = None`, every claim in the store (SQLite at start: one process holds
+/// the file, so any claim in it is a dead one's). Ordered keys go with their heads:
+/// a key is held by whoever holds its first pending delivery, so releasing the head
+/// frees the key for the next claim. Returns how many.
+pub async fn release_all(tx: &mut Tx, node: Option<&str>) -> Result<u64, StoreError> {
+    let q = match node {
+        Some(node) => sqlx::query(
+            "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
+             WHERE claimed_by = $1 AND status = 'pending'",
+        )
+        .bind(node.to_string()),
+        None => sqlx::query(
+            "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL
+             WHERE claimed_by IS NOT NULL AND status = 'pending'",
+        ),
+    };
+    Ok(q.execute(&mut **tx).await?.rows_affected())
 }
 
 /// Gives claimed deliveries back without an attempt, in one statement.
@@ -1062,7 +1132,7 @@ mod tests {
                     order_key: None,
                 }],
                 now,
-                Some((held_by, now + chrono::TimeDelta::seconds(60))),
+                Some((held_by, &[now + chrono::TimeDelta::seconds(60)])),
             )
             .await
             .expect("delivery");

@@ -77,6 +77,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// Longest wait for [`Store::ping`]'s answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
@@ -470,8 +473,11 @@ impl Store {
     }
 
     /// True when the store answers a trivial query.
+    /// Whether the store answers within [`PING_TIMEOUT`] (a readiness probe must not
+    /// hang for the pool's acquire timeout while the store is gone).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 
     pub async fn close(&self) {

@@ -382,3 +382,129 @@ async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
     let again = start_node(&store, &clock).await;
     again.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_with_clocks_apart_fire_once_never_early_and_the_fast_takes_over() {
+    clocks_apart(Doomed::Slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_with_clocks_apart_fire_once_never_early_and_the_slow_takes_over() {
+    clocks_apart(Doomed::Fast).await;
+}
+
+/// Which of the two nodes dies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Doomed {
+    Slow,
+    Fast,
+}
+
+/// Two nodes whose clocks are `SKEW` apart (one ahead of the other): every timer fires
+/// once, none before its instant by the faster clock, and when one dies the other takes
+/// its timers and deliveries over once its heartbeat is a lease old by the survivor's
+/// clock.
+async fn clocks_apart(doomed: Doomed) {
+    const SKEW: TimeDelta = TimeDelta::seconds(5);
+    const TIMERS: usize = 400;
+    let Some(store) = StoreHandle::new(Backend::Postgres).await else {
+        return;
+    };
+    let start = t(support::START);
+    let slow = ManualClock::shared(start);
+    let fast = ManualClock::shared(start + SKEW);
+    // `a` dies, `b` survives.
+    let (doomed_clock, survivor_clock) = match doomed {
+        Doomed::Slow => (&slow, &fast),
+        Doomed::Fast => (&fast, &slow),
+    };
+    let a = start_node(&store, doomed_clock).await;
+    let rx = support::receiver::Receiver::start().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/endpoints", a.url()))
+        .bearer_auth(support::TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"name": "rx", "url": rx.url("/h"), "topics": ["item.expire"]}).to_string())
+        .send()
+        .await
+        .expect("endpoint");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Due over two minutes, from 20 s on (true time), 40 instants; the doomed node
+    // claims them all before the survivor starts.
+    plan_items(&a, TIMERS, 40, "2030-03-01T08:00:20Z", 120_000).await;
+    a.probe().wake_scheduler();
+    let mut held = 0;
+    for _ in 0..500 {
+        held = scalar(
+            &a,
+            "SELECT COUNT(*) FROM timers WHERE claimed_by = $1",
+            &[a.node_id().into()],
+        )
+        .await;
+        if held == TIMERS as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, TIMERS as i64, "the doomed node holds every timer");
+    let b = start_node(&store, survivor_clock).await;
+
+    // True time moves in steps of 500 ms; each clock shows it with its own offset.
+    let mut a = Some(a);
+    let mut killed_at = None;
+    let mut now = start;
+    let end = start + TimeDelta::minutes(4);
+    while now < end {
+        now += TimeDelta::milliseconds(500);
+        slow.set(now);
+        fast.set(now + SKEW);
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        // A fire happens while the clocks show these instants: none may be due later
+        // than the fastest of them.
+        let early = scalar(
+            &b,
+            "SELECT COUNT(*) FROM timers WHERE state = 'fired' AND fire_at > $1",
+            &[(now + SKEW).into()],
+        )
+        .await;
+        assert_eq!(early, 0, "fired before its instant by the fastest clock");
+        if killed_at.is_none() && now >= start + TimeDelta::seconds(70) {
+            // A dies mid-burst, holding timers (and perhaps deliveries).
+            let held = scalar(
+                &b,
+                "SELECT COUNT(*) FROM timers WHERE claimed_by = $1 AND state = 'pending'",
+                &[a.as_ref().expect("a").node_id().into()],
+            )
+            .await;
+            assert!(held > 0, "the doomed node holds timers");
+            a.take().expect("a").abort();
+            killed_at = Some(now);
+        }
+    }
+    let fired = scalar(
+        &b,
+        "SELECT COUNT(DISTINCT timer_id) FROM events WHERE type = 'item.expire'",
+        &[],
+    )
+    .await;
+    let events = scalar(
+        &b,
+        "SELECT COUNT(*) FROM events WHERE type = 'item.expire'",
+        &[],
+    )
+    .await;
+    assert_eq!((fired, events), (TIMERS as i64, TIMERS as i64), "each once");
+    let taken_over = scalar(
+        &b,
+        "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NOT NULL",
+        &[],
+    )
+    .await;
+    assert_eq!(taken_over, 1, "A was taken for dead");
+    // Every event reached the receiver (at least once, the same webhook-id each time).
+    let got = rx.wait_for(TIMERS).await;
+    let ids: std::collections::BTreeSet<String> =
+        got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), TIMERS);
+    b.shutdown().await;
+}

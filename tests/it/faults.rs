@@ -347,9 +347,11 @@ async fn a_receiver_down_for_hours_gets_everything_back_and_never_delays_a_healt
     assert_eq!(got, want, "each event once, with its own webhook-id");
 }
 
-/// A crash while a webhook is in flight leaves its claim behind (lease 6 min). An
-/// advance of the manual clock must live through the lease's end and re-send it, not
-/// wait forever for a send nobody is making.
+/// A crash while a webhook is in flight leaves its claim behind: on SQLite the restart
+/// releases it; on PostgreSQL it lasts until the dead node is taken over or the lease
+/// (the endpoint's timeout plus the cluster lease) lapses. An advance of the manual
+/// clock must live through that and re-send it, not wait forever for a send nobody is
+/// making.
 async fn advance_after_a_crash_mid_send(backend: Backend) {
     let Some(mut app) = TestApp::spawn(backend).await else {
         return;

@@ -15,6 +15,7 @@ mod demo;
 mod faults;
 mod hostile;
 mod ingest;
+mod nodes;
 mod openapi;
 mod ordering;
 mod readme;
