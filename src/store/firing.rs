@@ -15,10 +15,7 @@ use serde::de::DeserializeOwned;
 use sqlx::Row;
 
 use super::timers::{Timer, TimerState};
-use super::{
-    Backend, MAX_ROWS, Placeholders, StoreError, Tx, entities, from_ms, padded, statement_chunks,
-    to_ms,
-};
+use super::{Backend, MAX_ROWS, Placeholders, StoreError, Tx, entities, from_ms, padded, to_ms};
 use crate::domain::item::Item;
 use crate::domain::order::Order;
 use crate::domain::reservation::Reservation;
@@ -417,23 +414,7 @@ async fn lock_entities(
         .map(|t| format!("{}/{}", t.entity_kind, t.entity_id))
         .chain(rentals.iter().map(|r| format!("unitRental/{r}")))
         .collect();
-    let keys: Vec<String> = keys.into_iter().collect();
-    for chunk in statement_chunks(&keys) {
-        let values = (1..=chunk.len())
-            .map(|i| format!("(${i})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))::text AS locked
-             FROM (VALUES {values}) AS v(k) ORDER BY k"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for k in chunk {
-            q = q.bind(k.clone());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
+    super::lock_keys(tx, keys).await
 }
 
 #[cfg(test)]

@@ -469,6 +469,18 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::lock_entity`] for many entities (`kind/id` keys) at once.
+    pub async fn lock_entities(
+        &self,
+        tx: &mut Tx,
+        keys: std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            lock_keys(tx, keys).await?;
+        }
+        Ok(())
+    }
+
     /// True when the store answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
@@ -557,6 +569,34 @@ pub(crate) async fn temp_sqlite_store() -> (tempfile::TempDir, Store, std::path:
         .await
         .expect("open");
     (dir, store, path)
+}
+
+/// PostgreSQL: the advisory locks of `keys` (`kind/id`, the lock
+/// [`Store::lock_entity`] takes), in one statement per [`MAX_ROWS`] keys instead of one
+/// round trip each. Always in the same (sorted) order, so two transactions locking
+/// many entities cannot deadlock over them: PostgreSQL evaluates volatile select-list
+/// functions after the ORDER BY.
+async fn lock_keys(
+    tx: &mut Tx,
+    keys: std::collections::BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let keys: Vec<String> = keys.into_iter().collect();
+    for chunk in statement_chunks(&keys) {
+        let values = (1..=chunk.len())
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))::text AS locked
+             FROM (VALUES {values}) AS v(k) ORDER BY k"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(k.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
