@@ -290,7 +290,11 @@ async fn run(p: &Params) {
                 }
             }
         } else if poster.is_finished() {
-            let events = count(&app, "SELECT COUNT(*) FROM events WHERE type <> 'item.create'").await;
+            let events = count(
+                &app,
+                "SELECT COUNT(*) FROM events WHERE type <> 'item.create'",
+            )
+            .await;
             if rx.log.lock().expect("lock").seen.len() as i64 >= events {
                 break;
             }

@@ -40,9 +40,8 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str) {
     let http = reqwest::Client::new();
     // Pickups from 30 days ahead, a second apart: every timer is in the future.
     let base = clock.now() + TimeDelta::days(30);
-    let starts = |i: usize| {
-        (base + TimeDelta::seconds(i as i64)).to_rfc3339_opts(SecondsFormat::Secs, true)
-    };
+    let starts =
+        |i: usize| (base + TimeDelta::seconds(i as i64)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let ends = |i: usize| {
         (base + TimeDelta::seconds(i as i64) + TimeDelta::days(2))
             .to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -98,7 +98,10 @@ async fn duehook_run(n: usize, planning: Planning) -> Run {
             },
             |done| {
                 if done % 10_000 == 0 {
-                    eprintln!("  planned {done}/{n} in {:.1} s", t0.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  planned {done}/{n} in {:.1} s",
+                        t0.elapsed().as_secs_f64()
+                    );
                 }
             },
         )
