@@ -8,7 +8,8 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `PLANNING_ENTITIES` | 1000000 | reservations planned in all, 10,000 per batch |
-//! | `PLANNING_CONCURRENCY` | 2 | batches in flight at once |
+//! | `PLANNING_CONCURRENCY` | 2 (64 with `single`) | requests in flight at once |
+//! | `PLANNING_VIA` | `batch` | `batch`, or `single`: one `PUT /v1/reservations/{id}` per reservation (the single route, whose concurrent requests group commit gathers) |
 //! | `PLANNING_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL where the bench may create (and then drops) its own database |
 //!
 //! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration. Reported:
@@ -29,7 +30,55 @@ use support::{BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, se
 
 const TOKEN: &str = "planning-bench-token-0123456789";
 
-async fn run(entities: usize, concurrency: usize, store_spec: &str) {
+/// Sends `count` operations `op(i)` one request each through their own route,
+/// `clients` at a time, each waiting for its answer (asserted 2xx) before the next.
+async fn send_singly(
+    http: &reqwest::Client,
+    base: &str,
+    count: usize,
+    clients: usize,
+    op: impl Fn(usize) -> serde_json::Value + Send + Sync + 'static,
+    done: impl Fn(usize),
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let op = Arc::new(op);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients.max(1) {
+        let (http, next, answered, op) = (http.clone(), next.clone(), answered.clone(), op.clone());
+        let base = base.to_string();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let o = op(i);
+                let res = http
+                    .put(format!("{base}{}", o["path"].as_str().expect("path")))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(o["body"].to_string())
+                    .send()
+                    .await
+                    .expect("sent");
+                assert!(res.status().is_success(), "{}", res.status());
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while !tasks.is_empty() {
+        tokio::select! {
+            r = tasks.join_next() => { r.expect("task").expect("client"); }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        done(answered.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}
+
+async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool) {
     let loadavg = loadavg();
     let speed = MachineSpeed::read();
     let store = BenchStore::create(store_spec).await;
@@ -40,32 +89,33 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str) {
     let http = reqwest::Client::new();
     // Pickups from 30 days ahead, a second apart: every timer is in the future.
     let base = clock.now() + TimeDelta::days(30);
-    let starts =
-        |i: usize| (base + TimeDelta::seconds(i as i64)).to_rfc3339_opts(SecondsFormat::Secs, true);
-    let ends = |i: usize| {
-        (base + TimeDelta::seconds(i as i64) + TimeDelta::days(2))
-            .to_rfc3339_opts(SecondsFormat::Secs, true)
+    let op = move |i: usize| {
+        let starts = base + TimeDelta::seconds(i as i64);
+        json!({"method": "PUT", "path": format!("/v1/reservations/r-{i}"), "body": {
+            "contact_id": format!("c-{}", i % 1000),
+            "item_ids": [format!("i-{i}")],
+            "starts_at": starts.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "ends_at": (starts + TimeDelta::days(2)).to_rfc3339_opts(SecondsFormat::Secs, true),
+        }})
     };
     let bar = indicatif::ProgressBar::new(entities as u64);
     let cpu = CpuTicks::read();
     let t0 = Instant::now();
-    send_batches(
-        &http,
-        &app.url(),
-        TOKEN,
-        entities,
-        concurrency,
-        |i| {
-            json!({"method": "PUT", "path": format!("/v1/reservations/r-{i}"), "body": {
-                "contact_id": format!("c-{}", i % 1000),
-                "item_ids": [format!("i-{i}")],
-                "starts_at": starts(i),
-                "ends_at": ends(i),
-            }})
-        },
-        |done| bar.set_position(done as u64),
-    )
-    .await;
+    let progress = |done: usize| bar.set_position(done as u64);
+    if single {
+        send_singly(&http, &app.url(), entities, concurrency, op, progress).await;
+    } else {
+        send_batches(
+            &http,
+            &app.url(),
+            TOKEN,
+            entities,
+            concurrency,
+            op,
+            progress,
+        )
+        .await;
+    }
     let took = t0.elapsed();
     let cpu_end = CpuTicks::read();
     bar.finish_and_clear();
@@ -81,9 +131,16 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str) {
     assert_eq!(events, entities, "one event each");
     assert_eq!(pending, 4 * entities, "four pending timers each");
     app.shutdown().await;
+    let via = if single {
+        format!("PUT /v1/reservations/{{id}}, one per request, {concurrency} clients")
+    } else {
+        format!(
+            "POST /v1/batch, {} per batch, {concurrency} in flight",
+            support::BATCH_OPS
+        )
+    };
     println!(
-        "planning:    {entities} reservations through POST /v1/batch ({} per batch, {concurrency} in flight) on {}",
-        support::BATCH_OPS,
+        "planning:    {entities} reservations through {via} on {}",
         store.describe()
     );
     println!(
@@ -99,11 +156,16 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str) {
 
 fn main() {
     let entities = env_usize("PLANNING_ENTITIES", 1_000_000);
-    let concurrency = env_usize("PLANNING_CONCURRENCY", 2);
+    let single = match std::env::var("PLANNING_VIA").as_deref() {
+        Ok("single") => true,
+        Ok("batch") | Err(_) => false,
+        Ok(other) => panic!("PLANNING_VIA={other}: `batch` or `single`"),
+    };
+    let concurrency = env_usize("PLANNING_CONCURRENCY", if single { 64 } else { 2 });
     let store = std::env::var("PLANNING_STORE").unwrap_or_else(|_| "sqlite".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(entities, concurrency, &store));
+    rt.block_on(run(entities, concurrency, &store, single));
 }
