@@ -315,3 +315,129 @@ pub struct Plan {
     /// A timer added is due within the horizon: the driver should load it now.
     pub wake: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::reservation::{Reservation, ReservationInput};
+    use crate::schedule::rules::default_rules;
+
+    fn planner() -> Planner {
+        Planner {
+            rules: Arc::new(default_rules(TimeDelta::zero())),
+            default_tz: chrono_tz::UTC,
+            horizon: TimeDelta::hours(1),
+            wake: Arc::new(Notify::new()),
+            retention: TimeDelta::days(30),
+            digest: None,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("instant")
+    }
+
+    fn reservation(starts_at: &str, now: DateTime<Utc>) -> Reservation {
+        let starts_at = at(starts_at);
+        Reservation::create(
+            "r-1",
+            ReservationInput {
+                contact_id: "c-1".into(),
+                item_ids: vec!["i-1".into()],
+                starts_at,
+                ends_at: starts_at + TimeDelta::days(1),
+                timezone: None,
+                data: None,
+            },
+            now,
+        )
+    }
+
+    /// The decision alone: what a new reservation plans, what a moved one cancels and
+    /// plans instead, what an earlier moment skips, and that a done moment is not
+    /// planned again.
+    #[test]
+    fn plans_moves_skips_and_remembers() {
+        let p = planner();
+        let now = at("2030-03-01T08:00:00Z");
+        let r = reservation("2030-03-05T09:00:00Z", now);
+        let plan = p.plan(&Subject::Reservation(&r), now, &[], |_, _| false);
+        assert!(plan.cancel.is_empty());
+        let planned: Vec<(&str, DateTime<Utc>, bool)> = plan
+            .add
+            .iter()
+            .map(|t| {
+                (
+                    p.rules[t.rule].name.as_str(),
+                    t.fire_at,
+                    t.skipped.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            planned,
+            vec![
+                (
+                    "reservation.due_in_1_day",
+                    at("2030-03-04T09:00:00Z"),
+                    false
+                ),
+                (
+                    "reservation.due_in_1_hour",
+                    at("2030-03-05T08:00:00Z"),
+                    false
+                ),
+                (
+                    "reservation.overdue_1_hour",
+                    at("2030-03-05T10:00:00Z"),
+                    false
+                ),
+                (
+                    "reservation.overdue_1_day",
+                    at("2030-03-06T09:00:00Z"),
+                    false
+                ),
+            ]
+        );
+        assert!(!plan.wake, "nothing within the hour");
+
+        // Pending as planned, the anchor moved: each pending one cancelled with why,
+        // the new ones planned; a moment already done is not planned again.
+        let pending: Vec<PendingTimer<'_>> = plan
+            .add
+            .iter()
+            .map(|t| PendingTimer {
+                rule: &p.rules[t.rule].name,
+                anchor_at: t.anchor_at,
+                fire_at: t.fire_at,
+            })
+            .collect();
+        let moved = reservation("2030-03-01T09:30:00Z", now);
+        let again = p.plan(&Subject::Reservation(&moved), now, &pending, |rule, at_| {
+            rule == "reservation.overdue_1_hour" && at_ == at("2030-03-01T10:30:00Z")
+        });
+        assert_eq!(
+            again.cancel.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert!(again.cancel[0].1.starts_with("re-planned: anchor moved"));
+        let planned: Vec<(&str, Option<&str>)> = again
+            .add
+            .iter()
+            .map(|t| (p.rules[t.rule].name.as_str(), t.skipped.as_deref()))
+            .collect();
+        assert_eq!(planned.len(), 3, "{planned:?}");
+        assert_eq!(planned[0].0, "reservation.due_in_1_day");
+        assert!(
+            planned[0].1.is_some_and(|why| why.contains("had passed")),
+            "a reminder whose moment is gone is recorded skipped"
+        );
+        assert_eq!(planned[1], ("reservation.due_in_1_hour", None));
+        assert_eq!(planned[2], ("reservation.overdue_1_day", None));
+        assert!(again.wake, "due in 1 hour is within the horizon");
+
+        // The same state again: nothing to do.
+        let unchanged = p.plan(&Subject::Reservation(&r), now, &pending, |_, _| false);
+        assert!(unchanged.cancel.is_empty() && unchanged.add.is_empty());
+    }
+}
