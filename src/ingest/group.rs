@@ -1,8 +1,9 @@
 //! Group commit: the ops that arrive while a transaction is being written wait for the
 //! next one, which applies all of them at once ([`super::work`]). A single route's op
 //! waits for no one when alone and shares a transaction under load; a batch's ops go
-//! in transactions of up to [`TX_OPS`]. Each op is answered only after the transaction
-//! holding it committed, so nothing is acknowledged that a crash could lose.
+//! in transactions of up to [`TX_OPS`] ([`TX_OPS_POSTGRES`] on PostgreSQL). Each op is
+//! answered only after the transaction holding it committed, so nothing is
+//! acknowledged that a crash could lose.
 //!
 //! Why: a change is a few small rows, and a transaction of its own costs far more than
 //! the rows (SQLite's single writer and its sync, a WAL flush on PostgreSQL); and many
@@ -19,8 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Core, Op, Results, work, writer_gone};
 use crate::store::{Backend, StoreError};
 
-/// Ops applied per transaction at most (a batch larger than this is split, in order).
+/// Ops applied per transaction at most on SQLite (a batch larger than this is split,
+/// in order).
 pub const TX_OPS: usize = 4096;
+/// Ops applied per transaction at most on PostgreSQL. Each op's entity lock is an
+/// advisory lock, which holds a slot of the server's shared lock table until the
+/// transaction ends; the table has `max_locks_per_transaction` × `max_connections`
+/// slots (6,400 by default) for every session together, so the writers' transactions
+/// stay well within it.
+pub const TX_OPS_POSTGRES: usize = 512;
 /// Groups of ops waiting for a transaction at most; more wait to be queued
 /// (backpressure).
 const QUEUE: usize = 1024;
@@ -36,6 +44,8 @@ struct Unit {
 pub struct Writer {
     queues: Arc<[mpsc::Sender<Unit>]>,
     next: Arc<AtomicUsize>,
+    /// Ops per transaction at most.
+    tx_ops: usize,
 }
 
 impl Writer {
@@ -43,20 +53,21 @@ impl Writer {
     /// PostgreSQL, whose transactions proceed side by side (entity locks keep two
     /// changes of one entity apart). They end when the last handle is dropped.
     pub fn start(core: Arc<Core>) -> Self {
-        let writers = match core.store.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+        let (writers, tx_ops) = match core.store.backend() {
+            Backend::Sqlite => (1, TX_OPS),
+            Backend::Postgres => (4, TX_OPS_POSTGRES),
         };
         let queues: Vec<_> = (0..writers)
             .map(|_| {
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(core.clone(), rx));
+                tokio::spawn(run(core.clone(), rx, tx_ops));
                 queue
             })
             .collect();
         Self {
             queues: queues.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            tx_ops,
         }
     }
 
@@ -80,7 +91,7 @@ impl Writer {
         let queue = &self.queues[n % self.queues.len()];
         let mut answers = Vec::new();
         while !ops.is_empty() {
-            let rest = ops.split_off(ops.len().min(TX_OPS));
+            let rest = ops.split_off(ops.len().min(self.tx_ops));
             let chunk = std::mem::replace(&mut ops, rest);
             let len = chunk.len();
             let (reply, answer) = oneshot::channel();
@@ -128,11 +139,11 @@ impl Op {
     }
 }
 
-async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>) {
+async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>, tx_ops: usize) {
     while let Some(first) = rx.recv().await {
         let mut n = first.ops.len();
         let mut units = vec![first];
-        while n < TX_OPS {
+        while n < tx_ops {
             match rx.try_recv() {
                 Ok(u) => {
                     n += u.ops.len();
