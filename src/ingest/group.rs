@@ -21,8 +21,9 @@ use super::{Core, Op, Results, work, writer_gone};
 use crate::store::{Backend, StoreError};
 
 /// Ops applied per transaction at most on SQLite (a batch larger than this is split,
-/// in order).
-pub const TX_OPS: usize = 4096;
+/// in order). SQLite has one writer: a longer transaction would plan a little faster
+/// but keep the scheduler waiting longer for its turn to fire what is due meanwhile.
+pub const TX_OPS: usize = 1024;
 /// Ops applied per transaction at most on PostgreSQL. Each op's entity lock is an
 /// advisory lock, which holds a slot of the server's shared lock table until the
 /// transaction ends; the table has `max_locks_per_transaction` × `max_connections`

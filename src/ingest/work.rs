@@ -34,6 +34,7 @@ use crate::store::{StoreError, Tx, entities as db};
 pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError> {
     let now = core.clock.now();
     let mut tx = core.store.begin().await?;
+    core.store.plan_for_values(&mut tx).await?;
     let keys: BTreeSet<String> = ops.iter().filter_map(|op| op.entity_key()).collect();
     core.store.lock_entities(&mut tx, keys).await?;
     let mut w = Work::new(tx, now, &core.planner);

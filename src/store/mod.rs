@@ -481,6 +481,21 @@ impl Store {
         Ok(())
     }
 
+    /// PostgreSQL: plans the rest of `tx`'s statements for the values they are given,
+    /// not once for any values. A statement run many times gets a generic plan, chosen
+    /// with the table statistics of the moment: taken while a table was small (a new
+    /// store, a first import), it scans the whole table for every `IN (…)` list even
+    /// after the table grew to millions of rows. Transactions that read many rows by
+    /// key ask for this.
+    pub async fn plan_for_values(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// True when the store answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
