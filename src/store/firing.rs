@@ -401,7 +401,7 @@ fn rentals_of_invoices(timers: &[Timer], bodies: &[Option<String>]) -> BTreeSet<
 }
 
 /// PostgreSQL: the advisory lock of every entity of `timers` (the lock ingest takes,
-/// see [`super::Store::lock_entity`]), in one statement per 1,000 entities instead of
+/// see [`super::Store::lock_entities`]), in one statement per 512 entities instead of
 /// one round trip each. Always in the same (sorted) order, so two batches cannot
 /// deadlock: PostgreSQL evaluates volatile select-list functions after the ORDER BY.
 async fn lock_entities(

@@ -456,20 +456,10 @@ impl Store {
         }
     }
 
-    /// Serialises changes to one entity until `tx` ends. Two requests about the same
-    /// entity must not both read "absent" and both emit a create event. SQLite needs
-    /// nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
-    pub async fn lock_entity(&self, tx: &mut Tx, kind: &str, id: &str) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text AS locked")
-                .bind(format!("{kind}/{id}"))
-                .fetch_one(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// [`Store::lock_entity`] for many entities (`kind/id` keys) at once.
+    /// Serialises changes to the entities `keys` (`kind/id`) until `tx` ends. Two
+    /// requests about the same entity must not both read "absent" and both emit a
+    /// create event. SQLite needs nothing here: `BEGIN IMMEDIATE` already admits one
+    /// writer at a time.
     pub async fn lock_entities(
         &self,
         tx: &mut Tx,
@@ -586,8 +576,8 @@ pub(crate) async fn temp_sqlite_store() -> (tempfile::TempDir, Store, std::path:
     (dir, store, path)
 }
 
-/// PostgreSQL: the advisory locks of `keys` (`kind/id`, the lock
-/// [`Store::lock_entity`] takes), in one statement per [`MAX_ROWS`] keys instead of one
+/// PostgreSQL: the advisory locks of `keys` (`kind/id`, the locks
+/// [`Store::lock_entities`] takes), in one statement per [`MAX_ROWS`] keys instead of one
 /// round trip each. Always in the same (sorted) order, so two transactions locking
 /// many entities cannot deadlock over them: PostgreSQL evaluates volatile select-list
 /// functions after the ORDER BY.
