@@ -14,9 +14,11 @@
 //! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration as it does
 //! for `duehook serve` (e.g. `DUEHOOK_DELIVERY_MAX_IN_FLIGHT_PER_ENDPOINT=32`).
 //!
-//! Timers are items with an `expires_at` (rule `item.expire`, one timer each), stored and
-//! planned in transactions of 1,000 through the same Planner ingest uses, like
-//! `benches/reminders.rs`. Reported: load time; fires/s during the burst; webhooks
+//! Timers are items with an `expires_at` (rule `item.expire`, one timer each), loaded the
+//! product's way: `PUT /v1/items/{id}` operations through `POST /v1/batch`, 10,000 per
+//! request, two requests in flight; each item also writes its `item.create` event,
+//! which the endpoint (subscribed to `item.expire` and `booking.create`) does not
+//! receive. Reported: load time; fires/s during the burst; webhooks
 //! received/s end to end; lateness from each timer's `scheduled_at` to its POST arriving
 //! at the receiver (and, to tell where it comes from, to its event being written);
 //! immediate events' latency from the ingest POST to the webhook; events lost (written
@@ -34,19 +36,19 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use duehook::testing::{Item, ItemInput};
 use serde_json::{Value, json};
 use support::{
     BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
-    spread, start_receiver,
+    send_batches, spread, start_receiver,
 };
 
 const TOKEN: &str = "load-bench-token-0123456789";
-/// Items stored and planned per transaction while loading.
-const LOAD_TX: usize = 1_000;
+/// The event types the endpoint receives: the timers' and the posted events'.
+const FIRED: &str = "item.expire";
+const POSTED: &str = "booking.create";
 /// Give up waiting when nothing new arrived at the receiver for this long.
 const QUIET: Duration = Duration::from_secs(30);
 
@@ -70,17 +72,16 @@ impl Params {
     }
 }
 
-/// Stores and plans `count` items named `{prefix}{i}`, expiring at `at(i)`, in
-/// transactions of [`LOAD_TX`]; wakes the driver after each commit when `wake`.
+/// Stores and plans `count` items named `{prefix}{i}`, expiring at `at(i)`, through
+/// `POST /v1/batch`; every batch is committed (and its timers due soon handed to the
+/// scheduler) before it is answered.
 async fn plan_items(
     app: &App,
     prefix: &str,
     count: usize,
     at: impl Fn(usize) -> DateTime<Utc>,
-    wake: bool,
     progress: bool,
 ) {
-    let probe = app.probe();
     // Drawn to stderr; hidden when stderr is not a terminal, so logs stay clean.
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(count as u64);
@@ -94,31 +95,22 @@ async fn plan_items(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut i = 0;
-    while i < count {
-        let now = app.clock().now();
-        let items: Vec<Item> = (i..count.min(i + LOAD_TX))
-            .map(|i| {
-                Item::create(
-                    &format!("{prefix}{i}"),
-                    ItemInput {
-                        name: "load".into(),
-                        expires_at: Some(at(i)),
-                        timezone: None,
-                        data: None,
-                    },
-                    now,
-                )
-            })
-            .collect();
-        probe.plan_items(&items, now).await.expect("plan");
-        i += items.len();
-        if wake {
-            // What ingest does after a commit that planned inside the horizon.
-            probe.wake_scheduler();
-        }
-        bar.set_position(i as u64);
-    }
+    let http = reqwest::Client::new();
+    send_batches(
+        &http,
+        &app.url(),
+        TOKEN,
+        count,
+        2,
+        |i| {
+            json!({"method": "PUT", "path": format!("/v1/items/{prefix}{i}"), "body": {
+                "name": "load",
+                "expires_at": at(i).to_rfc3339_opts(SecondsFormat::Millis, true),
+            }})
+        },
+        |done| bar.set_position(done as u64),
+    )
+    .await;
     bar.finish();
 }
 
@@ -194,7 +186,7 @@ async fn run(p: &Params) {
             .post(format!("{}/v1/endpoints", app.url()))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
-            .body(json!({"name": "load", "url": hook_url, "topics": ["*"]}).to_string())
+            .body(json!({"name": "load", "url": hook_url, "topics": [FIRED, POSTED]}).to_string())
             .send()
             .await
             .expect("create endpoint");
@@ -223,7 +215,6 @@ async fn run(p: &Params) {
         "pending-",
         p.pending,
         |i| base + TimeDelta::milliseconds((i as f64 * span_ms / n) as i64),
-        false,
         true,
     )
     .await;
@@ -243,7 +234,6 @@ async fn run(p: &Params) {
         "burst-",
         p.burst,
         |i| due + TimeDelta::milliseconds(i as i64 * p.burst_span_ms as i64 / burst_n),
-        true,
         false,
     )
     .await;
@@ -300,7 +290,11 @@ async fn run(p: &Params) {
                 }
             }
         } else if poster.is_finished() {
-            let events = count(&app, "SELECT COUNT(*) FROM events").await;
+            let events = count(
+                &app,
+                "SELECT COUNT(*) FROM events WHERE type <> 'item.create'",
+            )
+            .await;
             if rx.log.lock().expect("lock").seen.len() as i64 >= events {
                 break;
             }
@@ -324,7 +318,10 @@ async fn run(p: &Params) {
     // 4. What happened, from the store and the receiver.
     let events: Vec<(String, i64, Option<i64>)> = app
         .probe()
-        .rows("SELECT id, created_at, scheduled_at FROM events", &[])
+        .rows(
+            "SELECT id, created_at, scheduled_at FROM events WHERE type <> 'item.create'",
+            &[],
+        )
         .await
         .expect("events")
         .iter()
@@ -457,7 +454,7 @@ async fn run(p: &Params) {
         config.delivery.max_in_flight_per_endpoint,
     );
     println!(
-        "load:        {} timers stored and planned in {:.1} s ({:.0}/s)",
+        "load:        {} timers stored and planned through POST /v1/batch in {:.1} s ({:.0}/s)",
         p.pending,
         load.as_secs_f64(),
         p.pending as f64 / load.as_secs_f64()

@@ -4,10 +4,13 @@
 //!
 //! Run: `cargo bench --bench reminders` (N = 100000; `REMINDERS=20000` for a quick run).
 //! duehook side: a real App (system clock) on a temp SQLite file; reminders are items
-//! with an `expires_at`, stored and planned through the same Planner ingest uses, in
-//! transactions of 1,000; the driver fires them from its wheel. Reported: time until the
-//! last one fired, how many fired (exactly once each: one event per timer), lateness
-//! (event `created` − `scheduled_at`) and how many fired early (must be 0).
+//! with an `expires_at`, planned in two ways, each on a fresh store: stored and planned
+//! directly through the Planner ingest uses, in transactions of 1,000 (no HTTP, no
+//! events of their own), and through the product's way, `POST /v1/batch` with 10,000
+//! `PUT /v1/items/{id}` per request (each also writes its `item.create` event); the
+//! driver fires them from its wheel. Reported: time until the last one fired, how many
+//! fired (exactly once each: one event per timer), lateness (event `created` −
+//! `scheduled_at`), how many fired early (must be 0) and how many were lost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,10 @@ use duehook::App;
 use duehook::clock::SystemClock;
 use duehook::config::Config;
 use duehook::testing::{Item, ItemInput};
+use serde_json::json;
+
+#[path = "support/mod.rs"]
+mod support;
 
 const TOKEN: &str = "bench-token-0123456789";
 const DELAY: Duration = Duration::from_secs(2);
@@ -52,7 +59,16 @@ fn report(name: &str, n: usize, r: &mut Run) {
     );
 }
 
-async fn duehook_run(n: usize) -> Run {
+/// How the reminders are planned.
+#[derive(Clone, Copy, PartialEq)]
+enum Planning {
+    /// Through the Planner directly, 1,000 per transaction.
+    Direct,
+    /// Through `POST /v1/batch`.
+    Batch,
+}
+
+async fn duehook_run(n: usize, planning: Planning) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::defaults();
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
@@ -64,7 +80,34 @@ async fn duehook_run(n: usize) -> Run {
     let probe = app.probe();
 
     let t0 = Instant::now();
-    let mut i = 0;
+    if planning == Planning::Batch {
+        let http = reqwest::Client::new();
+        let delay = TimeDelta::from_std(DELAY).unwrap_or_default();
+        let clock = clock.clone();
+        support::send_batches(
+            &http,
+            &app.url(),
+            TOKEN,
+            n,
+            2,
+            |i| {
+                json!({"method": "PUT", "path": format!("/v1/items/item-{i}"), "body": {
+                    "name": "reminder",
+                    "expires_at": (clock.now() + delay).to_rfc3339(),
+                }})
+            },
+            |done| {
+                if done % 10_000 == 0 {
+                    eprintln!(
+                        "  planned {done}/{n} in {:.1} s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+            },
+        )
+        .await;
+    }
+    let mut i = if planning == Planning::Batch { n } else { 0 };
     while i < n {
         let now = clock.now();
         let items: Vec<Item> = (i..n.min(i + 1000))
@@ -208,8 +251,18 @@ fn main() {
         "reminders: {n}, each due {} s after it was added",
         DELAY.as_secs()
     );
-    let mut ours = rt.block_on(duehook_run(n));
-    report("duehook (SQLite, durable)", n, &mut ours);
+    let mut direct = rt.block_on(duehook_run(n, Planning::Direct));
+    report(
+        "duehook (SQLite, durable; planned directly, 1,000 per transaction)",
+        n,
+        &mut direct,
+    );
+    let mut ours = rt.block_on(duehook_run(n, Planning::Batch));
+    report(
+        "duehook (SQLite, durable; planned through POST /v1/batch)",
+        n,
+        &mut ours,
+    );
     let mut theirs = rt.block_on(cron_run(n));
     report(
         "tokio-cron-scheduler (in memory, default 200-slot channel)",
@@ -217,9 +270,10 @@ fn main() {
         &mut theirs,
     );
     println!(
-        "ratio (time until all done, tokio-cron-scheduler / duehook): {:.2}x; reminders lost: duehook {}, tokio-cron-scheduler {}",
+        "ratio (time until all done, tokio-cron-scheduler / duehook through POST /v1/batch): {:.2}x; reminders lost: duehook {} (batch), {} (direct), tokio-cron-scheduler {}",
         theirs.total.as_secs_f64() / ours.total.as_secs_f64(),
         n - ours.fired.min(n),
+        n - direct.fired.min(n),
         n - theirs.fired.min(n),
     );
 }

@@ -152,6 +152,7 @@ impl App {
             state,
             http::auth::Tokens::new(&config.auth),
             config.server.max_body_bytes,
+            config.server.max_batch_bytes,
         );
         let planner = scheduler.planner().clone();
 

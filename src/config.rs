@@ -52,6 +52,8 @@ pub struct ClusterConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// The body limit of `POST /v1/batch`, which carries many changes at once.
+    pub max_batch_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests and background work
     /// before it aborts what is left (uncommitted work stays pending in the store).
     #[serde(deserialize_with = "de_std_duration")]
@@ -421,6 +423,12 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(fail(
                 "server.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.server.max_batch_bytes < 1024 {
+            return Err(fail(
+                "server.max_batch_bytes",
                 "must be at least 1024".into(),
             ));
         }

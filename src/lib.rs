@@ -24,8 +24,10 @@
 //!
 //! - `http`: routes that translate requests and answers, the console,
 //!   auth, errors, the OpenAPI document. API bodies are its own types.
-//! - `ingest`: one transaction per change (or per group of posted events): the entity,
-//!   its events through the outbox, its timers re-planned by `schedule::plan`.
+//! - `ingest`: every change is an op (a single route sends one, `POST /v1/batch` many);
+//!   the ops waiting together are applied in one transaction: the entities, their
+//!   events through the outbox, their timers re-planned by `schedule::plan`, written
+//!   with multi-row statements.
 //! - `outbox`: the one way an event enters: it writes the events, fans them out to the
 //!   subscribed endpoints and hands this node's worker its deliveries, all in the
 //!   caller's transaction.

@@ -377,3 +377,60 @@ pub async fn post_booking(
     let v: Value = serde_json::from_slice(&body).ok()?;
     v["id"].as_str().map(str::to_string)
 }
+
+/// Operations per `POST /v1/batch` the benches send (the most one batch may carry).
+pub const BATCH_OPS: usize = 10_000;
+
+/// Sends the `count` operations `op(i)` through `POST {base}/v1/batch`, [`BATCH_OPS`]
+/// per request, `concurrency` requests in flight (so that one request's JSON is read
+/// while the store writes another's); asserts every operation answered 2xx. `done` is
+/// told how many operations have been answered so far. An answered batch is committed:
+/// when this returns, every operation is stored.
+pub async fn send_batches(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    count: usize,
+    concurrency: usize,
+    op: impl Fn(usize) -> Value,
+    done: impl Fn(usize),
+) {
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut answered = 0;
+    let mut next = 0;
+    while next < count || !in_flight.is_empty() {
+        while next < count && in_flight.len() < concurrency.max(1) {
+            let end = count.min(next + BATCH_OPS);
+            let ops: Vec<Value> = (next..end).map(&op).collect();
+            let body = json!({ "operations": ops }).to_string();
+            let req = http
+                .post(format!("{base}/v1/batch"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body);
+            in_flight.spawn(async move {
+                let res = req.send().await.expect("batch sent");
+                let status = res.status();
+                let bytes = res.bytes().await.expect("batch answer");
+                assert_eq!(
+                    status,
+                    reqwest::StatusCode::OK,
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+                let results = v["results"].as_array().expect("results");
+                for r in results {
+                    let s = r["status"].as_u64().unwrap_or(0);
+                    assert!((200..300).contains(&s), "an operation refused: {r}");
+                }
+                results.len()
+            });
+            next = end;
+        }
+        if let Some(n) = in_flight.join_next().await {
+            answered += n.expect("batch task");
+            done(answered);
+        }
+    }
+}

@@ -27,18 +27,22 @@ pub const EVENT_ID_HEADER: HeaderName = HeaderName::from_static("duehook-event-i
 /// The answer to a change: 201 when it created the entity, else 200, with the entity
 /// as the API body `body` makes of it and the event it emitted named in a header.
 fn respond<T, B: Serialize>(applied: Applied<T>, body: impl FnOnce(T) -> B) -> Response {
-    let status = if applied.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut res = (status, Json(body(applied.entity))).into_response();
-    if let Some(ev) = &applied.event
-        && let Ok(v) = HeaderValue::from_str(&ev.id)
+    let mut res = (status_of(&applied), Json(body(applied.entity))).into_response();
+    if let Some(id) = &applied.event_id
+        && let Ok(v) = HeaderValue::from_str(id)
     {
         res.headers_mut().insert(EVENT_ID_HEADER, v);
     }
     res
+}
+
+/// 201 when the change created the entity, else 200.
+pub fn status_of<T>(applied: &Applied<T>) -> StatusCode {
+    if applied.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 type ApiResult = Result<Response, ApiError>;

@@ -24,38 +24,59 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type_ok = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|ct| {
-                let ct = ct.to_ascii_lowercase();
-                ct.starts_with("application/json") || ct.contains("+json")
-            });
-        if !content_type_ok {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "request body is over the limit ([server] max_body_bytes)",
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, state, "[server] max_body_bytes").await?;
         parse(&bytes).map(JsonBody)
     }
 }
 
+/// The body of a JSON request: refused when its content type is not JSON, or when it
+/// is over the route's limit (named by `limit` in the error).
+pub async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    limit: &str,
+) -> Result<Bytes, ApiError> {
+    let content_type_ok = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/json") || ct.contains("+json")
+        });
+    if !content_type_ok {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
+    }
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is over the limit ({limit})"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+        }
+    })
+}
+
+/// Parses a request whose parts are parsed again on their own with [`parse`] (a
+/// batch's operations): the NUL check is left to each part, so that one part's NUL
+/// refuses that part alone.
+pub fn parse_request<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_checked(bytes, false)
+}
+
 /// Parses `bytes` as `T`, naming the offending field on failure.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_checked(bytes, true)
+}
+
+fn parse_checked<T: DeserializeOwned>(bytes: &[u8], refuse_nul: bool) -> Result<T, ApiError> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -63,7 +84,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     };
     // PostgreSQL text cannot hold NUL, and no field of ours needs one: refuse it here
     // rather than fail in the store.
-    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+    if refuse_nul && bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
         return Err(ApiError::invalid(
             "body",
             "strings must not contain NUL (\\u0000)",

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod console;
 pub mod deliveries;
 pub mod endpoints;
@@ -52,7 +53,14 @@ pub struct AppState {
 
 /// The whole API. `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the console's
 /// page and assets (`/admin/ui…`) are open; everything else needs a token.
-pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> Router {
+/// `max_body_bytes` bounds every body but `POST /v1/batch`'s, which `max_batch_bytes`
+/// bounds.
+pub fn router(
+    state: AppState,
+    tokens: auth::Tokens,
+    max_body_bytes: usize,
+    max_batch_bytes: usize,
+) -> Router {
     let v1 = Router::new()
         .route(
             "/v1/reservations/{id}",
@@ -88,6 +96,10 @@ pub fn router(state: AppState, tokens: auth::Tokens, max_body_bytes: usize) -> R
             put(ingest::put_contact).get(ingest::get_contact),
         )
         .route("/v1/events", post(ingest::post_event))
+        .route(
+            "/v1/batch",
+            post(batch::batch).layer(DefaultBodyLimit::max(max_batch_bytes)),
+        )
         .route("/v1/event-types", get(ingest::event_types))
         .route("/admin/clock", get(admin::get_clock))
         .route("/admin/clock/advance", post(admin::advance_clock))

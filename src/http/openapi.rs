@@ -21,7 +21,7 @@ use super::api::responses::{
     Unauthorized, UnsupportedMediaType, response_ref,
 };
 use super::error::ApiError;
-use super::{admin, deliveries, endpoints, health, ingest, metrics};
+use super::{admin, batch, deliveries, endpoints, health, ingest, metrics};
 
 /// Name of the security scheme every `/v1/` and `/admin/` operation requires.
 pub const SECURITY_SCHEME: &str = "bearer";
@@ -61,6 +61,7 @@ endpoints and retry deliveries, from the console at `/admin/ui` or otherwise)."
         ingest::put_contact,
         ingest::get_contact,
         ingest::post_event,
+        batch::batch,
         ingest::event_types,
         endpoints::create,
         endpoints::list,

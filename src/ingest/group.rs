@@ -1,136 +1,186 @@
-//! Group commit for `POST /v1/events`: requests that arrive while a transaction is
-//! being written wait for the next one, which stores all of them at once. Each request
-//! is answered only after the transaction holding its event committed, so nothing is
+//! Group commit: the ops that arrive while a transaction is being written wait for the
+//! next one, which applies all of them at once ([`super::work`]). A single route's op
+//! waits for no one when alone and shares a transaction under load; a batch's ops go
+//! in transactions of up to [`TX_OPS`] ([`TX_OPS_POSTGRES`] on PostgreSQL). Each op is
+//! answered only after the transaction holding it committed, so nothing is
 //! acknowledged that a crash could lose.
 //!
-//! Why: a posted event is one small row, and a transaction of its own costs far more
-//! than the row (SQLite's single writer, a WAL flush on PostgreSQL). Under load the
-//! batches grow by themselves; alone, a request waits for no one.
+//! Why: a change is a few small rows, and a transaction of its own costs far more than
+//! the rows (SQLite's single writer and its sync, a WAL flush on PostgreSQL); and many
+//! entities planned together are written with multi-row statements.
 //!
-//! The events enter through the outbox like every other event, in the batch's
-//! transaction.
-//!
-//! A batch that fails is written again one event per transaction, so one bad request
-//! (a value the database refuses) fails alone and the others still succeed.
+//! A transaction that the store refuses is applied again one op per transaction, so
+//! one op the database refuses fails alone and the others still succeed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::SharedClock;
-use crate::domain::event::{Event, NewEvent};
-use crate::outbox::Outbox;
-use crate::store::{Backend, Store, StoreError};
+use super::{Core, Op, Results, work, writer_gone};
+use crate::store::{Backend, StoreError};
 
-/// Events written per transaction at most.
-const BATCH: usize = 256;
-/// Requests waiting for a transaction at most; more wait to be queued (backpressure).
-const QUEUE: usize = 4096;
+/// Ops applied per transaction at most on SQLite (a batch larger than this is split,
+/// in order). SQLite has one writer: a longer transaction would plan a little faster
+/// but keep the scheduler waiting longer for its turn to fire what is due meanwhile.
+pub const TX_OPS: usize = 1024;
+/// Ops applied per transaction at most on PostgreSQL. Each op's entity lock is an
+/// advisory lock, which holds a slot of the server's shared lock table until the
+/// transaction ends; the table has `max_locks_per_transaction` × `max_connections`
+/// slots (6,400 by default) for every session together, so the writers' transactions
+/// stay well within it.
+pub const TX_OPS_POSTGRES: usize = 512;
+/// Groups of ops waiting for a transaction at most; more wait to be queued
+/// (backpressure).
+const QUEUE: usize = 1024;
 
-type Reply = oneshot::Sender<Result<Event, StoreError>>;
-
-/// The handle requests post their events through.
-#[derive(Clone)]
-pub struct EventWriter {
-    queues: Arc<[mpsc::Sender<(NewEvent, Reply)>]>,
-    next: Arc<AtomicUsize>,
+/// Ops and where their results go.
+struct Unit {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Results>,
 }
 
-impl EventWriter {
+/// The handle ops are applied through.
+#[derive(Clone)]
+pub struct Writer {
+    queues: Arc<[mpsc::Sender<Unit>]>,
+    next: Arc<AtomicUsize>,
+    /// Ops per transaction at most.
+    tx_ops: usize,
+}
+
+impl Writer {
     /// Starts the writer tasks: one on SQLite (one writer at a time anyway), a few on
-    /// PostgreSQL, whose transactions proceed side by side. They end when the last
-    /// handle is dropped.
-    pub fn start(store: Store, clock: SharedClock, outbox: Arc<Outbox>) -> Self {
-        let writers = match store.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+    /// PostgreSQL, whose transactions proceed side by side (entity locks keep two
+    /// changes of one entity apart). They end when the last handle is dropped.
+    pub fn start(core: Arc<Core>) -> Self {
+        let (writers, tx_ops) = match core.store.backend() {
+            Backend::Sqlite => (1, TX_OPS),
+            Backend::Postgres => (4, TX_OPS_POSTGRES),
         };
         let queues: Vec<_> = (0..writers)
             .map(|_| {
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(store.clone(), clock.clone(), outbox.clone(), rx));
+                tokio::spawn(run(core.clone(), rx, tx_ops));
                 queue
             })
             .collect();
         Self {
             queues: queues.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            tx_ops,
         }
     }
 
-    /// Stores `ev`; returns it once committed.
-    pub async fn write(&self, ev: NewEvent) -> Result<Event, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        // The writer stops only with the service: answer as the store being away would.
-        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        // One entity's events always through the same writer: its transactions commit
-        // one after another, so the entity's events are stored in the order posted
-        // (their `seq`, what `duehook-sequence` carries, grows with that order).
-        let n = if ev.entity_id.is_empty() {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        } else {
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&(&ev.entity_kind, &ev.entity_id), &mut h);
-            std::hash::Hasher::finish(&h) as usize
+    /// Applies `ops` in order; one result per op once its transaction committed.
+    pub async fn apply(&self, mut ops: Vec<Op>) -> Results {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        // One entity's single ops always through the same writer: their transactions
+        // commit one after another, so its events are stored in the order sent (their
+        // `seq`, what `duehook-sequence` carries, grows with that order). A batch's
+        // parts go through one writer, in order.
+        let n = match (ops.len(), ops.first().and_then(Op::entity_key)) {
+            (1, Some(key)) => {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&key, &mut h);
+                std::hash::Hasher::finish(&h) as usize
+            }
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
         };
         let queue = &self.queues[n % self.queues.len()];
-        queue.send((ev, reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let mut answers = Vec::new();
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(self.tx_ops));
+            let chunk = std::mem::replace(&mut ops, rest);
+            let len = chunk.len();
+            let (reply, answer) = oneshot::channel();
+            let sent = queue.send(Unit { ops: chunk, reply }).await.is_ok();
+            answers.push((sent.then_some(answer), len));
+        }
+        let mut out = Vec::new();
+        for (answer, len) in answers {
+            match answer {
+                Some(a) => match a.await {
+                    Ok(results) => out.extend(results),
+                    Err(_) => out.extend((0..len).map(|_| Err(writer_gone().into()))),
+                },
+                None => out.extend((0..len).map(|_| Err(writer_gone().into()))),
+            }
+        }
+        out
     }
 }
 
-async fn run(
-    store: Store,
-    clock: SharedClock,
-    outbox: Arc<Outbox>,
-    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let (evs, replies): (Vec<NewEvent>, Vec<Reply>) =
-            std::mem::take(&mut batch).into_iter().unzip();
-        let written = match write_all(&store, &clock, &outbox, &evs).await {
-            Ok(written) => written.into_iter().map(Ok).collect(),
-            Err(e) if evs.len() == 1 => vec![Err(e)],
+impl Op {
+    /// The entity an op changes (`kind/id`), when it names one.
+    pub(super) fn entity_key(&self) -> Option<String> {
+        let (kind, id) = match self {
+            Op::PutReservation(id, _) | Op::CancelReservation(id) => ("reservation", id),
+            Op::PutOrder(id, _)
+            | Op::PatchOrder(id, _)
+            | Op::Checkout(id)
+            | Op::Checkin(id, _)
+            | Op::UndoCheckout(id) => ("order", id),
+            Op::PutUnitRental(id, _) => ("unitRental", id),
+            Op::PutInvoice(id, _) => ("invoice", id),
+            Op::PutItem(id, _) => ("item", id),
+            Op::PutContact(id, _) => ("contact", id),
+            Op::PostEvent(event_type, data) => {
+                let kind = event_type.split('.').next().unwrap_or(event_type);
+                let id = match data.get("id")? {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                return Some(format!("{kind}/{id}"));
+            }
+        };
+        Some(format!("{kind}/{id}"))
+    }
+}
+
+async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>, tx_ops: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.ops.len();
+        let mut units = vec![first];
+        while n < tx_ops {
+            match rx.try_recv() {
+                Ok(u) => {
+                    n += u.ops.len();
+                    units.push(u);
+                }
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&Op> = units.iter().flat_map(|u| u.ops.iter()).collect();
+        let results = match work::run(&core, &ops).await {
+            Ok(results) => results,
+            Err(e) if ops.len() == 1 => vec![Err(e.into())],
+            // The store is away: one op at a time would only wait for it longer.
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, ops = ops.len(), "store unavailable; nothing of this group was stored");
+                ops.iter()
+                    .map(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed).into()))
+                    .collect()
+            }
             Err(e) => {
-                tracing::debug!(error = %e, events = evs.len(), "group commit failed; writing one by one");
-                let mut one_by_one = Vec::with_capacity(evs.len());
-                for ev in &evs {
-                    one_by_one.push(
-                        write_all(&store, &clock, &outbox, std::slice::from_ref(ev))
-                            .await
-                            .map(|mut w| w.remove(0)),
-                    );
+                tracing::debug!(error = %e, ops = ops.len(), "group commit failed; applying one by one");
+                let mut one_by_one = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    one_by_one.push(match work::run(&core, std::slice::from_ref(op)).await {
+                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(writer_gone().into())),
+                        Err(e) => Err(e.into()),
+                    });
                 }
                 one_by_one
             }
         };
-        for (reply, result) in replies.into_iter().zip(written) {
-            // The request may have gone away (client disconnected): its event stays.
-            let _ = reply.send(result);
+        let mut results = results.into_iter();
+        for u in units {
+            let mine: Vec<_> = results.by_ref().take(u.ops.len()).collect();
+            // The request may have gone away (client disconnected): its changes stay.
+            let _ = u.reply.send(mine);
         }
     }
-}
-
-/// One transaction for `evs`, through the outbox; returns them as stored.
-async fn write_all(
-    store: &Store,
-    clock: &SharedClock,
-    outbox: &Outbox,
-    evs: &[NewEvent],
-) -> Result<Vec<Event>, StoreError> {
-    let mut tx = store.begin().await?;
-    let now = clock.now();
-    let written = outbox.write(&mut tx, evs, now).await?;
-    tx.commit().await?;
-    let out = (0..written.count())
-        .map(|i| {
-            written
-                .event(i)
-                .ok_or_else(|| StoreError::Corrupt("event written without its data".into()))
-        })
-        .collect();
-    written.committed();
-    out
 }

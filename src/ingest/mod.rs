@@ -1,80 +1,100 @@
-//! Applying the application's changes. Each operation is one store transaction: the
-//! entity row, its immediate event in the outbox, and (through the planner) its timers.
-//! Either all of it is stored or none of it, and nothing is acknowledged before commit.
+//! Applying the application's changes. Every change is an [`Op`]; a single route sends
+//! one, `POST /v1/batch` sends many, and both go the same way: checked first (an op
+//! whose input is invalid is answered at once and is part of no transaction), then
+//! through the writer ([`group`]), which applies the ops waiting for it together in
+//! one store transaction ([`work`]): each op's entity row, its immediate events in the
+//! outbox and (through the planner) its timers. Either a transaction is stored whole
+//! or not at all, and nothing is acknowledged before its commit.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::clock::SharedClock;
 use crate::domain::catalogue::Catalogue;
 use crate::domain::contact::{Contact, ContactInput};
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::item::{Item, ItemInput};
-use crate::domain::order::{CheckinInput, Order, OrderInput, OrderStatus};
+use crate::domain::order::{CheckinInput, Order, OrderInput};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
-use crate::domain::{DomainError, EntityKind, input};
+use crate::domain::{DomainError, input};
 use crate::error::ServiceError;
 use crate::outbox::Outbox;
-use crate::schedule::plan::{Planner, Subject};
-use crate::store::{Store, StoreError, Tx, entities as db, timers};
+use crate::schedule::plan::Planner;
+use crate::store::{Store, StoreError};
 
 mod group;
 mod read;
+mod work;
 
-/// What a change produced: the entity as it now is and the event it emitted, if any
-/// (an idempotent repeat emits none).
+/// Most operations one `POST /v1/batch` may carry.
+pub const MAX_BATCH_OPS: usize = 10_000;
+
+/// What a change produced: the entity as it now is, the event it emitted, if any
+/// (an idempotent repeat emits none), and whether it created the entity.
 #[derive(Debug, Serialize)]
 pub struct Applied<T> {
     #[serde(flatten)]
     pub entity: T,
     #[serde(skip)]
-    pub event: Option<Event>,
+    pub event_id: Option<String>,
     #[serde(skip)]
     pub created: bool,
 }
 
-impl<T> Applied<T> {
-    /// Nothing changed: no event.
-    fn unchanged(entity: T) -> Self {
-        Applied {
-            entity,
-            event: None,
-            created: false,
-        }
-    }
+/// One change the application asks for: the ingest routes, one variant each.
+#[derive(Debug, Clone)]
+pub enum Op {
+    PutReservation(String, ReservationInput),
+    CancelReservation(String),
+    PutOrder(String, OrderInput),
+    PatchOrder(String, DateTime<Utc>),
+    Checkout(String),
+    Checkin(String, CheckinInput),
+    UndoCheckout(String),
+    PutUnitRental(String, UnitRentalInput),
+    PutInvoice(String, InvoiceInput),
+    PutItem(String, ItemInput),
+    PutContact(String, ContactInput),
+    /// `POST /v1/events`: a catalogue type with the application's own data.
+    PostEvent(String, Value),
 }
 
-/// One change in progress: its transaction, its instant, the events it emits (in
-/// order) and whether it planned a timer the scheduler must load now.
-struct Change {
-    tx: Tx,
-    now: DateTime<Utc>,
-    events: Vec<NewEvent>,
-    wake: bool,
+/// What an [`Op`] produced.
+#[derive(Debug)]
+pub enum Outcome {
+    Reservation(Applied<Reservation>),
+    Order(Applied<Order>),
+    UnitRental(Applied<UnitRental>),
+    Invoice(Applied<Invoice>),
+    Item(Applied<Item>),
+    Contact(Applied<Contact>),
+    /// A posted event, as stored.
+    Event(Event),
 }
 
-impl Change {
-    fn emit(&mut self, event_type: &str, kind: EntityKind, id: &str, data: &impl Serialize) {
-        self.events
-            .push(NewEvent::immediate(event_type, kind.as_str(), id, data));
-    }
+/// What applying ops needs: the store, the clock, the outbox and the planner.
+struct Core {
+    store: Store,
+    clock: SharedClock,
+    outbox: Arc<Outbox>,
+    planner: Planner,
+    catalogue: Arc<Catalogue>,
 }
 
 /// The ingest service, shared by the HTTP handlers.
 #[derive(Clone)]
 pub struct Ingest {
     store: Store,
-    clock: SharedClock,
-    outbox: Arc<Outbox>,
-    planner: Planner,
-    catalogue: Arc<Catalogue>,
-    /// Posted events go through group commit.
-    events: group::EventWriter,
+    core: Arc<Core>,
+    writer: group::Writer,
 }
+
+/// One result per op: its outcome, or why it was refused (or the store failing).
+pub type Results = Vec<Result<Outcome, ServiceError>>;
 
 impl Ingest {
     pub fn new(
@@ -84,66 +104,55 @@ impl Ingest {
         planner: Planner,
         catalogue: Arc<Catalogue>,
     ) -> Self {
-        Self {
-            events: group::EventWriter::start(store.clone(), clock.clone(), outbox.clone()),
-            store,
+        let core = Arc::new(Core {
+            store: store.clone(),
             clock,
             outbox,
             planner,
             catalogue,
+        });
+        Self {
+            writer: group::Writer::start(core.clone()),
+            store,
+            core,
         }
     }
 
-    /// Begins the change of entity `kind/id`: its id checked, the write transaction
-    /// open and the entity locked.
-    async fn begin(&self, kind: &str, id: &str) -> Result<Change, ServiceError> {
-        input::check_id("id", id)?;
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        self.store.lock_entity(&mut tx, kind, id).await?;
-        Ok(Change {
-            tx,
-            now,
-            events: Vec::new(),
-            wake: false,
-        })
+    /// Applies `ops` in order, as if each had been sent to its own route one after
+    /// another, and answers one result per op, in order, once every op that succeeded
+    /// is committed. Ops are committed many per transaction; an op refused (invalid
+    /// input, missing entity, a transition its entity's state forbids) changes
+    /// nothing and does not hold back the others.
+    pub async fn apply(&self, ops: Vec<Op>) -> Results {
+        let mut results: Vec<Option<Result<Outcome, ServiceError>>> =
+            (0..ops.len()).map(|_| None).collect();
+        let mut valid = Vec::with_capacity(ops.len());
+        let mut positions = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            match self.core.check(&op) {
+                Ok(()) => {
+                    valid.push(op);
+                    positions.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let applied = self.writer.apply(valid).await;
+        for (i, r) in positions.into_iter().zip(applied) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(writer_gone().into())))
+            .collect()
     }
 
-    /// Re-plans `subject`'s timers in the change's transaction.
-    async fn replan(&self, c: &mut Change, subject: Subject<'_>) -> Result<(), ServiceError> {
-        c.wake |= self.planner.replan(&mut c.tx, subject, c.now).await?;
-        Ok(())
-    }
-
-    /// Ends a change: its events through the outbox, commit, then the hand-off and the
-    /// scheduler's wake-up. The first event emitted is the one the answer names.
-    async fn commit<T>(
-        &self,
-        c: Change,
-        entity: T,
-        created: bool,
-    ) -> Result<Applied<T>, ServiceError> {
-        let Change {
-            mut tx,
-            now,
-            events,
-            wake,
-        } = c;
-        if wake {
-            timers::notify_planned(&mut tx).await?;
-        }
-        let written = self.outbox.write(&mut tx, events, now).await?;
-        tx.commit().await?;
-        let event = written.event(0);
-        written.committed();
-        if wake {
-            self.planner.wake.notify_one();
-        }
-        Ok(Applied {
-            entity,
-            event,
-            created,
-        })
+    /// Applies one op (a single route: a batch of one).
+    async fn one(&self, op: Op) -> Result<Outcome, ServiceError> {
+        self.apply(vec![op])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(writer_gone().into()))
     }
 
     pub async fn put_reservation(
@@ -151,37 +160,11 @@ impl Ingest {
         id: &str,
         input: ReservationInput,
     ) -> Result<Applied<Reservation>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("reservation", id).await?;
-        let (entity, event_type, created) = match db::load_reservation(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                existing.update(input, c.now)?;
-                (existing, "reservation.update", false)
-            }
-            None => (
-                Reservation::create(id, input, c.now),
-                "reservation.reserve",
-                true,
-            ),
-        };
-        db::save_reservation(&mut c.tx, &entity).await?;
-        c.emit(event_type, EntityKind::Reservation, id, &entity);
-        self.replan(&mut c, Subject::Reservation(&entity)).await?;
-        self.commit(c, entity, created).await
+        reservation(self.one(Op::PutReservation(id.into(), input)).await)
     }
 
     pub async fn cancel_reservation(&self, id: &str) -> Result<Applied<Reservation>, ServiceError> {
-        let mut c = self.begin("reservation", id).await?;
-        let mut entity = db::load_reservation(&mut c.tx, id)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("no reservation {id}")))?;
-        entity.cancel(c.now)?;
-        db::save_reservation(&mut c.tx, &entity).await?;
-        c.emit("reservation.cancel", EntityKind::Reservation, id, &entity);
-        self.replan(&mut c, Subject::Reservation(&entity)).await?;
-        self.commit(c, entity, false).await
+        reservation(self.one(Op::CancelReservation(id.into())).await)
     }
 
     pub async fn put_order(
@@ -189,61 +172,7 @@ impl Ingest {
         id: &str,
         input: OrderInput,
     ) -> Result<Applied<Order>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("order", id).await?;
-        if let Some(rid) = &input.reservation_id
-            && db::load_reservation(&mut c.tx, rid).await?.is_none()
-        {
-            return Err(
-                DomainError::invalid("reservation_id", format!("no reservation {rid}")).into(),
-            );
-        }
-        let (entity, event_type, created) = match db::load_order(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                existing.update(input, c.now)?;
-                (existing, "order.update", false)
-            }
-            None => (Order::create(id, input, c.now), "order.create", true),
-        };
-        self.finish_order(c, entity, event_type, None, created)
-            .await
-    }
-
-    /// The start of every change to an existing order: the order locked and loaded.
-    async fn open_order(&self, id: &str) -> Result<(Change, Order), ServiceError> {
-        let mut c = self.begin("order", id).await?;
-        let order = db::load_order(&mut c.tx, id)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("no order {id}")))?;
-        Ok((c, order))
-    }
-
-    /// The end of every change to an order: save it, emit `event_type` carrying the
-    /// order (with `extra` fields), re-plan its timers, commit.
-    async fn finish_order(
-        &self,
-        mut c: Change,
-        entity: Order,
-        event_type: &str,
-        extra: Option<Value>,
-        created: bool,
-    ) -> Result<Applied<Order>, ServiceError> {
-        db::save_order(&mut c.tx, &entity).await?;
-        match extra {
-            None => c.emit(event_type, EntityKind::Order, &entity.id, &entity),
-            Some(Value::Object(extra)) => {
-                let mut data = to_value(&entity)?;
-                if let Value::Object(m) = &mut data {
-                    m.extend(extra);
-                }
-                c.emit(event_type, EntityKind::Order, &entity.id, &data);
-            }
-            Some(other) => c.emit(event_type, EntityKind::Order, &entity.id, &other),
-        }
-        self.replan(&mut c, Subject::Order(&entity)).await?;
-        self.commit(c, entity, created).await
+        order(self.one(Op::PutOrder(id.into(), input)).await)
     }
 
     pub async fn patch_order_due(
@@ -251,29 +180,11 @@ impl Ingest {
         id: &str,
         due_at: DateTime<Utc>,
     ) -> Result<Applied<Order>, ServiceError> {
-        let (c, mut entity) = self.open_order(id).await?;
-        if !entity.set_due(due_at, c.now)? {
-            return Ok(Applied::unchanged(entity));
-        }
-        self.finish_order(c, entity, "order.update", None, false)
-            .await
+        order(self.one(Op::PatchOrder(id.into(), due_at)).await)
     }
 
     pub async fn checkout(&self, id: &str) -> Result<Applied<Order>, ServiceError> {
-        let (mut c, mut entity) = self.open_order(id).await?;
-        entity.checkout(c.now)?;
-        // Checking out an order made from a reservation is its pickup: the
-        // reservation's pickup reminders stop.
-        if let Some(rid) = &entity.reservation_id
-            && let Some(mut reservation) = db::load_reservation(&mut c.tx, rid).await?
-        {
-            reservation.pick_up(c.now);
-            db::save_reservation(&mut c.tx, &reservation).await?;
-            self.replan(&mut c, Subject::Reservation(&reservation))
-                .await?;
-        }
-        self.finish_order(c, entity, "order.checkout", None, false)
-            .await
+        order(self.one(Op::Checkout(id.into())).await)
     }
 
     pub async fn checkin(
@@ -281,22 +192,11 @@ impl Ingest {
         id: &str,
         input: CheckinInput,
     ) -> Result<Applied<Order>, ServiceError> {
-        let (c, mut entity) = self.open_order(id).await?;
-        let checked_in = entity.checkin(input.item_ids.as_deref(), c.now)?;
-        // Receivers need to know what this check-in covered, and whether it was partial.
-        let extra = json!({
-            "checked_in_item_ids": checked_in,
-            "partial": entity.status != OrderStatus::Closed,
-        });
-        self.finish_order(c, entity, "order.checkin", Some(extra), false)
-            .await
+        order(self.one(Op::Checkin(id.into(), input)).await)
     }
 
     pub async fn undo_checkout(&self, id: &str) -> Result<Applied<Order>, ServiceError> {
-        let (c, mut entity) = self.open_order(id).await?;
-        entity.undo_checkout(c.now)?;
-        self.finish_order(c, entity, "order.undocheckout", None, false)
-            .await
+        order(self.one(Op::UndoCheckout(id.into())).await)
     }
 
     pub async fn put_item(
@@ -304,29 +204,10 @@ impl Ingest {
         id: &str,
         input: ItemInput,
     ) -> Result<Applied<Item>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("item", id).await?;
-        let (mut entity, event_type, created) = match db::load_item(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                existing.update(input, c.now);
-                (existing, "item.update", false)
-            }
-            None => (Item::create(id, input, c.now), "item.create", true),
-        };
-        // An expired item whose expiry is cleared or moved into the future is unexpired.
-        let unexpire = entity.expired && entity.expires_at.is_none_or(|at| at > c.now);
-        if unexpire {
-            entity.expired = false;
+        match self.one(Op::PutItem(id.into(), input)).await? {
+            Outcome::Item(a) => Ok(a),
+            other => Err(mismatch(&other)),
         }
-        db::save_item(&mut c.tx, &entity).await?;
-        c.emit(event_type, EntityKind::Item, id, &entity);
-        if unexpire {
-            c.emit("item.undoexpire", EntityKind::Item, id, &entity);
-        }
-        self.replan(&mut c, Subject::Item(&entity)).await?;
-        self.commit(c, entity, created).await
     }
 
     pub async fn put_contact(
@@ -334,20 +215,10 @@ impl Ingest {
         id: &str,
         input: ContactInput,
     ) -> Result<Applied<Contact>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("contact", id).await?;
-        let (entity, event_type, created) = match db::load_contact(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                existing.update(input, c.now);
-                (existing, "contact.update", false)
-            }
-            None => (Contact::create(id, input, c.now), "contact.create", true),
-        };
-        db::save_contact(&mut c.tx, &entity).await?;
-        c.emit(event_type, EntityKind::Contact, id, &entity);
-        self.commit(c, entity, created).await
+        match self.one(Op::PutContact(id.into(), input)).await? {
+            Outcome::Contact(a) => Ok(a),
+            other => Err(mismatch(&other)),
+        }
     }
 
     pub async fn put_unit_rental(
@@ -355,20 +226,10 @@ impl Ingest {
         id: &str,
         input: UnitRentalInput,
     ) -> Result<Applied<UnitRental>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("unitRental", id).await?;
-        let (entity, created) = match db::load_unit_rental(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                existing.update(input, c.now);
-                (existing, false)
-            }
-            None => (UnitRental::create(id, input, c.now), true),
-        };
-        db::save_unit_rental(&mut c.tx, &entity).await?;
-        c.emit("unitRental.updated", EntityKind::UnitRental, id, &entity);
-        self.commit(c, entity, created).await
+        match self.one(Op::PutUnitRental(id.into(), input)).await? {
+            Outcome::UnitRental(a) => Ok(a),
+            other => Err(mismatch(&other)),
+        }
     }
 
     pub async fn put_invoice(
@@ -376,107 +237,72 @@ impl Ingest {
         id: &str,
         input: InvoiceInput,
     ) -> Result<Applied<Invoice>, ServiceError> {
-        input::check_id("id", id)?;
-        input.validate()?;
-        let mut c = self.begin("invoice", id).await?;
-        let rental = db::load_unit_rental(&mut c.tx, &input.unit_rental_id)
-            .await?
-            .ok_or_else(|| {
-                DomainError::invalid(
-                    "unit_rental_id",
-                    format!(
-                        "no unit rental {} (PUT /v1/unit-rentals/{{id}} first)",
-                        input.unit_rental_id
-                    ),
-                )
-            })?;
-        let (entity, created) = match db::load_invoice(&mut c.tx, id).await? {
-            Some(existing) if existing.matches(&input) => return Ok(Applied::unchanged(existing)),
-            Some(mut existing) => {
-                let old_state = existing.state;
-                existing.update(input, c.now)?;
-                db::save_invoice(&mut c.tx, &existing).await?;
-                // A due-date or data change alone emits nothing immediate: Storeganise's
-                // catalogue has no such event; the invoice's timers are re-planned.
-                if existing.state != old_state {
-                    let mut data = to_value(&existing)?;
-                    if let Value::Object(m) = &mut data {
-                        m.insert("previous_state".into(), json!(old_state.as_str()));
-                    }
-                    c.emit("invoice.state.updated", EntityKind::Invoice, id, &data);
-                }
-                (existing, false)
-            }
-            None => {
-                let invoice = Invoice::create(id, input, c.now);
-                db::save_invoice(&mut c.tx, &invoice).await?;
-                // The entity of a unitRental.* event is the rental; the invoice rides along.
-                let mut data = to_value(&rental)?;
-                if let Value::Object(m) = &mut data {
-                    m.insert("invoice".into(), json!(&invoice));
-                }
-                c.emit(
-                    "unitRental.invoice.created",
-                    EntityKind::UnitRental,
-                    &rental.id,
-                    &data,
-                );
-                (invoice, true)
-            }
-        };
-        self.replan(&mut c, Subject::Invoice(&entity, &rental))
-            .await?;
-        self.unmark_overdue_if_settled(&mut c, rental, &entity)
-            .await?;
-        self.commit(c, entity, created).await
-    }
-
-    /// A rental marked overdue stops being overdue once none of its invoices is unpaid
-    /// past its due date plus grace (`unitRental.unmarkOverdue`, Storeganise's event).
-    async fn unmark_overdue_if_settled(
-        &self,
-        c: &mut Change,
-        mut rental: UnitRental,
-        changed: &Invoice,
-    ) -> Result<(), ServiceError> {
-        if !rental.overdue {
-            return Ok(());
+        match self.one(Op::PutInvoice(id.into(), input)).await? {
+            Outcome::Invoice(a) => Ok(a),
+            other => Err(mismatch(&other)),
         }
-        let grace = self.planner.invoice_grace();
-        let now = c.now;
-        let still_overdue = db::load_invoices_of_rental(&mut c.tx, &rental.id)
-            .await?
-            .iter()
-            .any(|i| i.state.is_unpaid() && i.due_at + grace <= now);
-        if still_overdue {
-            return Ok(());
-        }
-        rental.overdue = false;
-        rental.updated_at = now;
-        db::save_unit_rental(&mut c.tx, &rental).await?;
-        let mut data = to_value(&rental)?;
-        if let Value::Object(m) = &mut data {
-            m.insert("invoice".into(), json!(changed));
-        }
-        c.emit(
-            "unitRental.unmarkOverdue",
-            EntityKind::UnitRental,
-            &rental.id,
-            &data,
-        );
-        Ok(())
     }
 
     /// `POST /v1/events`: any catalogue type, with the application's own data.
     pub async fn post_event(&self, event_type: &str, data: Value) -> Result<Event, ServiceError> {
+        match self.one(Op::PostEvent(event_type.into(), data)).await? {
+            Outcome::Event(e) => Ok(e),
+            other => Err(mismatch(&other)),
+        }
+    }
+}
+
+impl Core {
+    /// The checks an op passes before it joins a transaction: ids and inputs valid,
+    /// a posted event's type in the catalogue.
+    fn check(&self, op: &Op) -> Result<(), ServiceError> {
+        match op {
+            Op::PutReservation(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::PutOrder(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::PutUnitRental(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::PutInvoice(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::PutItem(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::PutContact(id, i) => {
+                input::check_id("id", id)?;
+                i.validate()?;
+            }
+            Op::CancelReservation(id)
+            | Op::PatchOrder(id, _)
+            | Op::Checkout(id)
+            | Op::Checkin(id, _)
+            | Op::UndoCheckout(id) => input::check_id("id", id)?,
+            Op::PostEvent(event_type, data) => {
+                self.posted_event(event_type, data)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The event `POST /v1/events` stores for `event_type` and `data`.
+    fn posted_event(&self, event_type: &str, data: &Value) -> Result<NewEvent, DomainError> {
         let known = self.catalogue.find(event_type).ok_or_else(|| {
             DomainError::invalid(
                 "type",
                 format!("unknown event type `{event_type}` (see GET /v1/event-types)"),
             )
         })?;
-        let Value::Object(map) = &data else {
-            return Err(DomainError::invalid("data", "must be a JSON object").into());
+        let Value::Object(map) = data else {
+            return Err(DomainError::invalid("data", "must be a JSON object"));
         };
         let entity_id = match map.get("id") {
             Some(Value::String(s)) => {
@@ -486,13 +312,49 @@ impl Ingest {
             Some(Value::Number(n)) => n.to_string(),
             None => String::new(),
             Some(_) => {
-                return Err(DomainError::invalid("data.id", "must be a string or a number").into());
+                return Err(DomainError::invalid(
+                    "data.id",
+                    "must be a string or a number",
+                ));
             }
         };
         let kind = known.name.split('.').next().unwrap_or(&known.name);
-        let ev = NewEvent::immediate(&known.name, kind, &entity_id, &data);
-        Ok(self.events.write(ev).await?)
+        Ok(NewEvent::immediate(&known.name, kind, &entity_id, data))
     }
+}
+
+fn reservation(r: Result<Outcome, ServiceError>) -> Result<Applied<Reservation>, ServiceError> {
+    match r? {
+        Outcome::Reservation(a) => Ok(a),
+        other => Err(mismatch(&other)),
+    }
+}
+
+fn order(r: Result<Outcome, ServiceError>) -> Result<Applied<Order>, ServiceError> {
+    match r? {
+        Outcome::Order(a) => Ok(a),
+        other => Err(mismatch(&other)),
+    }
+}
+
+/// An op answered with another op's kind of outcome: a fault of ours, reported as the
+/// store's (nothing the client can correct).
+fn mismatch(o: &Outcome) -> ServiceError {
+    let kind = match o {
+        Outcome::Reservation(_) => "reservation",
+        Outcome::Order(_) => "order",
+        Outcome::UnitRental(_) => "unit rental",
+        Outcome::Invoice(_) => "invoice",
+        Outcome::Item(_) => "item",
+        Outcome::Contact(_) => "contact",
+        Outcome::Event(_) => "event",
+    };
+    StoreError::Corrupt(format!("an op answered with a {kind}")).into()
+}
+
+/// The writer stops only with the service: answer as the store being away would.
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::PoolClosed)
 }
 
 fn to_value(v: &impl Serialize) -> Result<Value, ServiceError> {

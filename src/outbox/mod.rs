@@ -274,11 +274,6 @@ pub struct Written<'a> {
 }
 
 impl Written<'_> {
-    /// How many events were written.
-    pub fn count(&self) -> usize {
-        self.events.len()
-    }
-
     /// The id of the `i`th event written.
     pub fn id(&self, i: usize) -> Option<&str> {
         self.ids.get(i).map(String::as_str)

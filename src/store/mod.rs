@@ -459,14 +459,31 @@ impl Store {
         }
     }
 
-    /// Serialises changes to one entity until `tx` ends. Two requests about the same
-    /// entity must not both read "absent" and both emit a create event. SQLite needs
-    /// nothing here: `BEGIN IMMEDIATE` already admits one writer at a time.
-    pub async fn lock_entity(&self, tx: &mut Tx, kind: &str, id: &str) -> Result<(), StoreError> {
+    /// Serialises changes to the entities `keys` (`kind/id`) until `tx` ends. Two
+    /// requests about the same entity must not both read "absent" and both emit a
+    /// create event. SQLite needs nothing here: `BEGIN IMMEDIATE` already admits one
+    /// writer at a time.
+    pub async fn lock_entities(
+        &self,
+        tx: &mut Tx,
+        keys: std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::text AS locked")
-                .bind(format!("{kind}/{id}"))
-                .fetch_one(&mut **tx)
+            lock_keys(tx, keys).await?;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: plans the rest of `tx`'s statements for the values they are given,
+    /// not once for any values. A statement run many times gets a generic plan, chosen
+    /// with the table statistics of the moment: taken while a table was small (a new
+    /// store, a first import), it scans the whole table for every `IN (…)` list even
+    /// after the table grew to millions of rows. Transactions that read many rows by
+    /// key ask for this.
+    pub async fn plan_for_values(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(&mut **tx)
                 .await?;
         }
         Ok(())
@@ -563,6 +580,34 @@ pub(crate) async fn temp_sqlite_store() -> (tempfile::TempDir, Store, std::path:
         .await
         .expect("open");
     (dir, store, path)
+}
+
+/// PostgreSQL: the advisory locks of `keys` (`kind/id`, the locks
+/// [`Store::lock_entities`] takes), in one statement per [`MAX_ROWS`] keys instead of one
+/// round trip each. Always in the same (sorted) order, so two transactions locking
+/// many entities cannot deadlock over them: PostgreSQL evaluates volatile select-list
+/// functions after the ORDER BY.
+async fn lock_keys(
+    tx: &mut Tx,
+    keys: std::collections::BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let keys: Vec<String> = keys.into_iter().collect();
+    for chunk in statement_chunks(&keys) {
+        let values = (1..=chunk.len())
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))::text AS locked
+             FROM (VALUES {values}) AS v(k) ORDER BY k"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(k.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

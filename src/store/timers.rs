@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{StoreError, Tx, from_ms, to_ms};
+use super::{Placeholders, StoreError, Tx, from_ms, to_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerState {
@@ -129,20 +129,147 @@ pub async fn of_entity(
     rows.iter().map(from_row).collect()
 }
 
-/// True when this exact moment of this rule already fired or was skipped for the
-/// entity: it is not planned again (and a skip is not recorded twice).
-pub async fn already_done(tx: &mut Tx, t: &NewTimer<'_>) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM timers WHERE entity_kind = $1 AND entity_id = $2 AND rule = $3 AND fire_at = $4
+/// The moments (rule, fire instant) of one entity that already fired or were skipped.
+pub async fn done_of_entity(
+    tx: &mut Tx,
+    entity_kind: &str,
+    entity_id: &str,
+) -> Result<std::collections::HashSet<(String, DateTime<Utc>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT rule, fire_at FROM timers WHERE entity_kind = $1 AND entity_id = $2
            AND state IN ('fired', 'skipped')",
     )
-    .bind(t.entity_kind.to_string())
-    .bind(t.entity_id.to_string())
-    .bind(t.rule.to_string())
-    .bind(to_ms(t.fire_at))
-    .fetch_one(&mut **tx)
+    .bind(entity_kind.to_string())
+    .bind(entity_id.to_string())
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(n > 0)
+    rows.iter()
+        .map(|r| Ok((r.try_get("rule")?, from_ms(r.try_get("fire_at")?)?)))
+        .collect()
+}
+
+/// A timer of an entity as planning weighs it: pending, or a moment done (fired or
+/// skipped).
+#[derive(Debug, Clone)]
+pub struct PlanRow {
+    pub id: i64,
+    pub entity_id: String,
+    pub rule: String,
+    pub anchor_at: DateTime<Utc>,
+    pub fire_at: DateTime<Utc>,
+    pub pending: bool,
+}
+
+/// The pending and done (fired or skipped) timers of the `entity_kind` entities
+/// `ids`, in statements of many ids (see [`super::padded`]), by (entity, fire_at, id).
+pub async fn plan_rows_of(
+    tx: &mut Tx,
+    entity_kind: &str,
+    ids: &[&str],
+) -> Result<Vec<PlanRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(super::MAX_ROWS) {
+        let mut p = Placeholders::for_tx(tx);
+        let kind = p.one();
+        let sql = format!(
+            "SELECT id, entity_id, rule, anchor_at, fire_at, state FROM timers
+             WHERE entity_kind = {kind} AND entity_id IN ({})
+               AND state IN ('pending', 'fired', 'skipped')
+             ORDER BY entity_id, fire_at, id",
+            p.padded_list(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(entity_kind.to_string());
+        for id in super::padded(chunk) {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let state: String = r.try_get("state")?;
+            out.push(PlanRow {
+                id: r.try_get("id")?,
+                entity_id: r.try_get("entity_id")?,
+                rule: r.try_get("rule")?,
+                anchor_at: from_ms(r.try_get("anchor_at")?)?,
+                fire_at: from_ms(r.try_get("fire_at")?)?,
+                pending: state == "pending",
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A timer row to insert with [`insert_many`]: pending (with its plan key), or
+/// already skipped or cancelled (with why, and no plan key).
+#[derive(Debug, Clone)]
+pub struct TimerRow<'a> {
+    pub timer: NewTimer<'a>,
+    pub state: TimerState,
+    pub reason: Option<String>,
+}
+
+/// Inserts `rows` as [`insert_pending`] and [`insert_skipped`] insert one, in
+/// multi-row statements; a pending row whose plan is already pending or fired is
+/// left out, as a repeat of the same plan.
+pub async fn insert_many(
+    tx: &mut Tx,
+    rows: &[TimerRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for chunk in super::statement_chunks(rows) {
+        let sql = format!(
+            "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, plan_key, created_at, updated_at)
+             VALUES {} ON CONFLICT (plan_key) DO NOTHING",
+            Placeholders::for_tx(tx).rows(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            let t = &r.timer;
+            q = q
+                .bind(t.entity_kind.to_string())
+                .bind(t.entity_id.to_string())
+                .bind(t.rule.to_string())
+                .bind(t.event_type.to_string())
+                .bind(to_ms(t.anchor_at))
+                .bind(to_ms(t.fire_at))
+                .bind(r.state.as_str())
+                .bind(r.reason.clone())
+                .bind((r.state == TimerState::Pending).then(|| t.plan_key()))
+                .bind(to_ms(now))
+                .bind(to_ms(now));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Moves many pending timers to `state`, each with its reason, as [`close`] moves
+/// one, in multi-row statements (an `UPDATE … FROM (VALUES …)`, which both backends
+/// read the same way: the list's columns are `column1`, `column2`).
+pub async fn close_many(
+    tx: &mut Tx,
+    closes: &[(i64, String)],
+    state: TimerState,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for chunk in super::statement_chunks(closes) {
+        let mut p = Placeholders::for_tx(tx);
+        let head = format!(
+            "UPDATE timers SET state = {}, updated_at = {}, plan_key = NULL, reason = v.column2 FROM (VALUES ",
+            p.one(),
+            p.one()
+        );
+        let sql = format!(
+            "{head}{}) AS v WHERE timers.id = v.column1 AND timers.state = 'pending'",
+            p.rows(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state.as_str())
+            .bind(to_ms(now));
+        for (id, reason) in chunk {
+            q = q.bind(*id).bind(reason.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Plans a pending timer; a repeat of the same plan is a no-op. Returns its id when new.

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod batch;
 mod cluster;
 mod console;
 mod copy_store;

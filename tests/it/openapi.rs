@@ -25,6 +25,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("PUT", "/v1/items/{id}"),
     ("PUT", "/v1/contacts/{id}"),
     ("POST", "/v1/events"),
+    ("POST", "/v1/batch"),
     ("GET", "/v1/event-types"),
     ("POST", "/v1/endpoints"),
     ("GET", "/v1/endpoints"),

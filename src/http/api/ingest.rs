@@ -685,3 +685,46 @@ impl<'a> From<&'a catalogue::Entry> for Entry<'a> {
 pub struct EventTypes<'a> {
     pub event_types: Vec<Entry<'a>>,
 }
+
+/// Body of `POST /v1/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to 10,000 operations, applied in order. Each is read on its own: one that
+    /// is not a valid operation gets its own error result.
+    #[schema(value_type = Vec<BatchOperation>)]
+    pub operations: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One operation of a batch: the method, path and body of an ingest route.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOperation {
+    /// `PUT`, `POST` or `PATCH`, as the route takes.
+    #[schema(example = "PUT")]
+    pub method: String,
+    /// The route's path with its id, e.g. `/v1/orders/o-1` or `/v1/orders/o-1/checkout`.
+    #[schema(example = "/v1/orders/o-1")]
+    pub path: String,
+    /// The route's body; absent for routes that take none.
+    #[schema(value_type = Option<Object>)]
+    #[serde(default)]
+    pub body: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Answer of `POST /v1/batch`: one result per operation, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// What the operation's own route would have answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// Its status: 200 or 201 when applied, 4xx (or 503) when not.
+    #[schema(example = 201)]
+    pub status: u16,
+    /// Its body: the entity (or the posted event), or an `ApiError` naming the field.
+    #[schema(value_type = Object)]
+    pub body: Box<serde_json::value::RawValue>,
+}
