@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use duehook::commands;
 use duehook::config::Config;
 
+/// mimalloc: per-thread free lists and no global arena lock. Every request and every
+/// webhook allocates (JSON, headers, bodies), across the HTTP runtime, the writer and the
+/// delivery tasks; with glibc's malloc those allocations take a large share of the CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "duehook",
