@@ -414,8 +414,29 @@ async fn main_async() {
             runs.push(run(&bin, store, c, seconds, wrk).await);
         }
     }
+    // The ceiling: the same client against the receiver alone (what loopback HTTP and
+    // this machine allow for one exchange; each webhook costs two).
+    let ceiling = if wrk {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (hook_url, _rx) = start_receiver(stop.clone()).await;
+        let base = hook_url.trim_end_matches("/hook").to_string();
+        let c = connections.last().copied().unwrap_or(64);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let load = tokio::task::spawn_blocking(move || load_wrk(&base, c, seconds, dir.path()))
+            .await
+            .expect("wrk");
+        stop.cancel();
+        Some((c, load.accepted as f64 / seconds as f64))
+    } else {
+        None
+    };
     println!();
     println!("{}", speed.line_until_now());
+    if let Some((c, per_s)) = ceiling {
+        println!(
+            "ceiling:     the same wrk against the receiver alone, {c} connections: {per_s:.0} POST/s"
+        );
+    }
     println!(
         "{} CPUs, load average at start {load}; client {}; FRONTDOOR_SECONDS={seconds}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

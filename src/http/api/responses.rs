@@ -59,7 +59,7 @@ error_responses! {
         {"error": "not_found", "detail": "no order o-1"};
     Conflict = "409", "The change is not allowed in the current state (`conflict`).",
         {"error": "conflict", "detail": "order o-1 is open: only a checked-out order can be checked in"};
-    BodyTooLarge = "413", "The body is over `[server] max_body_bytes` (`body_too_large`).",
+    BodyTooLarge = "413", "The body is over its limit (`body_too_large`): `[server] max_batch_bytes` for `POST /v1/batch`, `[server] max_body_bytes` for every other route.",
         {"error": "body_too_large", "detail": "request body is over the limit ([server] max_body_bytes)"};
     UnsupportedMediaType = "415", "The body is not sent as `application/json` (`unsupported_media_type`).",
         {"error": "unsupported_media_type", "detail": "send the body as application/json"};
