@@ -12,21 +12,17 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
+use support::process::Process;
 use support::receiver::{Answer, Receiver};
 use support::{Backend, StoreHandle, t};
 
-const BIN: &str = env!("CARGO_BIN_EXE_duehook");
 const TOKEN: &str = "crash-test-token-0123456789";
 const START: &str = "2030-03-01T08:00:00Z";
-/// Upper bound of every wait (the machine may be busy compiling).
-const PATIENCE: Duration = Duration::from_secs(90);
 const ORDERS: usize = 16;
 /// Orders `0..CHECKED_IN` are checked in at once: none of their reminders may fire.
 const CHECKED_IN: usize = 4;
@@ -46,110 +42,40 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("addr").port()
-}
+/// One `duehook serve` at a time on a manual clock, always on the same port and store.
+struct Service(Process);
 
-/// One `duehook serve` at a time on `dir/config.toml`, always on `port`.
-struct Service {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    client: reqwest::Client,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl std::ops::Deref for Service {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
     }
 }
 
 impl Service {
     fn new(store_url: &str) -> Service {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
+        Service(Process::new(
+            &format!(
                 "[store]\nurl = \"{store_url}\"\nmax_connections = 4\n\n[clock]\nmode = \"manual\"\nstart = \"{START}\"\n\n\
                  [auth]\ntokens = [\"{TOKEN}\"]\n\n[delivery]\nallow_private_destinations = true\n"
             ),
-        )
-        .expect("write config");
-        Service {
-            child: None,
-            dir,
-            port: free_port(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+            Duration::from_secs(120),
+        ))
     }
 
     /// Starts the service with its manual clock at `clock` and waits until it is ready.
     async fn start(&mut self, clock: DateTime<Utc>) {
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("output.log"))
-            .expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            // Info: if a restart hangs, the tail of its log says in which step.
-            .env("RUST_LOG", "info")
-            .env("DUEHOOK_SERVER_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("DUEHOOK_CLOCK_MODE", "manual")
-            .env("DUEHOOK_CLOCK_START", clock.to_rfc3339())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("duehook starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("duehook exited ({status}) while starting\n{}", self.log());
-            }
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready within {PATIENCE:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.0
+            .start(&[
+                ("DUEHOOK_CLOCK_MODE", "manual".to_string()),
+                ("DUEHOOK_CLOCK_START", clock.to_rfc3339()),
+            ])
+            .await;
     }
 
     /// SIGKILL, and wait until the process is gone.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill -9");
-            c.wait().expect("reap");
-        }
+        self.0.kill();
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -9,41 +9,30 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::process::Process;
 use support::receiver::Receiver;
 use support::{Backend, StoreHandle};
 
-const BIN: &str = env!("CARGO_BIN_EXE_duehook");
 const TOKEN: &str = "nodes-test-token-0123456789";
-/// Upper bound of every wait for a start (the machine may be busy compiling).
-const PATIENCE: Duration = Duration::from_secs(90);
 /// How long the receivers take to answer each webhook.
 const RECEIVER_DELAY: Duration = Duration::from_millis(50);
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("addr").port()
-}
-
 /// One node: `duehook serve` on the system clock, on its own port and config.
-struct Node {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    client: reqwest::Client,
+struct Node(Process);
+
+impl std::ops::Deref for Node {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
     }
 }
 
@@ -51,120 +40,19 @@ impl Node {
     /// A node named `name` on `store_url`, with `[cluster] lease = lease` and `extra`
     /// config lines.
     fn new(store_url: &str, name: &str, lease: &str, extra: &str) -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
+        Node(Process::new(
+            &format!(
                 "[store]\nurl = \"{store_url}\"\nmax_connections = 4\n\n[clock]\nmode = \"system\"\n\n\
                  [auth]\ntokens = [\"{TOKEN}\"]\n\n[delivery]\nallow_private_destinations = true\n\n\
                  [cluster]\nlease = \"{lease}\"\nnode_name = \"{name}\"\n{extra}"
             ),
-        )
-        .expect("write config");
-        Node {
-            child: None,
-            dir,
-            port: free_port(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+            Duration::from_secs(30),
+        ))
     }
 
     /// Starts the node and returns the instant `/readyz` first answered 200.
     async fn start(&mut self) -> Instant {
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("output.log"))
-            .expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(self.config())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env("RUST_LOG", "info")
-            .env("DUEHOOK_SERVER_LISTEN", format!("127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("duehook starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("duehook exited ({status}) while starting\n{}", self.log());
-            }
-            if self.ready().await == Some(200) {
-                return Instant::now();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready within {PATIENCE:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// `GET /readyz`'s status, None when nothing answers within 5 s.
-    async fn ready(&self) -> Option<u16> {
-        let r = self
-            .client
-            .get(self.url("/readyz"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        Some(r.status().as_u16())
-    }
-
-    /// SIGKILL, and wait until the process is gone; returns the instant it was sent.
-    fn kill(&mut self) -> Instant {
-        let c = self.child.as_mut().expect("running");
-        let at = Instant::now();
-        c.kill().expect("kill -9");
-        c.wait().expect("reap");
-        self.child = None;
-        at
-    }
-
-    /// SIGTERM, and wait (bounded) until the process has exited with status 0.
-    fn terminate(&mut self) {
-        let mut c = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = c.try_wait().expect("wait") {
-                assert!(status.success(), "{status}\n{}", self.log());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.0.start(&[]).await
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {

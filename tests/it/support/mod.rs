@@ -358,6 +358,7 @@ macro_rules! both_backends {
     };
 }
 
+pub mod process;
 pub mod receiver;
 
 impl TestApp {
