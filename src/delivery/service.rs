@@ -293,36 +293,35 @@ impl Endpoints {
     /// Lets the ordered key a failed delivery holds move on without it: the key's next
     /// deliveries go out; this one stays failed (a retry sends it again).
     pub async fn skip(&self, id: &str) -> Result<Delivery> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if deliveries::get(&mut *tx, id).await?.is_none() {
-            return Err(DomainError::not_found(format!("no delivery {id:?}")).into());
-        }
-        if !deliveries::skip(&mut tx, id, now).await? {
-            return Err(DomainError::conflict(
-                "the delivery holds no key: only a delivery failed for good on an endpoint with `ordering_on_failure: hold` does",
-            )
-            .into());
-        }
-        tx.commit().await?;
-        self.outbox.requeued();
-        deliveries::get(self.store.pool(), id)
-            .await?
-            .ok_or_else(|| DomainError::not_found(format!("no delivery {id:?}")).into())
+        self.change_delivery(id, DeliveryChange::Skip).await
     }
 
     /// Makes a failed (or succeeded) delivery due again now: one more attempt.
     pub async fn retry(&self, id: &str) -> Result<Delivery> {
+        self.change_delivery(id, DeliveryChange::Retry).await
+    }
+
+    /// Applies `change` to delivery `id` in one transaction (404 when there is no such
+    /// delivery, 409 when the change does not apply to it), wakes the worker, and
+    /// answers the delivery as it is then.
+    async fn change_delivery(&self, id: &str, change: DeliveryChange) -> Result<Delivery> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if deliveries::get(&mut *tx, id).await?.is_none() {
             return Err(DomainError::not_found(format!("no delivery {id:?}")).into());
         }
-        if !deliveries::retry(&mut tx, id, now).await? {
-            return Err(DomainError::conflict(
+        let (applied, refused) = match change {
+            DeliveryChange::Skip => (
+                deliveries::skip(&mut tx, id, now).await?,
+                "the delivery holds no key: only a delivery failed for good on an endpoint with `ordering_on_failure: hold` does",
+            ),
+            DeliveryChange::Retry => (
+                deliveries::retry(&mut tx, id, now).await?,
                 "the delivery is still pending; it will be attempted on its schedule",
-            )
-            .into());
+            ),
+        };
+        if !applied {
+            return Err(DomainError::conflict(refused).into());
         }
         tx.commit().await?;
         self.outbox.requeued();
@@ -330,4 +329,10 @@ impl Endpoints {
             .await?
             .ok_or_else(|| DomainError::not_found(format!("no delivery {id:?}")).into())
     }
+}
+
+/// What an operator may do to one delivery.
+enum DeliveryChange {
+    Skip,
+    Retry,
 }
