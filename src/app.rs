@@ -124,7 +124,7 @@ impl App {
             outbox.clone(),
         );
         let pipeline = delivery.pipeline().clone();
-        let state = http::AppState {
+        let state = http::AppState::new(http::Parts {
             store: store.clone(),
             clock: clock.clone(),
             ingest: ingest::Ingest::new(
@@ -147,7 +147,7 @@ impl App {
             catalogue,
             delivery: pipeline,
             node_id: node_id.clone(),
-        };
+        });
         let router = http::router(
             state,
             http::auth::Tokens::new(&config.auth),

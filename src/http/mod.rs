@@ -35,9 +35,26 @@ use crate::schedule::plan::Planner;
 use crate::store::Store;
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach. Behind one `Arc`: axum clones the state for each
+/// request, and one reference count is cheaper than cloning every part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    pub fn new(parts: Parts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Parts {
     pub store: Store,
     pub clock: SharedClock,
     pub ingest: Ingest,
