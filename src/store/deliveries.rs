@@ -132,6 +132,21 @@ pub async fn insert_many(
             rows.len()
         )));
     }
+    if tx.backend() == Backend::Postgres {
+        // An ordered key goes by `seq`, which PostgreSQL hands out at insert, while
+        // transactions commit in their own order: a claim between two commits could
+        // see a later delivery of a key without the earlier one. Holding the endpoint's
+        // lock from before the insert to the commit makes its ordered deliveries commit
+        // in the order of their `seq`s.
+        let ordered: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.order_key.is_some())
+            .map(|r| format!("deliveries in order/{}", r.endpoint_id))
+            .collect();
+        if !ordered.is_empty() {
+            super::lock_keys(tx, ordered).await?;
+        }
+    }
     let mut inserted = 0;
     let mut offset = 0;
     for chunk in statement_chunks(rows) {
