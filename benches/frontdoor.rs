@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{BenchStore, MachineSpeed, env_usize, loadavg, spread, start_receiver};
+use support::{
+    BenchStore, MachineSpeed, env_usize, loadavg, process_cpu_ticks, spread, start_receiver,
+};
 
 const TOKEN: &str = "frontdoor-bench-token-0123456789";
 /// Give up waiting for webhooks when nothing new arrived for this long.
@@ -109,16 +111,7 @@ impl Server {
 
     /// utime + stime of the server process, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let v: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let ticks = v.get(11).copied().unwrap_or(0) + v.get(12).copied().unwrap_or(0);
-        // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-        ticks as f64 / 100.0
+        process_cpu_ticks(&self.child.id().to_string()) as f64 / 100.0
     }
 
     /// The server's peak resident set, in MiB.
@@ -339,12 +332,7 @@ async fn run(bin: &Path, store_spec: &str, connections: usize, seconds: u64, wrk
         let log = rx.log.lock().expect("lock");
         (log.hits.len(), log.seen.len())
     };
-    let samples = std::mem::take(&mut *rx.samples.lock().expect("lock"));
-    let wh = standardwebhooks::Webhook::new(&secret).expect("secret");
-    let bad = samples
-        .iter()
-        .filter(|(h, b)| wh.verify(b, h).is_err())
-        .count();
+    let (sampled, bad) = rx.verify_samples(&secret);
     let lost = load.accepted.saturating_sub(distinct);
     let doubled = hits - distinct;
     let webhooks_per_s = hits as f64 / last_arrival.as_secs_f64();
@@ -354,8 +342,8 @@ async fn run(bin: &Path, store_spec: &str, connections: usize, seconds: u64, wrk
         load.refused,
         last_arrival.as_secs_f64(),
         load.detail,
-        samples.len() - bad,
-        samples.len()
+        sampled - bad,
+        sampled
     );
     assert_eq!(bad, 0, "signatures that do not verify");
     assert_eq!(load.refused, 0, "posts refused");

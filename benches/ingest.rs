@@ -184,12 +184,7 @@ async fn run(ordering: &str) -> Outcome {
     let first_sent = posted.iter().map(|p| p.sent_us).min().unwrap_or(0);
     let last_hit = hits.iter().map(|h| h.1).max().unwrap_or(0);
     let end_to_end = (last_hit - first_sent) as f64 / 1e6;
-    let samples = std::mem::take(&mut *rx.samples.lock().expect("lock"));
-    let wh = standardwebhooks::Webhook::new(&secret).expect("secret");
-    let bad = samples
-        .iter()
-        .filter(|(h, b)| wh.verify(b, h).is_err())
-        .count();
+    let (sampled, bad) = rx.verify_samples(&secret);
 
     println!();
     println!("== duehook ingest benchmark (messages in, webhooks out) ==");
@@ -219,8 +214,8 @@ async fn run(ordering: &str) -> Outcome {
     );
     println!(
         "correctness: lost {lost}, doubled {doubled}; signatures verified {}/{}{}",
-        samples.len() - bad,
-        samples.len(),
+        sampled - bad,
+        sampled,
         if timed_out { "; WAIT TIMED OUT" } else { "" }
     );
     println!(

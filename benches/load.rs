@@ -403,12 +403,7 @@ async fn run(p: &Params) {
     };
 
     // Signatures of a sample, with the official Standard Webhooks library.
-    let samples = std::mem::take(&mut *rx.samples.lock().expect("lock"));
-    let wh = standardwebhooks::Webhook::new(&secret).expect("secret");
-    let bad_signatures = samples
-        .iter()
-        .filter(|(h, b)| wh.verify(b, h).is_err())
-        .count();
+    let (sampled, bad_signatures) = rx.verify_samples(&secret);
 
     // 5. Restart with the pending timers in the store: until /readyz answers 200.
     let pending = count(&app, "SELECT COUNT(*) FROM timers WHERE state = 'pending'").await;
@@ -498,8 +493,8 @@ async fn run(p: &Params) {
         "correctness: {} events written, {} timed of which {timed_received} received; lost {lost}, doubled {doubled}, retried deliveries {retried}, unknown webhook-ids {strangers}; signatures verified {}/{}{}",
         events.len(),
         timed.len(),
-        samples.len() - bad_signatures,
-        samples.len(),
+        sampled - bad_signatures,
+        sampled,
         if timed_out { "; WAIT TIMED OUT" } else { "" }
     );
     println!(

@@ -131,6 +131,20 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
     StatusCode::OK
 }
 
+impl Receiver {
+    /// The kept samples checked with the official Standard Webhooks library and the
+    /// endpoint's `secret`: (how many were checked, how many did not verify).
+    pub fn verify_samples(&self, secret: &str) -> (usize, usize) {
+        let samples = std::mem::take(&mut *self.samples.lock().expect("lock"));
+        let wh = standardwebhooks::Webhook::new(secret).expect("secret");
+        let bad = samples
+            .iter()
+            .filter(|(h, b)| wh.verify(b, h).is_err())
+            .count();
+        (samples.len(), bad)
+    }
+}
+
 /// Starts the receiver on 127.0.0.1; returns its URL.
 pub async fn start_receiver(
     shutdown: tokio_util::sync::CancellationToken,
@@ -262,14 +276,7 @@ impl CpuTicks {
             })
             .unwrap_or_default();
         let at = |i: usize| f.get(i).copied().unwrap_or(0);
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // After the command name in parentheses: fields 3.. ; utime and stime are 14, 15.
-        let after = own.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let v: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let process = v.get(11).copied().unwrap_or(0) + v.get(12).copied().unwrap_or(0);
+        let process = process_cpu_ticks("self");
         Self {
             busy: at(0) + at(1) + at(2) + at(5) + at(6),
             idle: at(3) + at(4),
@@ -301,6 +308,19 @@ impl CpuTicks {
 }
 
 /// The 1-minute, 5-minute and 15-minute load averages, to say how busy the machine was.
+/// utime + stime of process `pid` (`"self"`: this one) from `/proc/<pid>/stat`, in
+/// clock ticks (USER_HZ, which Linux fixes at 100 for user space); 0 where unreadable.
+pub fn process_cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: fields 3.. ; utime and stime are 14, 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let v: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    v.get(11).copied().unwrap_or(0) + v.get(12).copied().unwrap_or(0)
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
