@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    BenchStore, MachineSpeed, env_usize, loadavg, process_cpu_ticks, spread, start_receiver,
+    BenchStore, MachineSpeed, create_endpoint, env_usize, loadavg, process_cpu_ticks, spread,
+    start_receiver,
 };
 
 const TOKEN: &str = "frontdoor-bench-token-0123456789";
@@ -282,17 +283,13 @@ async fn run(bin: &Path, store_spec: &str, connections: usize, seconds: u64, wrk
     let server = Server::start(bin, store.url()).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let (hook_url, rx) = start_receiver(stop.clone()).await;
-    let http = reqwest::Client::new();
-    let res = http
-        .post(format!("{}/v1/endpoints", server.base))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(json!({"name": "frontdoor", "url": hook_url, "topics": ["*"]}).to_string())
-        .send()
-        .await
-        .expect("create endpoint");
-    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
-    let created: Value = serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON");
+    let created = create_endpoint(
+        &reqwest::Client::new(),
+        &server.base,
+        TOKEN,
+        json!({"name": "frontdoor", "url": hook_url, "topics": ["*"]}),
+    )
+    .await;
     let secret = created["secret"].as_str().expect("secret").to_string();
 
     let cpu_before = server.cpu_seconds();

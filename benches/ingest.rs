@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
-    spread, start_receiver,
+    BenchStore, CpuTicks, MachineSpeed, config, create_endpoint, env_usize, loadavg, memory_mib,
+    post_booking, spread, start_receiver,
 };
 
 const TOKEN: &str = "ingest-bench-token-0123456789";
@@ -111,20 +111,13 @@ async fn run(ordering: &str) -> Outcome {
     let receiver_stop = tokio_util::sync::CancellationToken::new();
     let (hook_url, rx) = start_receiver(receiver_stop.clone()).await;
     let app = App::start(config.clone(), clock).await.expect("app");
-    let http = reqwest::Client::new();
-    let res = http
-        .post(format!("{}/v1/endpoints", app.url()))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(
-            json!({"name": "ingest", "url": hook_url, "topics": ["*"], "ordering": ordering})
-                .to_string(),
-        )
-        .send()
-        .await
-        .expect("create endpoint");
-    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
-    let created: Value = serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON");
+    let created = create_endpoint(
+        &reqwest::Client::new(),
+        &app.url(),
+        TOKEN,
+        json!({"name": "ingest", "url": hook_url, "topics": ["*"], "ordering": ordering}),
+    )
+    .await;
     let secret = created["secret"].as_str().expect("secret").to_string();
 
     let t0 = Instant::now();

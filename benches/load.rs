@@ -39,10 +39,10 @@ mod support;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use duehook::App;
 use duehook::clock::{SharedClock, SystemClock};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    BenchStore, CpuTicks, MachineSpeed, config, env_usize, loadavg, memory_mib, post_booking,
-    send_batches, spread, start_receiver,
+    BenchStore, CpuTicks, MachineSpeed, config, create_endpoint, env_usize, loadavg, memory_mib,
+    post_booking, send_batches, spread, start_receiver,
 };
 
 const TOKEN: &str = "load-bench-token-0123456789";
@@ -181,22 +181,13 @@ async fn run(p: &Params) {
         .await
         .expect("app");
     let http = reqwest::Client::new();
-    let created: Value = {
-        let res = http
-            .post(format!("{}/v1/endpoints", app.url()))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(json!({"name": "load", "url": hook_url, "topics": [FIRED, POSTED]}).to_string())
-            .send()
-            .await
-            .expect("create endpoint");
-        assert_eq!(
-            res.status(),
-            reqwest::StatusCode::CREATED,
-            "endpoint created"
-        );
-        serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON")
-    };
+    let created = create_endpoint(
+        &http,
+        &app.url(),
+        TOKEN,
+        json!({"name": "load", "url": hook_url, "topics": [FIRED, POSTED]}),
+    )
+    .await;
     let secret = created["secret"].as_str().expect("secret").to_string();
     assert_eq!(
         created["signature"]["scheme"].as_str(),

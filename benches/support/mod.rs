@@ -373,6 +373,30 @@ pub fn config(store_url: &str, token: &str) -> Config {
     config
 }
 
+/// Creates the endpoint `body` describes at `POST {base}/v1/endpoints` (which must answer
+/// 201); returns what it answered, the endpoint with its `secret`.
+pub async fn create_endpoint(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Value,
+) -> Value {
+    let res = http
+        .post(format!("{base}/v1/endpoints"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("create endpoint");
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::CREATED,
+        "endpoint created"
+    );
+    serde_json::from_slice(&res.bytes().await.expect("body")).expect("JSON")
+}
+
 /// Posts `booking.create` number `n` to `POST {base}/v1/events`; the event's id when it
 /// was answered 201.
 pub async fn post_booking(
