@@ -15,6 +15,11 @@ use chrono::Utc;
 use duehook::config::Config;
 use serde_json::{Value, json};
 
+/// The allocator of the `duehook` binary, so a service run inside a bench allocates as
+/// the shipped one does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Received requests kept whole (headers and body) to verify their signatures.
 pub const SIGNATURE_SAMPLES: usize = 200;
 
