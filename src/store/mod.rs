@@ -225,6 +225,17 @@ impl Store {
                         // Checkpoints are taken beside the writers, not by whichever
                         // write happens to commit the 1,000th page (see `Checkpoints`).
                         conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                        // Pages of the indexes a large import or a busy hour walks. With
+                        // SQLite's default (2 MiB) a transaction of a thousand entities
+                        // outgrows the cache, spills dirty pages to the WAL before it
+                        // commits and reads its index pages back through system calls.
+                        // The cache grows only as pages are used, up to this bound per
+                        // connection.
+                        conn.execute("PRAGMA cache_size = -65536").await?;
+                        // A multi-row statement keeps its undo (the statement journal)
+                        // in memory rather than in a temporary file created and deleted
+                        // for each one.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     } else if let Err(e) = pg_nodelay::set_on(conn).await {
                         // Only a latency matter (see `pg_nodelay`): the connection works.
                         tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
