@@ -51,7 +51,7 @@ pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError>
             }
         }
     }
-    let (mut tx, events, wake) = w.flush().await?;
+    let (mut tx, events, wake, planned) = w.flush().await?;
     if wake {
         timers::notify_planned(&mut tx).await?;
     }
@@ -62,6 +62,7 @@ pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError>
         .map(|s| s.and_then(|s| s.outcome(&written)))
         .collect();
     written.committed();
+    core.store.timers_planned(planned);
     if wake {
         core.planner.wake.notify_one();
     }
@@ -438,8 +439,9 @@ impl<'a> Work<'a> {
     }
 
     /// Writes what the ops changed; returns the transaction, the events to write
-    /// through the outbox and whether a timer was planned within the horizon.
-    async fn flush(mut self) -> Result<(Tx, Vec<NewEvent>, bool), StoreError> {
+    /// through the outbox, whether a timer was planned within the horizon and how many
+    /// timers were written.
+    async fn flush(mut self) -> Result<(Tx, Vec<NewEvent>, bool, usize), StoreError> {
         let tx = &mut self.tx;
         db::save_reservations(tx, &self.reservations.changed()).await?;
         db::save_orders(tx, &self.orders.changed()).await?;
@@ -471,8 +473,9 @@ impl<'a> Work<'a> {
             })
             .collect();
         timers::insert_many(tx, &rows, self.now).await?;
+        let planned = rows.len();
         drop(rows);
-        Ok((self.tx, self.events, self.wake))
+        Ok((self.tx, self.events, self.wake, planned))
     }
 
     fn emit(

@@ -143,7 +143,30 @@ pub struct Store {
     writer: Option<Arc<Mutex<()>>>,
     /// SQLite only: WAL checkpoints, taken beside the writers.
     checkpoints: Option<Arc<Checkpoints>>,
+    /// PostgreSQL only: when the timers' planner statistics are refreshed.
+    statistics: Option<Arc<Statistics>>,
 }
+
+/// PostgreSQL plans a statement with the table statistics it last gathered. Its own
+/// refresh (autovacuum's `ANALYZE`) comes after a table changed by a tenth, checked once
+/// a minute: an import into a new store outgrows the statistics many times over before
+/// then. Planned with statistics of a near-empty `timers`, reading the timers of 512
+/// entities walks every timer of their kind (a bitmap scan on `entity_kind` alone,
+/// `entity_id` filtered after): 50–130 ms per statement at 150,000 timers, longer as the
+/// import goes on. So the store refreshes them itself whenever the timers planned since
+/// the last refresh outnumber those there were then (and [`STATISTICS_MIN_ROWS`]): a
+/// handful of refreshes for a million entities, each a sample of the table.
+#[derive(Debug, Default)]
+struct Statistics {
+    /// Timers planned since the last refresh started.
+    added: std::sync::atomic::AtomicUsize,
+    /// Timers planned before it (the table's growth as this process saw it).
+    before: std::sync::atomic::AtomicUsize,
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// Timers planned at least before their statistics are refreshed.
+const STATISTICS_MIN_ROWS: usize = 20_000;
 
 /// SQLite's automatic checkpoint runs inside the commit that crosses its threshold
 /// (1,000 pages): that one write then copies the WAL into the database and syncs it
@@ -251,6 +274,7 @@ impl Store {
             sealer: None,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             checkpoints: (backend == Backend::Sqlite).then(|| Arc::new(Checkpoints::default())),
+            statistics: (backend == Backend::Postgres).then(|| Arc::new(Statistics::default())),
         })
     }
 
@@ -498,6 +522,41 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Counts `n` timers planned by a committed transaction. On PostgreSQL, once they
+    /// outnumber the timers planned before the last refresh of the planner's statistics
+    /// (see [`Statistics`]), refreshes them in a task of its own (`ANALYZE timers`); a
+    /// refresh under way is not started twice.
+    pub fn timers_planned(&self, n: usize) {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        let Some(stats) = &self.statistics else {
+            return;
+        };
+        let added = stats.added.fetch_add(n, Relaxed) + n;
+        let before = stats.before.load(Relaxed);
+        if added < STATISTICS_MIN_ROWS.max(before) || stats.running.swap(true, AcqRel) {
+            return;
+        }
+        stats.added.fetch_sub(added, Relaxed);
+        stats.before.fetch_add(added, Relaxed);
+        let (pool, stats) = (self.pool.clone(), stats.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match sqlx::query("ANALYZE timers").execute(&pool).await {
+                Ok(_) => tracing::debug!(
+                    timers_planned = before + added,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "refreshed the planner's statistics of the timers"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot refresh the planner's statistics of the timers")
+                }
+            }
+            stats
+                .running
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// True when the store answers a trivial query.

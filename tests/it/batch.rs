@@ -392,6 +392,43 @@ async fn an_answered_batch_survives_a_restart(backend: Backend) {
     );
 }
 
+/// PostgreSQL plans reads with the statistics it last gathered; an import into a new
+/// store outgrows them long before autovacuum's refresh, so the store refreshes the
+/// timers' statistics itself (`last_analyze`, not autovacuum's `last_autoanalyze`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_follow_an_import() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let analyzed = "SELECT COUNT(*) FROM pg_stat_user_tables
+                    WHERE relname = 'timers' AND last_analyze IS NOT NULL";
+    let import = |from: usize| -> Value {
+        let ops: Vec<Value> = (from..from + 3_000)
+            .map(|i| {
+                json!({"method": "PUT", "path": format!("/v1/reservations/r-{i}"), "body":
+                    {"contact_id": "c-1", "item_ids": ["i-1"], "starts_at": "2030-03-05T09:00:00Z", "ends_at": "2030-03-06T09:00:00Z"}})
+            })
+            .collect();
+        json!({ "operations": ops })
+    };
+    // 12,000 timers: fewer than a refresh waits for.
+    let r = app.post("/v1/batch", Some(import(0))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.scalar(analyzed, &[]).await, 0, "not refreshed yet");
+    // 24,000: refreshed in the background.
+    let r = app.post("/v1/batch", Some(import(3_000))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.scalar(analyzed, &[]).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timers' statistics were not refreshed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 both_backends!(
     same_as_sent_singly,
     a_bad_operation_fails_alone,
