@@ -56,22 +56,7 @@ impl Node {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
-        match res {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let text = res.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        post_json(&self.client, &self.url(path), body).await
     }
 
     /// Creates an endpoint subscribed to everything; returns its id.
@@ -339,31 +324,36 @@ fn keep_emitting(
             tick.tick().await;
             i += 1;
             let base = &nodes[i % nodes.len()];
-            let res = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(TOKEN)
-                .header("content-type", "application/json")
-                .body(
-                    json!({"type": "booking.create", "data": {"id": format!("e-{i}")}}).to_string(),
-                )
-                .send()
-                .await;
-            match res {
-                Ok(res) => {
-                    let status = res.status().as_u16();
-                    let text = res.text().await.unwrap_or_default();
-                    match serde_json::from_str::<Value>(&text) {
-                        Ok(body) if status == 201 && body["id"].is_string() => {
-                            acked.push(body["id"].as_str().unwrap_or_default().to_string())
-                        }
-                        _ => refused += 1,
-                    }
+            let event = json!({"type": "booking.create", "data": {"id": format!("e-{i}")}});
+            match post_json(&client, &format!("{base}/v1/events"), event).await {
+                (201, body) if body["id"].is_string() => {
+                    acked.push(body["id"].as_str().unwrap_or_default().to_string())
                 }
-                Err(_) => refused += 1,
+                _ => refused += 1,
             }
         }
         (acked, refused)
     })
+}
+
+/// POSTs `body` as JSON to `url` with the test token: the status and the JSON answer
+/// (status 0 when nothing answered, `null` for a body that is not JSON).
+async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let res = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    match res {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
 }
 
 /// Every event id in the store at `url`, and how many times each timer fired.
