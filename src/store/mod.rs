@@ -529,7 +529,7 @@ impl Store {
     /// (see [`Statistics`]), refreshes them in a task of its own (`ANALYZE timers`); a
     /// refresh under way is not started twice.
     pub fn timers_planned(&self, n: usize) {
-        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release};
         let Some(stats) = &self.statistics else {
             return;
         };
@@ -553,9 +553,7 @@ impl Store {
                     tracing::warn!(error = %e, "cannot refresh the planner's statistics of the timers")
                 }
             }
-            stats
-                .running
-                .store(false, std::sync::atomic::Ordering::Release);
+            stats.running.store(false, Release);
         });
     }
 
