@@ -94,6 +94,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    started: std::time::Instant,
 }
 
 impl Drop for Receiver {
@@ -117,7 +118,17 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Receiver { addr, shared, task }
+        Receiver {
+            addr,
+            shared,
+            task,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// When it started: a reference for the instants it reports.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
     }
 
     pub fn url(&self, path: &str) -> String {
