@@ -421,9 +421,6 @@ impl Worker {
                 give_back.push(c.id);
                 continue;
             }
-            // A writer may have left more for this endpoint in the store than the room
-            // it had: claim once the lane has room again rather than at the next poll.
-            lane.more = true;
         }
         self.p.sending.store(self.claimed.len(), Ordering::Release);
         self.give_back(give_back).await;
@@ -542,7 +539,7 @@ impl Worker {
             return None;
         }
         // Whatever is poked from now on is for the next claim.
-        self.poked = false;
+        let poked = std::mem::take(&mut self.poked);
         let (store, node) = (self.p.store.clone(), self.node.clone());
         let lease_from = self.p.outbox.handoff().lease_from(now);
         Some(tokio::spawn(async move {
@@ -574,6 +571,7 @@ impl Worker {
             };
             ClaimDone {
                 at: now,
+                poked,
                 limit,
                 cap,
                 full,
@@ -591,6 +589,7 @@ impl Worker {
         let per_endpoint = self.per_endpoint;
         let ClaimDone {
             at,
+            poked,
             limit,
             cap,
             full,
@@ -612,7 +611,7 @@ impl Worker {
         // served may have more. Otherwise a lane has more only if it got its cap.
         let filled = ids.len() >= limit;
         if ids.is_empty() {
-            self.settle_lanes(&HashMap::new(), filled, cap, &full, &limited);
+            self.settle_lanes(&HashMap::new(), filled, cap, poked, &full, &limited);
             return Some(0);
         }
         // Our own deliveries, still held past their lease (the clock jumped): the claim
@@ -699,7 +698,7 @@ impl Worker {
             queued += 1;
         }
         self.claimed.extend(kept.iter().cloned());
-        self.settle_lanes(&per_lane, filled, cap, &full, &limited);
+        self.settle_lanes(&per_lane, filled, cap, poked, &full, &limited);
         // Claimed, but gone from the store before it could be read (deleted), or
         // handed back above: not ours to keep.
         give_back.extend(ids.iter().filter(|id| !kept.contains(*id)).cloned());
@@ -713,17 +712,24 @@ impl Worker {
     /// more if it got its cap or the claim was cut short by its limit (`filled`);
     /// otherwise the store holds no more due for it, and writers may hand off to it
     /// again (unless it was left out for its rate limit). A lane left out for being full
-    /// learnt nothing: it keeps what it knew.
+    /// learnt nothing: it keeps what it knew, and after a claim asked for because new
+    /// work may be anywhere (`poked`: a writer left deliveries for it in the store, say)
+    /// it may have more, to claim as soon as it has room again rather than at the next
+    /// poll. Hand-offs alone never set it: they come with a poke whenever their writer
+    /// left deliveries in the store, and a claim after every hand-off would find
+    /// nothing most of the time.
     fn settle_lanes(
         &mut self,
         got: &HashMap<String, usize>,
         filled: bool,
         cap: usize,
+        poked: bool,
         full: &HashSet<String>,
         limited: &HashSet<String>,
     ) {
         for (ep, lane) in &mut self.lanes {
             if full.contains(ep) {
+                lane.more |= poked;
                 continue;
             }
             lane.more = got.get(ep).is_some_and(|n| filled || *n >= cap);
@@ -804,6 +810,9 @@ impl Worker {
 struct ClaimDone {
     /// The instant it claimed at (what was due then).
     at: DateTime<Utc>,
+    /// It was asked for because new work may be anywhere (a writer left deliveries in
+    /// the store, a retry came due, a poll), not only for lanes known to have more.
+    poked: bool,
     /// The most it asked for, and the most for one endpoint.
     limit: usize,
     cap: usize,
