@@ -55,7 +55,33 @@ impl Tx {
     pub async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.inner.rollback().await?)
     }
+
+    /// Runs one statement per slice of `rows` ([`statement_chunks`]), as `build` makes
+    /// each, one after another. Each next statement is built while the connection runs
+    /// the one before: a statement runs on the connection's own thread (SQLite) or on
+    /// the server, and building one of hundreds of rows (their values bound, entity
+    /// bodies serialised) is work of the same order as running it, which the
+    /// transaction would otherwise wait through in turn.
+    pub async fn execute_chunks<'r, T>(
+        &mut self,
+        rows: &'r [T],
+        build: impl Fn(&'r [T]) -> Result<Statement, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut chunks = statement_chunks(rows);
+        let mut next = chunks.next().map(&build).transpose()?;
+        while let Some(statement) = next.take() {
+            let (done, built) = futures::join!(statement.execute(&mut *self.inner), async {
+                chunks.next().map(&build).transpose()
+            });
+            done?;
+            next = built?;
+        }
+        Ok(())
+    }
 }
+
+/// A statement built at run time with its bound values (see [`Tx::execute_chunks`]).
+pub type Statement = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
 
 impl std::ops::Deref for Tx {
     type Target = sqlx::AnyConnection;

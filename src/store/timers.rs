@@ -214,11 +214,12 @@ pub async fn insert_many(
     rows: &[TimerRow<'_>],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for chunk in super::statement_chunks(rows) {
+    let backend = tx.backend();
+    tx.execute_chunks(rows, |chunk| {
         let sql = format!(
             "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, plan_key, created_at, updated_at)
              VALUES {} ON CONFLICT (plan_key) DO NOTHING",
-            Placeholders::for_tx(tx).rows(chunk.len(), 11)
+            Placeholders::for_backend(backend).rows(chunk.len(), 11)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -236,9 +237,9 @@ pub async fn insert_many(
                 .bind(to_ms(now))
                 .bind(to_ms(now));
         }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
+        Ok(q)
+    })
+    .await
 }
 
 /// Moves many pending timers to `state`, each with its reason, as [`close`] moves
