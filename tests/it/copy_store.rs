@@ -387,12 +387,22 @@ async fn a_sqlite_store_mid_life_moves_to_two_postgres_nodes() {
         "{progress}"
     );
 
-    // Two nodes on the copy, on a clock where the old one stopped.
+    // Two nodes on the copy, on a clock where the old one stopped. The advance below
+    // waits one second (real time) in all for work another node holds; after that it
+    // lives through each such lease to its end, as it would for a dead node. On a
+    // loaded machine a live node's driver can lag that long, and a timer it then fires
+    // a lease or two late would meet its misfire policy. This test is about the move:
+    // lateness never turns a fire into a skip here.
+    let on_copy = || {
+        let mut c = config_on(pg.url());
+        c.schedule.misfire_after = chrono::TimeDelta::days(3650);
+        c
+    };
     let clock = ManualClock::shared(now);
-    let a = App::start(config_on(pg.url()), Arc::new(clock.clone()))
+    let a = App::start(on_copy(), Arc::new(clock.clone()))
         .await
         .expect("node a");
-    let b = App::start(config_on(pg.url()), Arc::new(clock.clone()))
+    let b = App::start(on_copy(), Arc::new(clock.clone()))
         .await
         .expect("node b");
     let timelines_after = timelines(&client, &a.url()).await;
