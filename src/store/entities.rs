@@ -68,14 +68,13 @@ pub async fn save_item(tx: &mut Tx, i: &Item) -> Result<(), StoreError> {
 /// Saves many items as [`save_item`] saves one, in multi-row statements (see
 /// [`super::statement_chunks`]) instead of one per item.
 pub async fn save_items(tx: &mut Tx, items: &[&Item]) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(items, |chunk| {
+    tx.execute_chunks(items, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO items (id, name, expires_at, expired, body, created_at, updated_at)
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, expires_at = excluded.expires_at,
                expired = excluded.expired, body = excluded.body, updated_at = excluded.updated_at",
-            Placeholders::for_backend(backend).rows(chunk.len(), 7)
+            p.rows(chunk.len(), 7)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in chunk {
@@ -119,13 +118,12 @@ pub async fn load_unit_rental(tx: &mut Tx, id: &str) -> Result<Option<UnitRental
 
 /// Saves unit rentals (insert or update), in multi-row statements.
 pub async fn save_unit_rentals(tx: &mut Tx, rentals: &[&UnitRental]) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(rentals, |chunk| {
+    tx.execute_chunks(rentals, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO unit_rentals (id, timezone, overdue, body, created_at, updated_at) VALUES {}
              ON CONFLICT (id) DO UPDATE SET timezone = excluded.timezone, overdue = excluded.overdue,
                body = excluded.body, updated_at = excluded.updated_at",
-            Placeholders::for_backend(backend).rows(chunk.len(), 6)
+            p.rows(chunk.len(), 6)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -247,12 +245,11 @@ pub async fn load_invoices(tx: &mut Tx, ids: &[&str]) -> Result<Vec<Invoice>, St
 
 /// Saves contacts (insert or update), in multi-row statements.
 pub async fn save_contacts(tx: &mut Tx, contacts: &[&Contact]) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(contacts, |chunk| {
+    tx.execute_chunks(contacts, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO contacts (id, body, created_at, updated_at) VALUES {}
              ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-            Placeholders::for_backend(backend).rows(chunk.len(), 4)
+            p.rows(chunk.len(), 4)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for c in chunk {
@@ -269,15 +266,14 @@ pub async fn save_contacts(tx: &mut Tx, contacts: &[&Contact]) -> Result<(), Sto
 
 /// Saves reservations (insert or update), in multi-row statements.
 pub async fn save_reservations(tx: &mut Tx, rs: &[&Reservation]) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(rs, |chunk| {
+    tx.execute_chunks(rs, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO reservations (id, contact_id, starts_at, ends_at, timezone, status, body, created_at, updated_at)
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id, starts_at = excluded.starts_at,
                ends_at = excluded.ends_at, timezone = excluded.timezone, status = excluded.status,
                body = excluded.body, updated_at = excluded.updated_at",
-            Placeholders::for_backend(backend).rows(chunk.len(), 9)
+            p.rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -367,14 +363,13 @@ pub async fn save_orders(tx: &mut Tx, orders: &[&Order]) -> Result<(), StoreErro
 
 /// Saves invoices (insert or update), in multi-row statements.
 pub async fn save_invoices(tx: &mut Tx, invoices: &[&Invoice]) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(invoices, |chunk| {
+    tx.execute_chunks(invoices, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO invoices (id, unit_rental_id, due_at, state, body, created_at, updated_at)
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, state = excluded.state,
                body = excluded.body, updated_at = excluded.updated_at",
-            Placeholders::for_backend(backend).rows(chunk.len(), 7)
+            p.rows(chunk.len(), 7)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in chunk {

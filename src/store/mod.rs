@@ -57,7 +57,7 @@ impl Tx {
     }
 
     /// Runs one statement per slice of `rows` ([`statement_chunks`]), as `build` makes
-    /// each, one after another. Each next statement is built while the connection runs
+    /// each with the placeholders of this transaction's backend, one after another. Each next statement is built while the connection runs
     /// the one before: a statement runs on the connection's own thread (SQLite) or on
     /// the server, and building one of hundreds of rows (their values bound, entity
     /// bodies serialised) is work of the same order as running it, which the
@@ -65,13 +65,15 @@ impl Tx {
     pub async fn execute_chunks<'r, T>(
         &mut self,
         rows: &'r [T],
-        build: impl Fn(&'r [T]) -> Result<Statement, StoreError>,
+        build: impl Fn(&'r [T], Placeholders) -> Result<Statement, StoreError>,
     ) -> Result<(), StoreError> {
+        let backend = self.backend;
+        let build = |chunk| build(chunk, Placeholders::for_backend(backend));
         let mut chunks = statement_chunks(rows);
-        let mut next = chunks.next().map(&build).transpose()?;
+        let mut next = chunks.next().map(build).transpose()?;
         while let Some(statement) = next.take() {
             let (done, built) = futures::join!(statement.execute(&mut *self.inner), async {
-                chunks.next().map(&build).transpose()
+                chunks.next().map(build).transpose()
             });
             done?;
             next = built?;

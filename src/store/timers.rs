@@ -214,12 +214,11 @@ pub async fn insert_many(
     rows: &[TimerRow<'_>],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let backend = tx.backend();
-    tx.execute_chunks(rows, |chunk| {
+    tx.execute_chunks(rows, |chunk, mut p| {
         let sql = format!(
             "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, plan_key, created_at, updated_at)
              VALUES {} ON CONFLICT (plan_key) DO NOTHING",
-            Placeholders::for_backend(backend).rows(chunk.len(), 11)
+            p.rows(chunk.len(), 11)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
