@@ -54,9 +54,9 @@ def build(path, pending, migrations):
                 c.execute("INSERT INTO items (id, name, expires_at, expired, body, created_at, updated_at) "
                           "VALUES (?, 'load', ?, 0, ?, ?, ?)", (item, at, body(item), T0, T0))
                 c.execute("INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, "
-                          "state, plan_key, created_at, updated_at) VALUES ('item', ?, 'item.expire', "
-                          "'item.expire', ?, ?, 'pending', ?, ?, ?)",
-                          (item, at, at, f"item/{item}/item.expire/{at}", T0, T0))
+                          "state, live, created_at, updated_at) VALUES ('item', ?, 'item.expire', "
+                          "'item.expire', ?, ?, 'pending', 1, ?, ?)",
+                          (item, at, at, T0, T0))
             c.execute("COMMIT")
 
     rnd = random.Random(1)

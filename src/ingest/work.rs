@@ -449,7 +449,7 @@ impl<'a> Work<'a> {
         db::save_contacts(tx, &self.contacts.changed()).await?;
         db::save_unit_rentals(tx, &self.rentals.changed()).await?;
         db::save_invoices(tx, &self.invoices.changed()).await?;
-        // Cancelled first: a cancelled timer gives up its plan key, which a timer
+        // Cancelled first: a cancelled timer lets go of its moment, which a timer
         // planned again for the same moment takes.
         timers::close_many(tx, &self.cancels, TimerState::Cancelled, self.now).await?;
         let rules = &self.planner.rules;

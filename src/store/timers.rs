@@ -1,7 +1,8 @@
 //! Queries for `timers`: planned time-based events. A timer is `pending` until it is
 //! `fired` (with its event id), `cancelled` (with why) or `skipped` (with why).
-//! `plan_key` is unique while a timer is pending or fired, so planning twice plans
-//! once and a fired moment is never planned again; it is cleared on cancel and skip.
+//! A timer holds its moment (entity, fire instant, rule) while it is pending or fired
+//! (`live` = 1, under a unique index), so planning twice plans once and a fired moment
+//! is never planned again; a cancelled or skipped timer lets go of it (`live` NULL).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -98,17 +99,9 @@ pub struct NewTimer<'a> {
     pub fire_at: DateTime<Utc>,
 }
 
-impl NewTimer<'_> {
-    pub fn plan_key(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.entity_kind,
-            self.entity_id,
-            self.rule,
-            to_ms(self.fire_at)
-        )
-    }
-}
+/// What a pending timer's insert gives way to: the timer already holding the same
+/// moment (pending or fired), in the unique index on the moment.
+const SAME_MOMENT: &str = "ON CONFLICT (entity_kind, entity_id, fire_at, rule, live) DO NOTHING";
 
 /// Timers of one entity in the given state.
 pub async fn of_entity(
@@ -197,8 +190,8 @@ pub async fn plan_rows_of(
     Ok(out)
 }
 
-/// A timer row to insert with [`insert_many`]: pending (with its plan key), or
-/// already skipped or cancelled (with why, and no plan key).
+/// A timer row to insert with [`insert_many`]: pending (holding its moment), or
+/// already skipped or cancelled (with why).
 #[derive(Debug, Clone)]
 pub struct TimerRow<'a> {
     pub timer: NewTimer<'a>,
@@ -207,7 +200,7 @@ pub struct TimerRow<'a> {
 }
 
 /// Inserts `rows` as [`insert_pending`] and [`insert_skipped`] insert one, in
-/// multi-row statements; a pending row whose plan is already pending or fired is
+/// multi-row statements; a pending row whose moment is already pending or fired is
 /// left out, as a repeat of the same plan.
 pub async fn insert_many(
     tx: &mut Tx,
@@ -215,10 +208,25 @@ pub async fn insert_many(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     tx.execute_chunks(rows, |chunk, mut p| {
+        // The instant is bound once per statement, each row's state and reason only in
+        // a statement that has a row not pending: every value bound costs a call on the
+        // connection's thread, the one thread all writes wait for.
+        let all_pending = chunk
+            .iter()
+            .all(|r| r.state == TimerState::Pending && r.reason.is_none());
+        let (width, state) = match all_pending {
+            true => (6, "'pending', NULL, 1"),
+            false => (
+                8,
+                "v.column7, v.column8, CASE WHEN v.column7 = 'pending' THEN 1 END",
+            ),
+        };
+        let values = p.rows(chunk.len(), width);
         let sql = format!(
-            "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, plan_key, created_at, updated_at)
-             VALUES {} ON CONFLICT (plan_key) DO NOTHING",
-            p.rows(chunk.len(), 11)
+            "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, live, created_at, updated_at)
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, {state}, n.at, n.at
+             FROM (VALUES {values}) AS v, (SELECT {} AS at) AS n WHERE true {SAME_MOMENT}",
+            p.one()
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -229,14 +237,12 @@ pub async fn insert_many(
                 .bind(t.rule.to_string())
                 .bind(t.event_type.to_string())
                 .bind(to_ms(t.anchor_at))
-                .bind(to_ms(t.fire_at))
-                .bind(r.state.as_str())
-                .bind(r.reason.clone())
-                .bind((r.state == TimerState::Pending).then(|| t.plan_key()))
-                .bind(to_ms(now))
-                .bind(to_ms(now));
+                .bind(to_ms(t.fire_at));
+            if !all_pending {
+                q = q.bind(r.state.as_str()).bind(r.reason.clone());
+            }
         }
-        Ok(q)
+        Ok(q.bind(to_ms(now)))
     })
     .await
 }
@@ -253,7 +259,7 @@ pub async fn close_many(
     for chunk in super::statement_chunks(closes) {
         let mut p = Placeholders::for_tx(tx);
         let head = format!(
-            "UPDATE timers SET state = {}, updated_at = {}, plan_key = NULL, reason = v.column2 FROM (VALUES ",
+            "UPDATE timers SET state = {}, updated_at = {}, live = NULL, reason = v.column2 FROM (VALUES ",
             p.one(),
             p.one()
         );
@@ -278,21 +284,21 @@ pub async fn insert_pending(
     t: &NewTimer<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, StoreError> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, plan_key, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8)
-         ON CONFLICT (plan_key) DO NOTHING RETURNING id",
-    )
-    .bind(t.entity_kind.to_string())
-    .bind(t.entity_id.to_string())
-    .bind(t.rule.to_string())
-    .bind(t.event_type.to_string())
-    .bind(to_ms(t.anchor_at))
-    .bind(to_ms(t.fire_at))
-    .bind(t.plan_key())
-    .bind(to_ms(now))
-    .fetch_optional(&mut **tx)
-    .await?;
+    let sql = format!(
+        "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, live, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 1, $7, $7)
+         {SAME_MOMENT} RETURNING id"
+    );
+    let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(t.entity_kind.to_string())
+        .bind(t.entity_id.to_string())
+        .bind(t.rule.to_string())
+        .bind(t.event_type.to_string())
+        .bind(to_ms(t.anchor_at))
+        .bind(to_ms(t.fire_at))
+        .bind(to_ms(now))
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(id)
 }
 
@@ -329,7 +335,7 @@ pub async fn close(
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
-        "UPDATE timers SET state = $1, reason = $2, plan_key = NULL, updated_at = $3 WHERE id = $4 AND state = 'pending'",
+        "UPDATE timers SET state = $1, reason = $2, live = NULL, updated_at = $3 WHERE id = $4 AND state = 'pending'",
     )
     .bind(state.as_str())
     .bind(reason.to_string())
