@@ -138,7 +138,7 @@ pub async fn schedule(
 ) -> Result<Json<SchedulePage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let filter = q.filter()?;
-    let timers = timers::list(s.store.pool(), &filter).await?;
+    let timers = timers::list(&s.store, &filter).await?;
     Ok(Json(SchedulePage::new(timers, &filter)))
 }
 
@@ -156,7 +156,7 @@ pub async fn stats(State(s): State<AppState>) -> Result<Sorted<ScheduleStats>, A
     let now = s.clock.now();
     let by_state = timers::count_by_state(s.store.pool()).await?;
     let oldest_due = timers::list(
-        s.store.pool(),
+        &s.store,
         &TimerFilter {
             state: Some(TimerState::Pending),
             to: Some(now + TimeDelta::milliseconds(1)),
@@ -258,7 +258,7 @@ pub async fn timeline(
         }
     }
     let timers = timers::list(
-        s.store.pool(),
+        &s.store,
         &TimerFilter {
             entity_kind: Some(kind.clone()),
             entity_id: Some(id.clone()),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Placeholders, StoreError, Tx, from_ms, to_ms};
+use super::{Backend, Placeholders, Store, StoreError, Tx, from_ms, to_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerState {
@@ -103,6 +103,28 @@ pub struct NewTimer<'a> {
 /// moment (pending or fired), in the unique index on the moment.
 const SAME_MOMENT: &str = "ON CONFLICT (entity_kind, entity_id, fire_at, rule, live) DO NOTHING";
 
+/// The `state` column in a condition that also names one entity, so that the entity
+/// index answers it. SQLite keeps no statistics of its own here: asked for an entity's
+/// timers in one state by due order, it prefers the state index (`timers_pending`),
+/// which gives that order, and walks every timer in that state instead of reading the
+/// entity's few from the entity index and sorting them. A unary `+` keeps a column out
+/// of SQLite's choice of index (its documented way); PostgreSQL, which weighs its
+/// statistics, gets the column as is.
+fn state_beside_entity(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "+state",
+        Backend::Postgres => "state",
+    }
+}
+
+/// [`of_entity`]'s statement.
+fn of_entity_sql(backend: Backend) -> String {
+    let state_col = state_beside_entity(backend);
+    format!(
+        "SELECT {COLUMNS} FROM timers WHERE entity_kind = $1 AND entity_id = $2 AND {state_col} = $3 ORDER BY fire_at, id"
+    )
+}
+
 /// Timers of one entity in the given state.
 pub async fn of_entity(
     tx: &mut Tx,
@@ -110,10 +132,7 @@ pub async fn of_entity(
     entity_id: &str,
     state: TimerState,
 ) -> Result<Vec<Timer>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM timers WHERE entity_kind = $1 AND entity_id = $2 AND state = $3 ORDER BY fire_at, id"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(of_entity_sql(tx.backend())))
         .bind(entity_kind.to_string())
         .bind(entity_id.to_string())
         .bind(state.as_str())
@@ -122,20 +141,22 @@ pub async fn of_entity(
     rows.iter().map(from_row).collect()
 }
 
+/// [`done_of_entity`]'s statement.
+const DONE_OF_ENTITY: &str =
+    "SELECT rule, fire_at FROM timers WHERE entity_kind = $1 AND entity_id = $2
+   AND state IN ('fired', 'skipped')";
+
 /// The moments (rule, fire instant) of one entity that already fired or were skipped.
 pub async fn done_of_entity(
     tx: &mut Tx,
     entity_kind: &str,
     entity_id: &str,
 ) -> Result<std::collections::HashSet<(String, DateTime<Utc>)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT rule, fire_at FROM timers WHERE entity_kind = $1 AND entity_id = $2
-           AND state IN ('fired', 'skipped')",
-    )
-    .bind(entity_kind.to_string())
-    .bind(entity_id.to_string())
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(DONE_OF_ENTITY)
+        .bind(entity_kind.to_string())
+        .bind(entity_id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("rule")?, from_ms(r.try_get("fire_at")?)?)))
         .collect()
@@ -153,6 +174,20 @@ pub struct PlanRow {
     pub pending: bool,
 }
 
+/// [`plan_rows_of`]'s statement for `ids` entities: their kind, then their ids
+/// (padded, see [`super::padded`]).
+fn plan_rows_sql(backend: Backend, ids: usize) -> String {
+    let mut p = Placeholders::for_backend(backend);
+    let kind = p.one();
+    format!(
+        "SELECT id, entity_id, rule, anchor_at, fire_at, state FROM timers
+         WHERE entity_kind = {kind} AND entity_id IN ({})
+           AND state IN ('pending', 'fired', 'skipped')
+         ORDER BY entity_id, fire_at, id",
+        p.padded_list(ids)
+    )
+}
+
 /// The pending and done (fired or skipped) timers of the `entity_kind` entities
 /// `ids`, in statements of many ids (see [`super::padded`]), by (entity, fire_at, id).
 pub async fn plan_rows_of(
@@ -162,15 +197,7 @@ pub async fn plan_rows_of(
 ) -> Result<Vec<PlanRow>, StoreError> {
     let mut out = Vec::new();
     for chunk in ids.chunks(super::MAX_ROWS) {
-        let mut p = Placeholders::for_tx(tx);
-        let kind = p.one();
-        let sql = format!(
-            "SELECT id, entity_id, rule, anchor_at, fire_at, state FROM timers
-             WHERE entity_kind = {kind} AND entity_id IN ({})
-               AND state IN ('pending', 'fired', 'skipped')
-             ORDER BY entity_id, fire_at, id",
-            p.padded_list(chunk.len())
-        );
+        let sql = plan_rows_sql(tx.backend(), chunk.len());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(entity_kind.to_string());
         for id in super::padded(chunk) {
             q = q.bind(id.to_string());
@@ -426,8 +453,8 @@ pub struct TimerFilter {
     pub limit: i64,
 }
 
-/// Timers matching `f`, sorted by (fire_at, id).
-pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, StoreError> {
+/// [`list`]'s statement for the filters `f` sets, its values bound in this order.
+fn list_sql(backend: Backend, f: &TimerFilter) -> String {
     let mut sql = format!("SELECT {COLUMNS} FROM timers WHERE 1 = 1");
     let mut n = 0;
     let mut next = |cond: &str, sql: &mut String| {
@@ -450,7 +477,11 @@ pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, S
         next(" AND entity_id = ?", &mut sql);
     }
     if f.state.is_some() {
-        next(" AND state = ?", &mut sql);
+        let state_col = match f.entity_id {
+            Some(_) => state_beside_entity(backend),
+            None => "state",
+        };
+        next(&format!(" AND {state_col} = ?"), &mut sql);
     }
     if f.after.is_some() {
         // (fire_at, id) > (a, b), written out: row values are not portable to every SQLite.
@@ -464,7 +495,12 @@ pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, S
     }
     n += 1;
     sql.push_str(&format!(" ORDER BY fire_at, id LIMIT ${n}"));
+    sql
+}
 
+/// Timers matching `f`, sorted by (fire_at, id).
+pub async fn list(store: &Store, f: &TimerFilter) -> Result<Vec<Timer>, StoreError> {
+    let sql = list_sql(store.backend(), f);
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(v) = f.from {
         q = q.bind(to_ms(v));
@@ -488,7 +524,7 @@ pub async fn list(pool: &sqlx::AnyPool, f: &TimerFilter) -> Result<Vec<Timer>, S
         q = q.bind(to_ms(at)).bind(id);
     }
     q = q.bind(f.limit);
-    let rows = q.fetch_all(pool).await?;
+    let rows = q.fetch_all(store.pool()).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -513,4 +549,68 @@ pub async fn forecast(
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan of `sql` (its `EXPLAIN QUERY PLAN` lines). The store keeps no
+    /// statistics for SQLite's planner, so an empty store is planned as a full one.
+    async fn plan_of(store: &Store, sql: &str) -> String {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(store.pool())
+            .await
+            .expect("explain");
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The queries about one entity read its few timers through the entity index, never
+    /// every timer in a state through the state index (on SQLite, which keeps no
+    /// statistics, the state index gives the due order they ask for); the queries
+    /// across entities keep the state index.
+    #[tokio::test]
+    async fn an_entitys_timers_are_read_through_the_entity_index() {
+        let (_dir, store, _) = super::super::temp_sqlite_store().await;
+        let by_entity = "USING INDEX timers_by_entity (entity_kind=? AND entity_id=?";
+        let one = TimerFilter {
+            entity_kind: Some("order".into()),
+            entity_id: Some("o1".into()),
+            state: Some(TimerState::Pending),
+            limit: 10,
+            ..Default::default()
+        };
+        for (what, sql) in [
+            ("of_entity", of_entity_sql(Backend::Sqlite)),
+            ("done_of_entity", DONE_OF_ENTITY.to_string()),
+            ("plan_rows_of, one id", plan_rows_sql(Backend::Sqlite, 1)),
+            ("plan_rows_of, 512 ids", plan_rows_sql(Backend::Sqlite, 512)),
+            ("list, entity and state", list_sql(Backend::Sqlite, &one)),
+            (
+                "list, entity",
+                list_sql(
+                    Backend::Sqlite,
+                    &TimerFilter {
+                        state: None,
+                        ..one.clone()
+                    },
+                ),
+            ),
+        ] {
+            let plan = plan_of(&store, &sql).await;
+            assert!(plan.contains(by_entity), "{what}: {plan}");
+        }
+        let due = TimerFilter {
+            state: Some(TimerState::Pending),
+            to: DateTime::from_timestamp(1_800_000_000, 0),
+            limit: 1,
+            ..Default::default()
+        };
+        let plan = plan_of(&store, &list_sql(Backend::Sqlite, &due)).await;
+        assert!(plan.contains("INDEX timers_pending (state=?"), "{plan}");
+        store.close().await;
+    }
 }
