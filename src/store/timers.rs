@@ -245,17 +245,19 @@ pub async fn insert_many(
             true => (6, "'pending', NULL, 1"),
             false => (
                 8,
-                "v.column7, v.column8, CASE WHEN v.column7 = 'pending' THEN 1 END",
+                "column7, column8, CASE WHEN column7 = 'pending' THEN 1 END",
             ),
         };
-        let values = p.rows(chunk.len(), width);
+        let (created, updated) = (p.one(), p.one());
         let sql = format!(
             "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, live, created_at, updated_at)
-             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, {state}, n.at, n.at
-             FROM (VALUES {values}) AS v, (SELECT {} AS at) AS n WHERE true {SAME_MOMENT}",
-            p.one()
+             SELECT column1, column2, column3, column4, column5, column6, {state}, {created}, {updated}
+             FROM (VALUES {}) AS v WHERE true {SAME_MOMENT}",
+            p.rows(chunk.len(), width)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_ms(now))
+            .bind(to_ms(now));
         for r in chunk {
             let t = &r.timer;
             q = q
@@ -269,7 +271,7 @@ pub async fn insert_many(
                 q = q.bind(r.state.as_str()).bind(r.reason.clone());
             }
         }
-        Ok(q.bind(to_ms(now)))
+        Ok(q)
     })
     .await
 }
