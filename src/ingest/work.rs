@@ -51,6 +51,8 @@ pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError>
             }
         }
     }
+    // The reads are done: the writes need no plans made for their values.
+    core.store.plan_for_any_values(&mut w.tx).await?;
     let (mut tx, events, wake, planned) = w.flush().await?;
     if wake {
         timers::notify_planned(&mut tx).await?;

@@ -537,15 +537,29 @@ impl Store {
         Ok(())
     }
 
-    /// PostgreSQL: plans the rest of `tx`'s statements for the values they are given,
-    /// not once for any values. A statement run many times gets a generic plan, chosen
-    /// with the table statistics of the moment: taken while a table was small (a new
-    /// store, a first import), it scans the whole table for every `IN (…)` list even
-    /// after the table grew to millions of rows. Transactions that read many rows by
-    /// key ask for this.
+    /// PostgreSQL: plans `tx`'s statements for the values they are given, not once for
+    /// any values, until [`Store::plan_for_any_values`]. A statement run many times gets
+    /// a generic plan, chosen with the table statistics of the moment: taken while a
+    /// table was small (a new store, a first import), it scans the whole table for
+    /// every `IN (…)` list even after the table grew to millions of rows. Transactions
+    /// that read many rows by key ask for this for their reads.
     pub async fn plan_for_values(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        self.plan_cache_mode(tx, "force_custom_plan").await
+    }
+
+    /// PostgreSQL: back to the server's own choice for the rest of `tx`, after the
+    /// reads [`Store::plan_for_values`] was for. The multi-row writes that follow
+    /// gain nothing from plans made for their values (an insert's plan does not depend
+    /// on them), and planning a statement of hundreds of rows again at every run is
+    /// work the server, the bound of a PostgreSQL import, does for nothing.
+    pub async fn plan_for_any_values(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        self.plan_cache_mode(tx, "auto").await
+    }
+
+    async fn plan_cache_mode(&self, tx: &mut Tx, mode: &'static str) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            let sql = format!("SET LOCAL plan_cache_mode = {mode}");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut **tx)
                 .await?;
         }
