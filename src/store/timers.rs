@@ -226,9 +226,9 @@ pub struct TimerRow<'a> {
     pub reason: Option<String>,
 }
 
-/// Inserts `rows` as [`insert_pending`] and [`insert_skipped`] insert one, in
-/// multi-row statements; a pending row whose moment is already pending or fired is
-/// left out, as a repeat of the same plan.
+/// Inserts `rows` as [`insert_pending`] inserts one, in multi-row statements (a
+/// skipped or cancelled row with its reason); a pending row whose moment is already
+/// pending or fired is left out, as a repeat of the same plan.
 pub async fn insert_many(
     tx: &mut Tx,
     rows: &[TimerRow<'_>],
@@ -338,21 +338,12 @@ pub async fn insert_skipped(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'skipped', $7, $8, $8)",
-    )
-    .bind(t.entity_kind.to_string())
-    .bind(t.entity_id.to_string())
-    .bind(t.rule.to_string())
-    .bind(t.event_type.to_string())
-    .bind(to_ms(t.anchor_at))
-    .bind(to_ms(t.fire_at))
-    .bind(reason.to_string())
-    .bind(to_ms(now))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let row = TimerRow {
+        timer: t.clone(),
+        state: TimerState::Skipped,
+        reason: Some(reason.to_string()),
+    };
+    insert_many(tx, std::slice::from_ref(&row), now).await
 }
 
 /// Moves a pending timer to cancelled or skipped. False when it was no longer pending.
