@@ -235,9 +235,9 @@ pub async fn insert_many(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     tx.execute_chunks(rows, |chunk, mut p| {
-        // The instant is bound once per statement, each row's state and reason only in
-        // a statement that has a row not pending: every value bound costs a call on the
-        // connection's thread, the one thread all writes wait for.
+        // The instant is bound per statement rather than per row, and each row's state
+        // and reason only in a statement that has a row not pending: every value bound
+        // costs a call on the connection's thread, the one thread all writes wait for.
         let all_pending = chunk
             .iter()
             .all(|r| r.state == TimerState::Pending && r.reason.is_none());
