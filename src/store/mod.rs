@@ -57,11 +57,12 @@ impl Tx {
     }
 
     /// Runs one statement per slice of `rows` ([`statement_chunks`]), as `build` makes
-    /// each with the placeholders of this transaction's backend, one after another. Each next statement is built while the connection runs
-    /// the one before: a statement runs on the connection's own thread (SQLite) or on
-    /// the server, and building one of hundreds of rows (their values bound, entity
-    /// bodies serialised) is work of the same order as running it, which the
-    /// transaction would otherwise wait through in turn.
+    /// each with the placeholders of this transaction's backend, one after another.
+    /// Each next statement is built while the connection runs the one before: a
+    /// statement runs on the connection's own thread (SQLite) or on the server, and
+    /// building one of hundreds of rows (their values bound, entity bodies serialised)
+    /// is work of the same order as running it, which the transaction would otherwise
+    /// wait through in turn.
     pub async fn execute_chunks<'r, T>(
         &mut self,
         rows: &'r [T],
