@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, input};
+use super::{DomainError, input, instant};
 
 /// What `PUT /v1/contacts/{id}` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,9 @@ pub struct Contact {
     pub phone: Option<String>,
     pub timezone: Option<String>,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

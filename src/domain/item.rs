@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, input};
+use super::{DomainError, input, instant};
 
 /// What `PUT /v1/items/{id}` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +32,15 @@ impl ItemInput {
 pub struct Item {
     pub id: String,
     pub name: String,
+    #[serde(serialize_with = "instant::serialize_option")]
     pub expires_at: Option<DateTime<Utc>>,
     pub timezone: Option<String>,
     /// Set by the scheduler when `expires_at` passes (`item.expire`).
     pub expired: bool,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -7,6 +7,7 @@ pub mod contact;
 pub mod endpoint;
 pub mod event;
 pub mod input;
+mod instant;
 pub mod item;
 pub mod order;
 pub mod reservation;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, input};
+use super::{DomainError, input, instant};
 
 /// What `PUT /v1/orders/{id}` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +68,7 @@ impl OrderStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub id: String,
+    #[serde(serialize_with = "instant::serialize_option")]
     pub checked_in_at: Option<DateTime<Utc>>,
 }
 
@@ -79,16 +80,21 @@ pub struct Order {
     pub contact_id: String,
     pub item_ids: Vec<String>,
     pub items: Vec<OrderItem>,
+    #[serde(serialize_with = "instant::serialize")]
     pub due_at: DateTime<Utc>,
     pub reservation_id: Option<String>,
     pub timezone: Option<String>,
     pub status: OrderStatus,
     /// Items handed out and not yet back (0 unless checked out).
     pub items_out: usize,
+    #[serde(serialize_with = "instant::serialize_option")]
     pub checked_out_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "instant::serialize_option")]
     pub closed_at: Option<DateTime<Utc>>,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

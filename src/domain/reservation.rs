@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, input};
+use super::{DomainError, input, instant};
 
 /// What `PUT /v1/reservations/{id}` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,12 +58,16 @@ pub struct Reservation {
     pub id: String,
     pub contact_id: String,
     pub item_ids: Vec<String>,
+    #[serde(serialize_with = "instant::serialize")]
     pub starts_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub ends_at: DateTime<Utc>,
     pub timezone: Option<String>,
     pub status: ReservationStatus,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

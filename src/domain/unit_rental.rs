@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{DomainError, input};
+use super::{DomainError, input, instant};
 
 /// What `PUT /v1/unit-rentals/{id}` asks for.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -53,7 +53,9 @@ pub struct UnitRental {
     pub timezone: Option<String>,
     pub overdue: bool,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -138,10 +140,13 @@ impl InvoiceInput {
 pub struct Invoice {
     pub id: String,
     pub unit_rental_id: String,
+    #[serde(serialize_with = "instant::serialize")]
     pub due_at: DateTime<Utc>,
     pub state: InvoiceState,
     pub data: Value,
+    #[serde(serialize_with = "instant::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
