@@ -58,8 +58,8 @@ fn write(t: &DateTime<Utc>, out: &mut [u8; MAX_LEN]) -> Option<usize> {
     let mut n = 19;
     let fraction = match nano {
         0 => None,
-        _ if nano % 1_000_000 == 0 => Some((nano / 1_000_000, 3)),
-        _ if nano % 1_000 == 0 => Some((nano / 1_000, 6)),
+        _ if nano.is_multiple_of(1_000_000) => Some((nano / 1_000_000, 3)),
+        _ if nano.is_multiple_of(1_000) => Some((nano / 1_000, 6)),
         _ => Some((nano, 9)),
     };
     if let Some((value, width)) = fraction {
