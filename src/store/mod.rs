@@ -57,24 +57,34 @@ impl Tx {
     }
 
     /// Runs one statement per slice of `rows` ([`statement_chunks`]), as `build` makes
-    /// each with the placeholders of this transaction's backend, one after another.
-    /// Each next statement is built while the connection runs the one before: a
-    /// statement runs on the connection's own thread (SQLite) or on the server, and
-    /// building one of hundreds of rows (their values bound, entity bodies serialised)
-    /// is work of the same order as running it, which the transaction would otherwise
-    /// wait through in turn.
+    /// each with the placeholders of this transaction's backend, one after another
+    /// (see [`Tx::execute_each`]).
     pub async fn execute_chunks<'r, T>(
         &mut self,
         rows: &'r [T],
         build: impl Fn(&'r [T], Placeholders) -> Result<Statement, StoreError>,
     ) -> Result<(), StoreError> {
+        self.execute_each(statement_chunks(rows), build).await
+    }
+
+    /// Runs one statement per part, as `build` makes each with the placeholders of
+    /// this transaction's backend, one after another. Each next statement is built
+    /// while the connection runs the one before: a statement runs on the connection's
+    /// own thread (SQLite) or on the server, and building one of hundreds of rows
+    /// (their values bound, entity bodies serialised) is work of the same order as
+    /// running it, which the transaction would otherwise wait through in turn.
+    pub async fn execute_each<P>(
+        &mut self,
+        parts: impl IntoIterator<Item = P>,
+        build: impl Fn(P, Placeholders) -> Result<Statement, StoreError>,
+    ) -> Result<(), StoreError> {
         let backend = self.backend;
-        let build = |chunk| build(chunk, Placeholders::for_backend(backend));
-        let mut chunks = statement_chunks(rows);
-        let mut next = chunks.next().map(build).transpose()?;
+        let build = |part| build(part, Placeholders::for_backend(backend));
+        let mut parts = parts.into_iter();
+        let mut next = parts.next().map(build).transpose()?;
         while let Some(statement) = next.take() {
             let (done, built) = futures::join!(statement.execute(&mut *self.inner), async {
-                chunks.next().map(build).transpose()
+                parts.next().map(build).transpose()
             });
             done?;
             next = built?;
