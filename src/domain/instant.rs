@@ -3,11 +3,11 @@
 //! `Serialize` writes, byte for byte (a property test holds the two together).
 //!
 //! Why not chrono's: it writes through `fmt` and serde_json's `collect_str`, which
-//! escapes every fragment, and an entity's JSON is written several times per change
-//! (its row, its event, the answer): timed in a bulk import, those instants were
-//! most of the cost of writing an entity. Here the digits go into a buffer on the
-//! stack and serde gets one string. Years outside 0–9999 and leap seconds, which
-//! need chrono's rules, go to chrono.
+//! escapes every fragment, and an entity's JSON is written twice at every change (its
+//! row and its event's data) by the one writer every change waits for: timed in a
+//! bulk import, those instants were most of the cost of writing an entity. Here the
+//! digits go into a buffer on the stack and serde gets one string. Years outside
+//! 0–9999 and leap seconds, which need chrono's rules, go to chrono.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Serialize, Serializer};
