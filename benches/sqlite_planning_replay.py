@@ -43,8 +43,8 @@ def main():
 
 def replay(a, path):
     c = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -65536",
-                   "wal_autocheckpoint = 0"):
+    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON",
+                   "wal_autocheckpoint = 0", "cache_size = -65536", "temp_store = MEMORY"):
         c.execute(f"PRAGMA {pragma}")
     for f in sorted(glob.glob(os.path.join(a.migrations, "*.sql"))):
         c.executescript(open(f).read())
