@@ -149,7 +149,7 @@ mod tests {
                 event_type: "order.checkout".into(),
                 created: chrono::DateTime::UNIX_EPOCH,
                 scheduled_at: None,
-                data: serde_json::Value::Null,
+                data: serde_json::value::RawValue::NULL.to_owned(),
                 seq,
                 entity_kind: "order".into(),
                 entity_id: "o".into(),

@@ -25,10 +25,13 @@
 //!   instead, so no key is ever written twice.
 //!
 //! The envelope keys keep their order because this module writes them one by
-//! one; the keys *inside* `data` come from `serde_json::Map`, which without
-//! serde_json's `preserve_order` feature (not enabled, because it would change
-//! every map in the crate) is sorted by key. Data keys therefore come out in
-//! lexicographic order in every format.
+//! one. `data` is the JSON text the event was stored with: in JSON bodies it is
+//! written as it is, so its keys keep the order they were stored in (a posted
+//! event's as the application sent them, an entity's as the API returns it). XML
+//! and form bodies are written from that text read into a `serde_json::Map`,
+//! which without serde_json's `preserve_order` feature (not enabled, because it
+//! would change every map in the crate) is sorted by key: there the data keys
+//! come out in lexicographic order.
 //!
 //! # Formats
 //!
@@ -53,17 +56,18 @@ use std::borrow::Cow;
 use chrono::{DateTime, SecondsFormat, Utc};
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use serde::Deserialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Root element of XML bodies.
 pub const XML_ROOT: &str = "webhook";
 /// Element name of each array entry in XML bodies.
 pub const XML_ARRAY_ITEM: &str = "item";
-/// Deepest nesting of objects and arrays accepted in `data`. Matches
-/// serde_json's own parsing limit, so anything that arrived as JSON text
-/// renders, while a value built in memory cannot overflow the stack of the
-/// recursive writers.
+/// Deepest nesting of objects and arrays accepted in `data`, so that the
+/// recursive XML and form writers cannot overflow the stack. The API refuses
+/// bodies nested deeper than this long before (see `http::json`).
 pub const MAX_DATA_DEPTH: usize = 128;
 
 /// Key used for the entity in [`Envelope::EventEntity`] when the event type
@@ -71,6 +75,7 @@ pub const MAX_DATA_DEPTH: usize = 128;
 const FALLBACK_ENTITY_KEY: &str = "data";
 
 pub use crate::domain::endpoint::{Envelope, Format};
+use crate::domain::json;
 
 /// The event being rendered, borrowed from wherever the caller keeps it.
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +88,8 @@ pub struct EventView<'a> {
     pub created: DateTime<Utc>,
     /// For a time-based event, the instant its timer was due.
     pub scheduled_at: Option<DateTime<Utc>>,
-    /// The entity as its API returns it.
-    pub data: &'a Value,
+    /// The event's `data`, as the JSON text it was stored with.
+    pub data: &'a RawValue,
 }
 
 /// A rendered body and the content type to send it with.
@@ -110,14 +115,22 @@ pub enum RenderError {
 /// Renders `ev` in `format` inside `envelope`. The bytes are what must be
 /// signed and sent.
 pub fn render(format: Format, envelope: Envelope, ev: &EventView) -> Result<Rendered, RenderError> {
-    if nesting_exceeds(ev.data, MAX_DATA_DEPTH) {
+    if json::depth(ev.data.get().as_bytes()) > MAX_DATA_DEPTH {
         return Err(RenderError::TooDeep);
     }
-    let fields = envelope_fields(envelope, ev);
     let body = match format {
-        Format::Json => serde_json::to_vec(&Ordered(&fields))?,
-        Format::Xml => render_xml(&fields)?,
-        Format::Form => render_form(&fields)?.into_bytes(),
+        Format::Json => serde_json::to_vec(&Ordered(&envelope_fields(envelope, ev, ev.data)))?,
+        Format::Xml | Format::Form => {
+            // Bounded by the depth check above, not by serde_json's own limit.
+            let mut de = serde_json::Deserializer::from_str(ev.data.get());
+            de.disable_recursion_limit();
+            let data = Value::deserialize(&mut de)?;
+            let fields = envelope_fields(envelope, ev, &data);
+            match format {
+                Format::Xml => render_xml(&fields)?,
+                _ => render_form(&fields)?.into_bytes(),
+            }
+        }
     };
     Ok(Rendered {
         body,
@@ -134,19 +147,24 @@ pub fn entity_key(event_type: &str) -> &str {
     }
 }
 
-/// One top-level value of the envelope.
-enum Field<'a> {
+/// One top-level value of the envelope; the data is JSON text (`RawValue`) or, for
+/// the XML and form writers, that text read (`Value`).
+enum Field<'a, D: ?Sized> {
     Text(String),
-    Json(&'a Value),
+    Json(&'a D),
 }
 
-type Fields<'a> = Vec<(&'a str, Field<'a>)>;
+type Fields<'a, D> = Vec<(&'a str, Field<'a, D>)>;
 
 fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn envelope_fields<'a>(envelope: Envelope, ev: &EventView<'a>) -> Fields<'a> {
+fn envelope_fields<'a, D: ?Sized>(
+    envelope: Envelope,
+    ev: &EventView<'a>,
+    data: &'a D,
+) -> Fields<'a, D> {
     let id = ("id", Field::Text(ev.id.to_owned()));
     let created = ("created", Field::Text(timestamp(ev.created)));
     let scheduled = ev
@@ -159,17 +177,17 @@ fn envelope_fields<'a>(envelope: Envelope, ev: &EventView<'a>) -> Fields<'a> {
             fields.push(("type", Field::Text(ev.event_type.to_owned())));
             fields.push(created);
             fields.extend(scheduled);
-            fields.push(("data", Field::Json(ev.data)));
+            fields.push(("data", Field::Json(data)));
         }
         Envelope::TypePayload => {
             fields.push(id);
             fields.push(("type", Field::Text(ev.event_type.to_owned())));
             fields.extend(scheduled);
-            fields.push(("payload", Field::Json(ev.data)));
+            fields.push(("payload", Field::Json(data)));
         }
         Envelope::EventEntity => {
             fields.push(("event", Field::Text(ev.event_type.to_owned())));
-            fields.push((entity_key(ev.event_type), Field::Json(ev.data)));
+            fields.push((entity_key(ev.event_type), Field::Json(data)));
             fields.push(id);
             fields.push(created);
             fields.extend(scheduled);
@@ -178,22 +196,8 @@ fn envelope_fields<'a>(envelope: Envelope, ev: &EventView<'a>) -> Fields<'a> {
     fields
 }
 
-/// True when `v` has more than `limit` levels of objects/arrays. Recursion is
-/// bounded by `limit`, so this is safe on any value.
-fn nesting_exceeds(v: &Value, limit: usize) -> bool {
-    let mut children: Box<dyn Iterator<Item = &Value>> = match v {
-        Value::Array(a) => Box::new(a.iter()),
-        Value::Object(m) => Box::new(m.values()),
-        _ => return false,
-    };
-    if limit == 0 {
-        return true;
-    }
-    children.any(|child| nesting_exceeds(child, limit - 1))
-}
-
 /// Serialises the fields as a JSON object in their given order.
-struct Ordered<'f, 'a>(&'f [(&'a str, Field<'a>)]);
+struct Ordered<'f, 'a>(&'f [(&'a str, Field<'a, RawValue>)]);
 
 impl serde::Serialize for Ordered<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -210,7 +214,7 @@ impl serde::Serialize for Ordered<'_, '_> {
 
 // ---------------------------------------------------------------- XML
 
-fn render_xml(fields: &Fields) -> Result<Vec<u8>, RenderError> {
+fn render_xml(fields: &Fields<Value>) -> Result<Vec<u8>, RenderError> {
     let mut w = Writer::new(Vec::new());
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.write_event(Event::Start(BytesStart::new(XML_ROOT)))?;
@@ -340,7 +344,7 @@ fn is_xml_char(c: char) -> bool {
 
 // ---------------------------------------------------------------- form
 
-fn render_form(fields: &Fields) -> Result<String, RenderError> {
+fn render_form(fields: &Fields<Value>) -> Result<String, RenderError> {
     let mut pairs = Vec::new();
     for (key, field) in fields {
         let key = form_key(key).into_owned();
@@ -408,7 +412,11 @@ mod tests {
         })
     }
 
-    fn view<'a>(event_type: &'a str, data: &'a Value, scheduled: bool) -> EventView<'a> {
+    fn raw(v: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(v).expect("JSON")
+    }
+
+    fn view<'a>(event_type: &'a str, data: &'a RawValue, scheduled: bool) -> EventView<'a> {
         EventView {
             id: "evt_1",
             event_type,
@@ -455,7 +463,7 @@ mod tests {
         let r = render(
             Format::Json,
             Envelope::Standard,
-            &view("order.overdue_1_day", &data, true),
+            &view("order.overdue_1_day", &raw(&data), true),
         )
         .expect("render");
         assert_eq!(r.content_type, "application/json");
@@ -477,7 +485,7 @@ mod tests {
         let immediate = render(
             Format::Json,
             Envelope::Standard,
-            &view("order.checkout", &data, false),
+            &view("order.checkout", &raw(&data), false),
         )
         .expect("render");
         assert_eq!(
@@ -492,7 +500,7 @@ mod tests {
         let r = render(
             Format::Json,
             Envelope::TypePayload,
-            &view("order.update", &data, false),
+            &view("order.update", &raw(&data), false),
         )
         .expect("render");
         assert_eq!(keys_in_order(&r.body), ["id", "type", "payload"]);
@@ -502,7 +510,7 @@ mod tests {
         let r = render(
             Format::Json,
             Envelope::TypePayload,
-            &view("order.update", &data, true),
+            &view("order.update", &raw(&data), true),
         )
         .expect("render");
         assert_eq!(
@@ -517,7 +525,7 @@ mod tests {
         let r = render(
             Format::Json,
             Envelope::EventEntity,
-            &view("booking.create", &data, true),
+            &view("booking.create", &raw(&data), true),
         )
         .expect("render");
         assert_eq!(
@@ -541,8 +549,12 @@ mod tests {
             "scheduled_at.y",
         ] {
             assert_eq!(entity_key(odd), "data", "{odd:?}");
-            let r = render(Format::Json, Envelope::EventEntity, &view(odd, &data, true))
-                .expect("render");
+            let r = render(
+                Format::Json,
+                Envelope::EventEntity,
+                &view(odd, &raw(&data), true),
+            )
+            .expect("render");
             let keys = keys_in_order(&r.body);
             let mut dedup = keys.clone();
             dedup.sort();
@@ -554,6 +566,7 @@ mod tests {
     #[test]
     fn json_is_deterministic() {
         let data = sample_data();
+        let data = raw(&data);
         let ev = view("order.checkout", &data, true);
         let a = render(Format::Json, Envelope::Standard, &ev).expect("render");
         let b = render(Format::Json, Envelope::Standard, &ev).expect("render");
@@ -619,7 +632,7 @@ mod tests {
         let r = render(
             Format::Xml,
             Envelope::EventEntity,
-            &view("booking.create", &data, false),
+            &view("booking.create", &raw(&data), false),
         )
         .expect("render");
         assert_eq!(r.content_type, "application/xml");
@@ -651,7 +664,7 @@ mod tests {
         let r = render(
             Format::Xml,
             Envelope::Standard,
-            &view("item.update", &data, false),
+            &view("item.update", &raw(&data), false),
         )
         .expect("render");
         let body = std::str::from_utf8(&r.body).expect("utf8");
@@ -678,7 +691,7 @@ mod tests {
         let r = render(
             Format::Xml,
             Envelope::Standard,
-            &view("item.update", &data, false),
+            &view("item.update", &raw(&data), false),
         )
         .expect("render");
         let leaves = xml_leaves(&r.body);
@@ -720,7 +733,7 @@ mod tests {
         let r = render(
             Format::Form,
             Envelope::Standard,
-            &view("order.checkout", &data, true),
+            &view("order.checkout", &raw(&data), true),
         )
         .expect("render");
         assert_eq!(r.content_type, "application/x-www-form-urlencoded");
@@ -750,7 +763,7 @@ mod tests {
         let r = render(
             Format::Form,
             Envelope::EventEntity,
-            &view("booking.update", &data, false),
+            &view("booking.update", &raw(&data), false),
         )
         .expect("render");
         let body = std::str::from_utf8(&r.body).expect("ascii");
@@ -775,11 +788,16 @@ mod tests {
     fn scalar_data_and_formats_parse() {
         let data = json!("just a string");
         for format in [Format::Json, Format::Xml, Format::Form] {
-            let r = render(format, Envelope::Standard, &view("x.y", &data, false)).expect("render");
+            let r = render(format, Envelope::Standard, &view("x.y", &raw(&data), false))
+                .expect("render");
             assert!(!r.body.is_empty());
         }
-        let r =
-            render(Format::Form, Envelope::Standard, &view("x.y", &data, false)).expect("render");
+        let r = render(
+            Format::Form,
+            Envelope::Standard,
+            &view("x.y", &raw(&data), false),
+        )
+        .expect("render");
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&r.body).expect("form");
         assert!(pairs.contains(&("data".to_owned(), "just a string".to_owned())));
         assert_eq!("XML".parse::<Format>().expect("format"), Format::Xml);
@@ -806,7 +824,7 @@ mod tests {
         }
         for format in [Format::Json, Format::Xml, Format::Form] {
             assert!(matches!(
-                render(format, Envelope::Standard, &view("a.b", &v, false)),
+                render(format, Envelope::Standard, &view("a.b", &raw(&v), false)),
                 Err(RenderError::TooDeep)
             ));
         }
@@ -815,7 +833,7 @@ mod tests {
             ok = json!({ "k": ok });
         }
         for format in [Format::Json, Format::Xml, Format::Form] {
-            assert!(render(format, Envelope::Standard, &view("a.b", &ok, false)).is_ok());
+            assert!(render(format, Envelope::Standard, &view("a.b", &raw(&ok), false)).is_ok());
         }
     }
 
@@ -847,6 +865,7 @@ mod tests {
             event_type in any::<String>(),
             id in any::<String>(),
         ) {
+            let data = raw(&data);
             let ev = EventView { id: &id, event_type: &event_type, created: at(0, 0), scheduled_at: Some(at(1, 1)), data: &data };
             for envelope in [Envelope::Standard, Envelope::TypePayload, Envelope::EventEntity] {
                 let json = render(Format::Json, envelope, &ev).expect("json");

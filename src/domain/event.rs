@@ -20,6 +20,19 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// An event the application posted: `data` is its JSON text, already checked
+    /// ([`super::json::posted_entity_id`]), kept in its own key order, compacted.
+    pub fn posted(event_type: &str, entity_kind: &str, entity_id: String, data: &RawValue) -> Self {
+        Self {
+            event_type: event_type.to_string(),
+            entity_kind: entity_kind.to_string(),
+            entity_id,
+            data: super::json::compact(data),
+            scheduled_at: None,
+            timer_id: None,
+        }
+    }
+
     /// An event caused by a change, carrying `data`.
     pub fn immediate(
         event_type: &str,
@@ -50,16 +63,37 @@ fn null() -> Box<RawValue> {
 
 /// A stored event: what the default wire envelope shows (`id`, `type`, `created`,
 /// `scheduled_at`, `data`) and where it sits in the outbox (`seq`, its entity).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
     pub event_type: String,
     pub created: DateTime<Utc>,
     pub scheduled_at: Option<DateTime<Utc>>,
-    pub data: Value,
+    /// The JSON text stored and sent, as [`NewEvent::data`].
+    pub data: Box<RawValue>,
     pub seq: i64,
     pub entity_kind: String,
     pub entity_id: String,
+}
+
+impl Event {
+    /// `data` read into a JSON value (`null` if the stored text is not one).
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(self.data.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.event_type == other.event_type
+            && self.created == other.created
+            && self.scheduled_at == other.scheduled_at
+            && self.data.get() == other.data.get()
+            && self.seq == other.seq
+            && self.entity_kind == other.entity_kind
+            && self.entity_id == other.entity_id
+    }
 }
 
 /// A fresh event id: `evt_` and a time-ordered UUID (v7) stamped with `now` from the

@@ -9,6 +9,7 @@ pub mod event;
 pub mod input;
 mod instant;
 pub mod item;
+pub mod json;
 pub mod order;
 pub mod reservation;
 pub mod unit_rental;

@@ -9,6 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::domain::json::{self, strip_position};
 
 /// Deepest JSON nesting accepted; serde_json itself stops at 128, we stop earlier so the
 /// error is ours and clear.
@@ -90,7 +91,7 @@ fn parse_checked<T: DeserializeOwned>(bytes: &[u8], refuse_nul: bool) -> Result<
             "strings must not contain NUL (\\u0000)",
         ));
     }
-    if nesting_depth(bytes) > MAX_DEPTH {
+    if json::depth(bytes) > MAX_DEPTH {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
@@ -118,40 +119,6 @@ fn parse_checked<T: DeserializeOwned>(bytes: &[u8], refuse_nul: bool) -> Result<
         }
     })?;
     Ok(value)
-}
-
-/// serde_json appends " at line L column C"; the field name says more.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-/// Maximum bracket depth, ignoring brackets inside strings.
-fn nesting_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
 }
 
 #[cfg(test)]
@@ -186,6 +153,5 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         let e = parse::<serde_json::Value>(deep.as_bytes()).unwrap_err();
         assert_eq!(e.error, "malformed_json");
-        assert_eq!(nesting_depth(br#"{"a": "[[[[["}"#), 1);
     }
 }

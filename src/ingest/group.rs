@@ -129,10 +129,10 @@ impl Op {
             Op::PutContact(id, _) => ("contact", id),
             Op::PostEvent(event_type, data) => {
                 let kind = event_type.split('.').next().unwrap_or(event_type);
-                let id = match data.get("id")? {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
+                let id = crate::domain::json::posted_entity_id(data).ok()?;
+                if id.is_empty() {
+                    return None;
+                }
                 return Some(format!("{kind}/{id}"));
             }
         };

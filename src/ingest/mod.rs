@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::clock::SharedClock;
 use crate::domain::catalogue::Catalogue;
@@ -20,7 +21,7 @@ use crate::domain::item::{Item, ItemInput};
 use crate::domain::order::{CheckinInput, Order, OrderInput};
 use crate::domain::reservation::{Reservation, ReservationInput};
 use crate::domain::unit_rental::{Invoice, InvoiceInput, UnitRental, UnitRentalInput};
-use crate::domain::{DomainError, input};
+use crate::domain::{DomainError, input, json};
 use crate::error::ServiceError;
 use crate::outbox::Outbox;
 use crate::schedule::plan::Planner;
@@ -60,7 +61,7 @@ pub enum Op {
     PutItem(String, ItemInput),
     PutContact(String, ContactInput),
     /// `POST /v1/events`: a catalogue type with the application's own data.
-    PostEvent(String, Value),
+    PostEvent(String, Box<RawValue>),
 }
 
 /// What an [`Op`] produced.
@@ -244,7 +245,11 @@ impl Ingest {
     }
 
     /// `POST /v1/events`: any catalogue type, with the application's own data.
-    pub async fn post_event(&self, event_type: &str, data: Value) -> Result<Event, ServiceError> {
+    pub async fn post_event(
+        &self,
+        event_type: &str,
+        data: Box<RawValue>,
+    ) -> Result<Event, ServiceError> {
         match self.one(Op::PostEvent(event_type.into(), data)).await? {
             Outcome::Event(e) => Ok(e),
             other => Err(mismatch(&other)),
@@ -294,32 +299,16 @@ impl Core {
     }
 
     /// The event `POST /v1/events` stores for `event_type` and `data`.
-    fn posted_event(&self, event_type: &str, data: &Value) -> Result<NewEvent, DomainError> {
+    fn posted_event(&self, event_type: &str, data: &RawValue) -> Result<NewEvent, DomainError> {
         let known = self.catalogue.find(event_type).ok_or_else(|| {
             DomainError::invalid(
                 "type",
                 format!("unknown event type `{event_type}` (see GET /v1/event-types)"),
             )
         })?;
-        let Value::Object(map) = data else {
-            return Err(DomainError::invalid("data", "must be a JSON object"));
-        };
-        let entity_id = match map.get("id") {
-            Some(Value::String(s)) => {
-                input::check_id("data.id", s)?;
-                s.clone()
-            }
-            Some(Value::Number(n)) => n.to_string(),
-            None => String::new(),
-            Some(_) => {
-                return Err(DomainError::invalid(
-                    "data.id",
-                    "must be a string or a number",
-                ));
-            }
-        };
+        let entity_id = json::posted_entity_id(data)?;
         let kind = known.name.split('.').next().unwrap_or(&known.name);
-        Ok(NewEvent::immediate(&known.name, kind, &entity_id, data))
+        Ok(NewEvent::posted(&known.name, kind, entity_id, data))
     }
 }
 

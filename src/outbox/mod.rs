@@ -289,7 +289,7 @@ impl Written<'_> {
             event_type: ev.event_type.clone(),
             created: self.now.trunc_subsecs(3),
             scheduled_at: ev.scheduled_at.map(|t| t.trunc_subsecs(3)),
-            data: serde_json::from_str(ev.data.get()).ok()?,
+            data: ev.data.clone(),
             seq: *self.seqs.get(i)?,
             entity_kind: ev.entity_kind.clone(),
             entity_id: ev.entity_id.clone(),

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use serde_json::value::RawValue;
+
 use super::{Backend, Placeholders, StoreError, Tx, from_ms, statement_chunks, to_ms};
 use crate::domain::event::{Event, NewEvent};
 
@@ -90,7 +92,7 @@ pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event, StoreError> {
             .try_get::<Option<i64>, _>("scheduled_at")?
             .map(from_ms)
             .transpose()?,
-        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        data: RawValue::from_string(data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 

@@ -413,6 +413,62 @@ async fn formats_and_schemes(backend: Backend) {
     assert_eq!(ee["booking"]["total"], 12);
 }
 
+/// A posted event's data goes out as the application wrote it: JSON bodies keep its
+/// key order and its numbers' text, without the whitespace between tokens; XML and form
+/// bodies list its keys sorted. Data no body format could render is refused at the door.
+async fn posted_data_keeps_its_key_order(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    for (name, format) in [("json", "json"), ("xml", "xml")] {
+        create_endpoint(
+            &app,
+            json!({"name": name, "url": rx.url(&format!("/{name}")), "topics": ["booking.*"], "format": format}),
+        )
+        .await;
+    }
+    let posted = app
+        .raw(
+            reqwest::Method::POST,
+            "/v1/events",
+            b"{\"type\": \"booking.create\", \"data\": {\"z\": 1.50, \"id\": \"b-9\",\n  \"a\": {\"y\": [1, 2], \"b\": \"x  y\"}}}",
+            "application/json",
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::CREATED, "{}", posted.body);
+    let got = rx.wait_for(2).await;
+    let body = |path: &str| {
+        let r = got.iter().find(|r| r.path == path).expect("delivered");
+        String::from_utf8(r.body.clone()).expect("utf8")
+    };
+    let json_body = body("/json");
+    assert!(
+        json_body.ends_with(r#","data":{"z":1.50,"id":"b-9","a":{"y":[1,2],"b":"x  y"}}}"#),
+        "{json_body}"
+    );
+    let xml = body("/xml");
+    assert!(
+        xml.contains("<data><a><b>x  y</b><y><item>1</item><item>2</item></y></a><id>b-9</id><z>1.5</z></data>"),
+        "{xml}"
+    );
+
+    let refused = app
+        .raw(
+            reqwest::Method::POST,
+            "/v1/events",
+            br#"{"type": "booking.create", "data": {"id": "b-10", "n": 1e400}}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("data")),
+        "{}",
+        refused.body
+    );
+}
+
 async fn retries_keep_the_webhook_id(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -850,6 +906,7 @@ both_backends!(
     endpoint_crud_and_bad_input,
     ingest_event_reaches_subscribers_only,
     formats_and_schemes,
+    posted_data_keeps_its_key_order,
     retries_keep_the_webhook_id,
     retry_after_is_honoured,
     gone_disables_the_endpoint,

@@ -126,7 +126,10 @@ async fn every_default_rule_fires_once_at_its_instant(backend: Backend) {
         .find(|e| e.event_type == "unitRental.markOverdue")
         .expect("event");
     assert_eq!(
-        (mark.data["id"].clone(), mark.data["invoice"]["id"].clone()),
+        (
+            mark.data_value()["id"].clone(),
+            mark.data_value()["invoice"]["id"].clone()
+        ),
         (json!("ur-1"), json!("inv-1"))
     );
     // Nothing pending is left, every timer fired and names its event.
@@ -725,11 +728,11 @@ async fn daily_digest_lists_overdue_orders_once_a_day(backend: Backend) {
         .collect();
     assert_eq!(digests.len(), 2, "the 2nd and the 3rd");
     assert_eq!(digests[0].scheduled_at, Some(t("2030-03-02T07:00:00Z")));
-    assert_eq!(digests[0].data["id"], "Europe/Brussels/2030-03-02");
+    assert_eq!(digests[0].data_value()["id"], "Europe/Brussels/2030-03-02");
     assert_eq!(
         (
-            digests[0].data["count"].clone(),
-            digests[0].data["orders"][0]["id"].clone()
+            digests[0].data_value()["count"].clone(),
+            digests[0].data_value()["orders"][0]["id"].clone()
         ),
         (json!(1), json!("o-1"))
     );
@@ -743,7 +746,7 @@ async fn daily_digest_lists_overdue_orders_once_a_day(backend: Backend) {
         .find(|e| e.event_type == "order.overdue_digest")
         .expect("digest");
     assert_eq!(
-        (last.scheduled_at, last.data["count"].clone()),
+        (last.scheduled_at, last.data_value()["count"].clone()),
         (Some(t("2030-03-04T07:00:00Z")), json!(0))
     );
     // Down for two days: the missed digests are skipped, the chain goes on.
@@ -899,7 +902,8 @@ async fn a_burst_of_expiries_fires_each_once_in_bulk(backend: Backend) {
         .find(|e| e.entity_id == "burst-500" && e.event_type == "item.expire")
         .expect("event of burst-500");
     assert_eq!(
-        e.data["expired"], true,
+        e.data_value()["expired"],
+        true,
         "the event carries the expired item"
     );
     assert_eq!(app.get("/v1/items/burst-7").await.body["expired"], false);

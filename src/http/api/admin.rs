@@ -468,7 +468,7 @@ impl TimelineEntry {
             event_type: Some(ev.event_type.clone()),
             event_id: Some(Some(ev.id.clone())),
             scheduled_at: Some(ev.scheduled_at),
-            data: Some(ev.data.clone()),
+            data: Some(ev.data_value()),
             ..Self::default()
         }
     }

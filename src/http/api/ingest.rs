@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::domain::{catalogue, contact, event, item, order, reservation, unit_rental};
@@ -595,7 +596,7 @@ pub struct PostEvent {
     pub event_type: String,
     /// A JSON object; its `id` (string or number), when present, names the entity.
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: Box<RawValue>,
 }
 
 /// A stored event, in the default wire envelope's shape.
@@ -608,7 +609,7 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: Box<RawValue>,
 }
 
 impl From<event::Event> for Event {
