@@ -20,7 +20,7 @@ use super::api::responses::{BodyErrors, StoreErrors};
 use super::error::ApiError;
 use super::ingest::status_of;
 use super::json;
-use crate::ingest::{MAX_BATCH_OPS, Op, Outcome};
+use crate::ingest::{Ingest, MAX_BATCH_OPS, Op, Outcome};
 
 #[utoipa::path(
     post,
@@ -51,7 +51,7 @@ pub async fn batch(State(s): State<AppState>, req: Request) -> Result<Response, 
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.operations.len());
     let mut ops = Vec::with_capacity(body.operations.len());
     for raw in &body.operations {
-        match translate(raw) {
+        match translate(raw, &s.ingest) {
             Ok(op) => {
                 ops.push(op);
                 results.push(None);
@@ -85,7 +85,7 @@ PUT /v1/unit-rentals/{id}, PUT /v1/invoices/{id}, PUT /v1/items/{id}, \
 PUT /v1/contacts/{id}, POST /v1/events";
 
 /// One operation, as its own route's handler would read it.
-fn translate(raw: &RawValue) -> Result<Op, ApiError> {
+fn translate(raw: &RawValue, ingest: &Ingest) -> Result<Op, ApiError> {
     let op: BatchOperation = json::parse(raw.get().as_bytes())?;
     let body = op.body.as_deref().map_or(&b""[..], |b| b.get().as_bytes());
     let segments: Vec<&str> = match op.path.strip_prefix("/v1/") {
@@ -120,7 +120,7 @@ fn translate(raw: &RawValue) -> Result<Op, ApiError> {
         }
         ("POST", ["events"]) => {
             let e: PostEvent = json::parse(body)?;
-            Op::PostEvent(e.event_type, e.data)
+            ingest.event_op(&e.event_type, &e.data)?
         }
         (
             _,

@@ -302,7 +302,7 @@ pub async fn post_event(
     State(s): State<AppState>,
     JsonBody(body): JsonBody<PostEvent>,
 ) -> ApiResult {
-    let event = s.ingest.post_event(&body.event_type, body.data).await?;
+    let event = s.ingest.post_event(&body.event_type, &body.data).await?;
     Ok((StatusCode::CREATED, Json(Event::from(event))).into_response())
 }
 

@@ -127,14 +127,8 @@ impl Op {
             Op::PutInvoice(id, _) => ("invoice", id),
             Op::PutItem(id, _) => ("item", id),
             Op::PutContact(id, _) => ("contact", id),
-            Op::PostEvent(event_type, data) => {
-                let kind = event_type.split('.').next().unwrap_or(event_type);
-                let id = crate::domain::json::posted_entity_id(data).ok()?;
-                if id.is_empty() {
-                    return None;
-                }
-                return Some(format!("{kind}/{id}"));
-            }
+            Op::PostEvent(ev) if ev.entity_id.is_empty() => return None,
+            Op::PostEvent(ev) => (ev.entity_kind.as_str(), &ev.entity_id),
         };
         Some(format!("{kind}/{id}"))
     }

@@ -60,8 +60,9 @@ pub enum Op {
     PutInvoice(String, InvoiceInput),
     PutItem(String, ItemInput),
     PutContact(String, ContactInput),
-    /// `POST /v1/events`: a catalogue type with the application's own data.
-    PostEvent(String, Box<RawValue>),
+    /// `POST /v1/events`: the event to store, checked when the op was made
+    /// ([`Ingest::event_op`]).
+    PostEvent(NewEvent),
 }
 
 /// What an [`Op`] produced.
@@ -244,13 +245,19 @@ impl Ingest {
         }
     }
 
+    /// The op of `POST /v1/events` for `event_type` and `data`: the type looked up in
+    /// the catalogue, `data` checked, its entity named, the event made, once.
+    pub fn event_op(&self, event_type: &str, data: &RawValue) -> Result<Op, ServiceError> {
+        Ok(Op::PostEvent(self.core.posted_event(event_type, data)?))
+    }
+
     /// `POST /v1/events`: any catalogue type, with the application's own data.
     pub async fn post_event(
         &self,
         event_type: &str,
-        data: Box<RawValue>,
+        data: &RawValue,
     ) -> Result<Event, ServiceError> {
-        match self.one(Op::PostEvent(event_type.into(), data)).await? {
+        match self.one(self.event_op(event_type, data)?).await? {
             Outcome::Event(e) => Ok(e),
             other => Err(mismatch(&other)),
         }
@@ -291,9 +298,7 @@ impl Core {
             | Op::Checkout(id)
             | Op::Checkin(id, _)
             | Op::UndoCheckout(id) => input::check_id("id", id)?,
-            Op::PostEvent(event_type, data) => {
-                self.posted_event(event_type, data)?;
-            }
+            Op::PostEvent(_) => {}
         }
         Ok(())
     }

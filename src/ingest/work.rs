@@ -42,7 +42,7 @@ pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError>
     let mut staged = Vec::with_capacity(ops.len());
     for op in ops {
         let mark = w.events.len();
-        match w.apply(core, op).await {
+        match w.apply(op).await {
             Ok(s) => staged.push(Ok(s)),
             Err(ServiceError::Store(e)) => return Err(e),
             Err(refused) => {
@@ -492,7 +492,7 @@ impl<'a> Work<'a> {
         self.events.len() - 1
     }
 
-    async fn apply(&mut self, core: &Core, op: &Op) -> Result<Staged, ServiceError> {
+    async fn apply(&mut self, op: &Op) -> Result<Staged, ServiceError> {
         match op {
             Op::PutReservation(id, input) => self.put_reservation(id, input).await,
             Op::CancelReservation(id) => self.cancel_reservation(id).await,
@@ -559,9 +559,8 @@ impl<'a> Work<'a> {
                 Ok(staged(Entity::UnitRental(entity), created, event))
             }
             Op::PutInvoice(id, input) => self.put_invoice(id, input).await,
-            Op::PostEvent(event_type, data) => {
-                let ev = core.posted_event(event_type, data)?;
-                self.events.push(ev);
+            Op::PostEvent(ev) => {
+                self.events.push(ev.clone());
                 Ok(staged(Entity::Event, true, self.events.len() - 1))
             }
         }
