@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
+use url::Url;
 
 use super::endpoint::{Endpoint, OnExhausted};
 use super::guard::GuardError;
@@ -206,16 +207,19 @@ pub fn prepare(
     })
 }
 
+/// Sends `event` to `endpoint` at `url`, the endpoint's URL as the destination guard
+/// checked it (or why the guard refused it).
 pub async fn send(
     p: &Pipeline,
     client: &reqwest::Client,
     endpoint: &Endpoint,
+    url: Result<Url, String>,
     event: &Event,
     now: DateTime<Utc>,
 ) -> Sent {
-    let url = match p.guard.check_url(&endpoint.settings.url) {
+    let url = match url {
         Ok(url) => url,
-        Err(e) => return Sent::failed("refused", e.to_string(), false),
+        Err(e) => return Sent::failed("refused", e, false),
     };
     let prepared = match prepare(&p.store, endpoint, event, now) {
         Ok(prepared) => prepared,

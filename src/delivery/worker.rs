@@ -37,8 +37,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use super::endpoint::Endpoint;
+use super::guard::DestinationGuard;
 use super::health::AttemptResult;
 use super::pipeline::Pipeline;
 use super::queue::Queue;
@@ -66,6 +68,9 @@ const RUN_MAX: usize = 256;
 /// The deliveries claimed for one endpoint and not yet sent, and how it has been doing.
 struct Lane {
     endpoint: Arc<Endpoint>,
+    /// The endpoint's URL as the destination guard last checked it, with the text it
+    /// checked: parsed and checked again only when the endpoint's URL changes.
+    url: Option<(String, Result<Url, String>)>,
     queue: Queue,
     in_flight: usize,
     /// The recent duration of a successful send (a moving average); none until one
@@ -80,6 +85,19 @@ struct Lane {
 }
 
 impl Lane {
+    /// The endpoint's URL, checked by `guard`, or why it is refused.
+    fn checked_url(&mut self, guard: &DestinationGuard) -> Result<Url, String> {
+        let text = &self.endpoint.settings.url;
+        match &self.url {
+            Some((checked, url)) if checked == text => url.clone(),
+            _ => {
+                let url = guard.check_url(text).map_err(|e| e.to_string());
+                self.url = Some((text.clone(), url.clone()));
+                url
+            }
+        }
+    }
+
     /// How many deliveries this lane may hold (queued and in flight).
     fn budget(&self, per_endpoint: usize) -> usize {
         let prefetch = self.pace.map_or(0, |pace| {
@@ -668,6 +686,7 @@ impl Worker {
                 .entry(c.endpoint_id.clone())
                 .or_insert_with(|| Lane {
                     endpoint: endpoint.clone(),
+                    url: None,
                     queue: Queue::default(),
                     in_flight: 0,
                     pace: None,
@@ -764,6 +783,7 @@ impl Worker {
                 let Some(finished) = self.finished_tx.clone() else {
                     break 'lanes;
                 };
+                let url = lane.checked_url(&self.p.guard);
                 let (p, client, endpoint, ended) = (
                     self.p.clone(),
                     self.client.clone(),
@@ -772,7 +792,8 @@ impl Worker {
                 );
                 self.tasks.spawn(async move {
                     let started_at = p.clock.now();
-                    let sent = send::send(&p, &client, &endpoint, &claimed.event, started_at).await;
+                    let sent =
+                        send::send(&p, &client, &endpoint, url, &claimed.event, started_at).await;
                     let verdict = send::judge(
                         &endpoint,
                         claimed.attempts + 1,
