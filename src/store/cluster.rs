@@ -292,6 +292,12 @@ pub async fn claim_timers(
 
 /// SQLite's claim (see [`claim_timers`]): the pending timers due before `until`, after
 /// `after`, read without the writer lock.
+/// [`due_timers`]'s statement: the pending timers due before `$1` after (`$2`, `$3`),
+/// read in due order from `timers_pending`.
+pub(super) const DUE_TIMERS: &str = "SELECT id, fire_at FROM timers
+     WHERE state = 'pending' AND fire_at >= $2 AND fire_at < $1 AND (fire_at > $2 OR id > $3)
+     ORDER BY fire_at, id LIMIT $4";
+
 async fn due_timers(
     store: &Store,
     until: DateTime<Utc>,
@@ -299,17 +305,13 @@ async fn due_timers(
     after: Option<(DateTime<Utc>, i64)>,
 ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
     let (at, id) = after.map_or((i64::MIN, i64::MIN), |(at, id)| (to_ms(at), id));
-    let rows = sqlx::query(
-        "SELECT id, fire_at FROM timers
-         WHERE state = 'pending' AND fire_at >= $2 AND fire_at < $1 AND (fire_at > $2 OR id > $3)
-         ORDER BY fire_at, id LIMIT $4",
-    )
-    .bind(to_ms(until))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(store.pool())
-    .await?;
+    let rows = sqlx::query(DUE_TIMERS)
+        .bind(to_ms(until))
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("id")?, from_ms(r.try_get("fire_at")?)?)))
         .collect()

@@ -160,8 +160,8 @@ async fn mark_fired(
 
 /// Written before the `state` and `fire_at` terms of a statement that names its timers
 /// by id: on SQLite a unary `+` keeps a term from choosing an index, so the rows are
-/// found by id. Without statistics SQLite otherwise picks `timers_pending (state, …)`
-/// and walks every pending timer for each batch (a million with 1M pending).
+/// found by id. Without statistics SQLite otherwise picks `timers_pending` (the pending
+/// timers by instant) and walks every due timer for each batch (a million with 1M due).
 fn by_id(tx: &Tx) -> &'static str {
     match tx.backend() {
         Backend::Sqlite => "+",

@@ -388,12 +388,12 @@ pub async fn close(
     Ok(n == 1)
 }
 
+/// [`next_pending`]'s statement.
+const NEXT_PENDING: &str = "SELECT MIN(fire_at) FROM timers WHERE state = 'pending'";
+
 /// The earliest pending fire instant, if any.
 pub async fn next_pending(pool: &sqlx::AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let ms: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(fire_at) FROM timers WHERE state = 'pending'")
-            .fetch_one(pool)
-            .await?;
+    let ms: Option<i64> = sqlx::query_scalar(NEXT_PENDING).fetch_one(pool).await?;
     ms.map(from_ms).transpose()
 }
 
@@ -490,12 +490,19 @@ fn list_sql(backend: Backend, f: &TimerFilter) -> String {
     if f.entity_id.is_some() {
         next(" AND entity_id = ?", &mut sql);
     }
-    if f.state.is_some() {
+    if let Some(state) = f.state {
         let state_col = match f.entity_id {
             Some(_) => state_beside_entity(backend),
             None => "state",
         };
-        next(&format!(" AND {state_col} = ?"), &mut sql);
+        // A literal, as the partial indexes name their rows: `timers_pending` holds
+        // the pending timers, `timers_closed` the others, and either database picks a
+        // partial index only for a query that names its condition.
+        let state = state.as_str();
+        sql.push_str(&format!(" AND {state_col} = '{state}'"));
+        if state != TimerState::Pending.as_str() {
+            sql.push_str(&format!(" AND {state_col} <> 'pending'"));
+        }
     }
     if f.after.is_some() {
         // (fire_at, id) > (a, b), written out: row values are not portable to every SQLite.
@@ -530,9 +537,6 @@ pub async fn list(store: &Store, f: &TimerFilter) -> Result<Vec<Timer>, StoreErr
     }
     if let Some(v) = &f.entity_id {
         q = q.bind(v.clone());
-    }
-    if let Some(v) = f.state {
-        q = q.bind(v.as_str());
     }
     if let Some((at, id)) = f.after {
         q = q.bind(to_ms(at)).bind(id);
@@ -585,7 +589,7 @@ mod tests {
     /// The queries about one entity read its few timers through the entity index, never
     /// every timer in a state through the state index (on SQLite, which keeps no
     /// statistics, the state index gives the due order they ask for); the queries
-    /// across entities keep the state index.
+    /// across entities read the pending timers' index or the closed timers' one.
     #[tokio::test]
     async fn an_entitys_timers_are_read_through_the_entity_index() {
         let (_dir, store, _) = super::super::temp_sqlite_store().await;
@@ -623,8 +627,34 @@ mod tests {
             limit: 1,
             ..Default::default()
         };
-        let plan = plan_of(&store, &list_sql(Backend::Sqlite, &due)).await;
-        assert!(plan.contains("INDEX timers_pending (state=?"), "{plan}");
+        let pending = "INDEX timers_pending (fire_at";
+        for (what, sql) in [
+            ("list, pending and due", list_sql(Backend::Sqlite, &due)),
+            ("due_timers", super::super::cluster::DUE_TIMERS.to_string()),
+        ] {
+            let plan = plan_of(&store, &sql).await;
+            assert!(plan.contains(pending), "{what}: {plan}");
+        }
+        let plan = plan_of(&store, NEXT_PENDING).await;
+        assert!(
+            plan.contains("USING COVERING INDEX timers_pending"),
+            "{plan}"
+        );
+        for state in [
+            TimerState::Fired,
+            TimerState::Cancelled,
+            TimerState::Skipped,
+        ] {
+            let closed = TimerFilter {
+                state: Some(state),
+                ..due.clone()
+            };
+            let plan = plan_of(&store, &list_sql(Backend::Sqlite, &closed)).await;
+            assert!(
+                plan.contains("USING INDEX timers_closed (state=? AND fire_at<?)"),
+                "{state:?}: {plan}"
+            );
+        }
         store.close().await;
     }
 }
