@@ -11,6 +11,7 @@
 //! | `PLANNING_CONCURRENCY` | 2 (64 with `single`) | requests in flight at once |
 //! | `PLANNING_VIA` | `batch` | `batch`, or `single`: one `PUT /v1/reservations/{id}` per reservation (the single route, whose concurrent requests group commit gathers) |
 //! | `PLANNING_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL where the bench may create (and then drops) its own database |
+//! | `PLANNING_ORDER` | `time` | `time`: reservation `i` starts `i` seconds after the first, so the timers arrive in due order; `shuffled`: the same start times in a fixed scrambled order, as an import sorted by anything but time sends them |
 //!
 //! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration. Reported:
 //! the time from the first batch sent to the last one answered, entities per second,
@@ -78,7 +79,25 @@ async fn send_singly(
     }
 }
 
-async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool) {
+/// Where reservation `i` of `n` starts, in seconds after the first start: `i`, or with
+/// `shuffled` a fixed permutation of `0..n` (`i` times a stride near `n`'s golden
+/// section that shares no factor with `n`, modulo `n`), which sends neighbouring
+/// reservations far apart in time.
+fn start_offset(i: usize, n: usize, shuffled: bool) -> i64 {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    if !shuffled || n < 2 {
+        return i as i64;
+    }
+    let mut stride = n * 618 / 1000;
+    while gcd(stride, n) != 1 {
+        stride += 1;
+    }
+    ((i as u128 * stride as u128) % n as u128) as i64
+}
+
+async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool, shuffled: bool) {
     let loadavg = loadavg();
     let speed = MachineSpeed::read();
     let store = BenchStore::create(store_spec).await;
@@ -90,7 +109,7 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool
     // Pickups from 30 days ahead, a second apart: every timer is in the future.
     let base = clock.now() + TimeDelta::days(30);
     let op = move |i: usize| {
-        let starts = base + TimeDelta::seconds(i as i64);
+        let starts = base + TimeDelta::seconds(start_offset(i, entities, shuffled));
         json!({"method": "PUT", "path": format!("/v1/reservations/r-{i}"), "body": {
             "contact_id": format!("c-{}", i % 1000),
             "item_ids": [format!("i-{i}")],
@@ -139,8 +158,12 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool
             support::BATCH_OPS
         )
     };
+    let order = match shuffled {
+        true => "start times shuffled",
+        false => "in start order",
+    };
     println!(
-        "planning:    {entities} reservations through {via} on {}",
+        "planning:    {entities} reservations ({order}) through {via} on {}",
         store.describe()
     );
     println!(
@@ -163,9 +186,14 @@ fn main() {
     };
     let concurrency = env_usize("PLANNING_CONCURRENCY", if single { 64 } else { 2 });
     let store = std::env::var("PLANNING_STORE").unwrap_or_else(|_| "sqlite".into());
+    let shuffled = match std::env::var("PLANNING_ORDER").as_deref() {
+        Ok("shuffled") => true,
+        Ok("time") | Err(_) => false,
+        Ok(other) => panic!("PLANNING_ORDER={other}: `time` or `shuffled`"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(entities, concurrency, &store, single));
+    rt.block_on(run(entities, concurrency, &store, single, shuffled));
 }
