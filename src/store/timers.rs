@@ -103,6 +103,22 @@ pub struct NewTimer<'a> {
 /// moment (pending or fired), in the unique index on the moment.
 const SAME_MOMENT: &str = "ON CONFLICT (entity_kind, entity_id, fire_at, rule, live) DO NOTHING";
 
+/// The head and tail of a multi-row insert into `timers` that gives way to the same
+/// moment ([`SAME_MOMENT`]). On SQLite, `INSERT OR IGNORE`: a statement that writes many
+/// rows and may stop halfway on a conflict keeps a statement journal, a copy of every
+/// page it changes taken before its first change, so that it can undo its own rows
+/// alone; an import whose timers land all over the due index copies a page for almost
+/// every row. With `OR IGNORE` no conflict stops the statement and SQLite keeps no such
+/// copy. The moment's unique index is the one constraint a timer row can meet: every
+/// `NOT NULL` column is filled from a value that cannot be null, and `timers` has no
+/// check, foreign key or trigger.
+fn insert_giving_way(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite => ("INSERT OR IGNORE INTO", ""),
+        Backend::Postgres => ("INSERT INTO", SAME_MOMENT),
+    }
+}
+
 /// The `state` column in a condition that also names one entity, so that the entity
 /// index answers it. SQLite keeps no statistics of its own here: asked for an entity's
 /// timers in one state by due order, it prefers the state index (`timers_pending`),
@@ -256,6 +272,7 @@ pub async fn insert_many(
         .iter()
         .flat_map(|g| super::statement_chunks(g))
         .collect();
+    let (insert, give_way) = insert_giving_way(tx.backend());
     tx.execute_each(parts, |chunk, mut p| {
         let all_pending = chunk
             .iter()
@@ -270,9 +287,9 @@ pub async fn insert_many(
         let (kind, rule, event_type) = (p.one(), p.one(), p.one());
         let (created, updated) = (p.one(), p.one());
         let sql = format!(
-            "INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, live, created_at, updated_at)
+            "{insert} timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, live, created_at, updated_at)
              SELECT {kind}, column1, {rule}, {event_type}, column2, column3, {state}, {created}, {updated}
-             FROM (VALUES {}) AS v WHERE true {SAME_MOMENT}",
+             FROM (VALUES {}) AS v WHERE true {give_way}",
             p.rows(chunk.len(), width)
         );
         let first = &chunk[0].timer;
@@ -584,6 +601,75 @@ mod tests {
             .map(|r| r.try_get::<String, _>("detail").expect("detail"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// A planned row gives way to the timer holding its moment, pending or fired, and
+    /// only to that: the other rows of its statement are written, a closed row may
+    /// share a moment, and a cancelled moment may be planned again.
+    #[tokio::test]
+    async fn insert_many_gives_way_to_the_same_moment_only() {
+        let (_dir, store, _) = super::super::temp_sqlite_store().await;
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("instant");
+        let at = |h: i64| now + chrono::TimeDelta::hours(h);
+        let row = |id: &'static str, h: i64, state: TimerState| TimerRow {
+            timer: NewTimer {
+                entity_kind: "order",
+                entity_id: id,
+                rule: "due_in_1_hour",
+                event_type: "order.due_in_1_hour",
+                anchor_at: at(h + 1),
+                fire_at: at(h),
+            },
+            state,
+            reason: (state != TimerState::Pending).then(|| "test".to_string()),
+        };
+        let pending = |id: &'static str, h| row(id, h, TimerState::Pending);
+        let mut tx = store.begin().await.expect("begin");
+        insert_many(&mut tx, &[pending("o1", 1), pending("o2", 1)], now)
+            .await
+            .expect("first plan");
+        // o1's moment is held: its repeat gives way, o3 beside it is written.
+        insert_many(&mut tx, &[pending("o1", 1), pending("o3", 1)], now)
+            .await
+            .expect("repeat");
+        // A closed row beside a held moment, in a statement of mixed states.
+        insert_many(
+            &mut tx,
+            &[row("o2", 1, TimerState::Skipped), pending("o2", 2)],
+            now,
+        )
+        .await
+        .expect("mixed");
+        let o1 = of_entity(&mut tx, "order", "o1", TimerState::Pending)
+            .await
+            .expect("o1");
+        assert!(
+            close(&mut tx, o1[0].id, TimerState::Cancelled, "moved", now)
+                .await
+                .expect("cancel")
+        );
+        insert_many(&mut tx, &[pending("o1", 1)], now)
+            .await
+            .expect("planned again");
+        tx.commit().await.expect("commit");
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT entity_id, state, fire_at FROM timers ORDER BY entity_id, fire_at, state",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("rows");
+        let ms = |h| to_ms(at(h));
+        let want = [
+            ("o1", "cancelled", ms(1)),
+            ("o1", "pending", ms(1)),
+            ("o2", "pending", ms(1)),
+            ("o2", "skipped", ms(1)),
+            ("o2", "pending", ms(2)),
+            ("o3", "pending", ms(1)),
+        ]
+        .map(|(id, state, at)| (id.to_string(), state.to_string(), at));
+        assert_eq!(rows, want);
+        store.close().await;
     }
 
     /// The queries about one entity read its few timers through the entity index, never
