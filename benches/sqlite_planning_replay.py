@@ -73,12 +73,11 @@ def replay(a, path):
                       FROM s.r WHERE n >= ? AND n < ?""", (lo, hi))
         t, spent["event"] = time.perf_counter(), spent["event"] + time.perf_counter() - t
         for j, rule in enumerate(RULES):
-            c.execute(f"""INSERT INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at,
+            c.execute(f"""INSERT OR IGNORE INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at,
                             state, reason, live, created_at, updated_at)
                           SELECT 'reservation', id, ?, ?, {T0}, {T0} + (n * 7919 % 2592000000) + {j} * 3600000,
                             'pending', NULL, 1, {T0}, {T0}
-                          FROM s.r WHERE n >= ? AND n < ?
-                          ON CONFLICT (entity_kind, entity_id, fire_at, rule, live) DO NOTHING""",
+                          FROM s.r WHERE n >= ? AND n < ?""",
                       (rule, rule, lo, hi))
         t, spent["timers"] = time.perf_counter(), spent["timers"] + time.perf_counter() - t
         c.execute("COMMIT")
