@@ -63,6 +63,14 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Folds the values recorded into histograms since the last scrape or upkeep into
+/// their buckets, so that they take no memory of their own.
+pub fn upkeep() {
+    if let Some(handle) = prometheus() {
+        handle.run_upkeep();
+    }
+}
+
 /// Metric names, in one place so dashboards and code agree.
 pub mod names {
     pub const HTTP_REQUESTS: &str = "duehook_http_requests_total";

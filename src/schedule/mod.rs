@@ -116,7 +116,7 @@ impl Scheduler {
             ),
         );
         tasks.spawn(
-            "cron (refill nudge, retention purge)",
+            "cron (refill nudge, retention purge, metrics upkeep)",
             cron::run(
                 d.store.clone(),
                 d.clock.clone(),
