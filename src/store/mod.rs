@@ -657,6 +657,12 @@ async fn passive_checkpoint(pool: &AnyPool) -> Checkpoint {
                 Checkpoint::Failed
             }
         },
+        // A checkpoint started by one of the last writers may find the store closing:
+        // SQLite checkpoints the WAL itself when its last connection closes.
+        Err(sqlx::Error::PoolClosed) => {
+            tracing::debug!("SQLite checkpoint skipped: the store is closing");
+            Checkpoint::Failed
+        }
         Err(e) => {
             tracing::warn!(error = %e, "SQLite checkpoint failed");
             Checkpoint::Failed
