@@ -10,7 +10,8 @@
 //! - every five seconds: fold the values recorded into the metrics' histograms into
 //!   their buckets. The Prometheus recorder keeps each recorded value until it is
 //!   folded, which otherwise happens only when `/metrics` is scraped: a busy service
-//!   nobody scrapes would grow by eight bytes per request for as long as it runs.
+//!   nobody scrapes would grow by eight bytes per observation (a request's duration,
+//!   an attempt's, a timer's lag) for as long as it runs.
 
 use chrono::TimeDelta;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
