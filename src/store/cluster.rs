@@ -290,14 +290,14 @@ pub async fn claim_timers(
     Ok(out)
 }
 
-/// SQLite's claim (see [`claim_timers`]): the pending timers due before `until`, after
-/// `after`, read without the writer lock.
 /// [`due_timers`]'s statement: the pending timers due before `$1` after (`$2`, `$3`),
 /// read in due order from `timers_pending`.
 pub(super) const DUE_TIMERS: &str = "SELECT id, fire_at FROM timers
      WHERE state = 'pending' AND fire_at >= $2 AND fire_at < $1 AND (fire_at > $2 OR id > $3)
      ORDER BY fire_at, id LIMIT $4";
 
+/// SQLite's claim (see [`claim_timers`]): the pending timers due before `until`, after
+/// `after`, read without the writer lock.
 async fn due_timers(
     store: &Store,
     until: DateTime<Utc>,

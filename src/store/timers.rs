@@ -515,9 +515,8 @@ fn list_sql(backend: Backend, f: &TimerFilter) -> String {
         // A literal, as the partial indexes name their rows: `timers_pending` holds
         // the pending timers, `timers_closed` the others, and either database picks a
         // partial index only for a query that names its condition.
-        let state = state.as_str();
-        sql.push_str(&format!(" AND {state_col} = '{state}'"));
-        if state != TimerState::Pending.as_str() {
+        sql.push_str(&format!(" AND {state_col} = '{}'", state.as_str()));
+        if state != TimerState::Pending {
             sql.push_str(&format!(" AND {state_col} <> 'pending'"));
         }
     }
