@@ -135,20 +135,41 @@ impl Op {
 }
 
 async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>, tx_ops: usize) {
-    while let Some(first) = rx.recv().await {
-        let mut n = first.ops.len();
-        let mut units = vec![first];
-        while n < tx_ops {
-            match rx.try_recv() {
-                Ok(u) => {
-                    n += u.ops.len();
-                    units.push(u);
-                }
-                Err(_) => break,
-            }
-        }
+    let core: &Core = &core;
+    // The group queued behind the last one, applied already when that one's write
+    // could carry it (see `work::Prepared::write`).
+    let mut queued: Option<(Vec<Unit>, Option<work::Prepared<'_>>)> = None;
+    loop {
+        let (units, prepared) = match queued.take() {
+            Some(group) => group,
+            None => match rx.recv().await {
+                Some(first) => (gather(vec![first], &mut rx, tx_ops), None),
+                None => break,
+            },
+        };
         let ops: Vec<&Op> = units.iter().flat_map(|u| u.ops.iter()).collect();
-        let results = match work::run(&core, &ops).await {
+        // A full group means a queue: the next one is taken now, to be applied while
+        // this one is written. A smaller group gathers what arrives meanwhile, as one
+        // transaction, once it is done.
+        let next = if ops.len() >= tx_ops {
+            gather(Vec::new(), &mut rx, tx_ops)
+        } else {
+            Vec::new()
+        };
+        let next_ops: Vec<&Op> = next.iter().flat_map(|u| u.ops.iter()).collect();
+        let prepared = match prepared {
+            Some(p) => Ok(p),
+            None => work::Prepared::start(core, &ops).await,
+        };
+        let (outcome, ahead) = match prepared {
+            Ok(p) => {
+                p.write(core, (!next_ops.is_empty()).then_some(&next_ops[..]))
+                    .await
+            }
+            Err(e) => (Err(e), None),
+        };
+        drop(next_ops);
+        let results = match outcome {
             Ok(results) => results,
             Err(e) if ops.len() == 1 => vec![Err(e.into())],
             // The store is away: one op at a time would only wait for it longer.
@@ -162,7 +183,7 @@ async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>, tx_ops: usize) {
                 tracing::debug!(error = %e, ops = ops.len(), "group commit failed; applying one by one");
                 let mut one_by_one = Vec::with_capacity(ops.len());
                 for op in &ops {
-                    one_by_one.push(match work::run(&core, std::slice::from_ref(op)).await {
+                    one_by_one.push(match work::run(core, std::slice::from_ref(op)).await {
                         Ok(mut r) => r.pop().unwrap_or_else(|| Err(writer_gone().into())),
                         Err(e) => Err(e.into()),
                     });
@@ -170,11 +191,30 @@ async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Unit>, tx_ops: usize) {
                 one_by_one
             }
         };
+        drop(ops);
         let mut results = results.into_iter();
         for u in units {
             let mine: Vec<_> = results.by_ref().take(u.ops.len()).collect();
             // The request may have gone away (client disconnected): its changes stay.
             let _ = u.reply.send(mine);
         }
+        if !next.is_empty() {
+            queued = Some((next, ahead));
+        }
     }
+}
+
+/// `units` and the units queued now behind them, up to `tx_ops` ops in all.
+fn gather(mut units: Vec<Unit>, rx: &mut mpsc::Receiver<Unit>, tx_ops: usize) -> Vec<Unit> {
+    let mut n: usize = units.iter().map(|u| u.ops.len()).sum();
+    while n < tx_ops {
+        match rx.try_recv() {
+            Ok(u) => {
+                n += u.ops.len();
+                units.push(u);
+            }
+            Err(_) => break,
+        }
+    }
+    units
 }

@@ -25,6 +25,7 @@ use crate::domain::unit_rental::{Invoice, UnitRental};
 use crate::domain::{DomainError, EntityKind};
 use crate::error::ServiceError;
 use crate::outbox::Written;
+use crate::runtime::telemetry::names::INGEST_TRANSACTIONS;
 use crate::schedule::plan::{PendingTimer, Planner, Subject};
 use crate::store::timers::{self, NewTimer, TimerRow, TimerState};
 use crate::store::{StoreError, Tx, entities as db};
@@ -32,43 +33,147 @@ use crate::store::{StoreError, Tx, entities as db};
 /// Applies `ops` in one transaction and commits it. A refused op is its own result;
 /// the store failing fails them all (nothing is stored).
 pub(super) async fn run(core: &Core, ops: &[&Op]) -> Result<Results, StoreError> {
-    let now = core.clock.now();
-    let mut tx = core.store.begin().await?;
-    core.store.plan_for_values(&mut tx).await?;
-    let keys: BTreeSet<String> = ops.iter().filter_map(|op| op.entity_key()).collect();
-    core.store.lock_entities(&mut tx, keys).await?;
-    let mut w = Work::new(tx, now, &core.planner);
-    w.prefetch(ops).await?;
-    let mut staged = Vec::with_capacity(ops.len());
-    for op in ops {
-        let mark = w.events.len();
-        match w.apply(op).await {
-            Ok(s) => staged.push(Ok(s)),
-            Err(ServiceError::Store(e)) => return Err(e),
-            Err(refused) => {
-                w.events.truncate(mark);
-                staged.push(Err(refused));
+    let (results, _) = Prepared::start(core, ops)
+        .await?
+        .finish(core, false)
+        .await?;
+    Ok(results)
+}
+
+/// A group of ops applied to their transaction's working set, not written yet.
+pub(super) struct Prepared<'c> {
+    work: Work<'c>,
+    staged: Vec<Result<Staged, ServiceError>>,
+    /// Applied while the transaction before it was written.
+    ahead: bool,
+}
+
+impl<'c> Prepared<'c> {
+    /// Begins a transaction, reads what `ops` name and applies them.
+    pub(super) async fn start(core: &'c Core, ops: &[&Op]) -> Result<Self, StoreError> {
+        let now = core.clock.now();
+        let mut tx = core.store.begin().await?;
+        core.store.plan_for_values(&mut tx).await?;
+        let keys: BTreeSet<String> = ops.iter().filter_map(|op| op.entity_key()).collect();
+        core.store.lock_entities(&mut tx, keys).await?;
+        let mut work = Work::new(Some(tx), now, &core.planner);
+        work.prefetch(ops).await?;
+        let staged = work.apply_all(ops).await?;
+        Ok(Self {
+            work,
+            staged,
+            ahead: false,
+        })
+    }
+
+    /// Writes this group and commits it; its results.
+    ///
+    /// With `next`, the ops queued behind it, the writer may apply those while this
+    /// transaction is written: SQLite runs the statements on a thread of its own, and
+    /// applying a group (planning its timers, building its events) is CPU work of the
+    /// same order, which the writer would otherwise do while that thread waits. It
+    /// does so when the store lets the writer keep its turn from this transaction to
+    /// the next ([`crate::store::Tx::commit_keeping_turn`], SQLite) and no other
+    /// writer waits for it: what `next` names is read in this transaction, before its
+    /// writes, and `next` is applied to a working set of its own while they run. It
+    /// comes back begun in the kept turn, ready to write, unless it names a row this
+    /// group read or changed (then it is applied afresh once this one committed), or
+    /// applying it needed a read it could not make (the same).
+    pub(super) async fn write(
+        mut self,
+        core: &'c Core,
+        next: Option<&[&Op]>,
+    ) -> (Result<Results, StoreError>, Option<Prepared<'c>>) {
+        let mut ahead = None;
+        if let Some(next) = next
+            && self.work.tx.as_ref().is_some_and(|tx| tx.holds_writer())
+            && !core.store.writer_wanted()
+        {
+            let mut w = Work::new(self.work.tx.take(), core.clock.now(), &core.planner);
+            let read = w.prefetch(next).await;
+            self.work.tx = w.tx.take();
+            if let Err(e) = read {
+                return (Err(e), None);
+            }
+            if !w.overlaps(&self.work) {
+                ahead = Some((w, next));
             }
         }
+        let keep_turn = ahead.is_some();
+        let (written, applied) = futures::join!(self.finish(core, keep_turn), async {
+            match ahead {
+                Some((mut w, next)) => {
+                    let staged = w.apply_all(next).await;
+                    Some((w, staged))
+                }
+                None => None,
+            }
+        });
+        let (results, turn) = match written {
+            Ok(done) => done,
+            Err(e) => return (Err(e), None),
+        };
+        let ahead = match (turn, applied) {
+            (Some(turn), Some((mut work, Ok(staged)))) if !work.unread => {
+                match core.store.begin_in_turn(turn).await {
+                    Ok(tx) => {
+                        work.tx = Some(tx);
+                        Some(Prepared {
+                            work,
+                            staged,
+                            ahead: true,
+                        })
+                    }
+                    // The next group meets the same store when it starts afresh.
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        (Ok(results), ahead)
     }
-    // The reads are done: the writes need no plans made for their values.
-    core.store.plan_for_any_values(&mut w.tx).await?;
-    let (mut tx, events, wake, planned) = w.flush().await?;
-    if wake {
-        timers::notify_planned(&mut tx).await?;
+
+    /// Writes the working set and the events and commits; the results, and the
+    /// writer's turn when `keep_turn` asks for it (see [`Prepared::write`]).
+    async fn finish(
+        self,
+        core: &Core,
+        keep_turn: bool,
+    ) -> Result<(Results, Option<crate::store::Turn>), StoreError> {
+        let Prepared {
+            mut work,
+            staged,
+            ahead,
+        } = self;
+        let now = work.now;
+        // The reads are done: the writes need no plans made for their values.
+        if let Some(tx) = work.tx.as_mut() {
+            core.store.plan_for_any_values(tx).await?;
+        }
+        let (mut tx, events, wake, planned) = work.flush().await?;
+        if wake {
+            timers::notify_planned(&mut tx).await?;
+        }
+        let written = core.outbox.write(&mut tx, events, now).await?;
+        let turn = if keep_turn {
+            tx.commit_keeping_turn().await?
+        } else {
+            tx.commit().await?;
+            None
+        };
+        let results = staged
+            .into_iter()
+            .map(|s| s.and_then(|s| s.outcome(&written)))
+            .collect();
+        written.committed();
+        let applied = if ahead { "ahead" } else { "in_turn" };
+        metrics::counter!(INGEST_TRANSACTIONS, "applied" => applied).increment(1);
+        core.store.timers_planned(planned);
+        if wake {
+            core.planner.wake.notify_one();
+        }
+        Ok((results, turn))
     }
-    let written = core.outbox.write(&mut tx, events, now).await?;
-    tx.commit().await?;
-    let results = staged
-        .into_iter()
-        .map(|s| s.and_then(|s| s.outcome(&written)))
-        .collect();
-    written.committed();
-    core.store.timers_planned(planned);
-    if wake {
-        core.planner.wake.notify_one();
-    }
-    Ok(results)
 }
 
 /// An op's result before commit: its entity, and the index of the event that names
@@ -213,7 +318,11 @@ struct NewRow {
 
 /// The working set of one transaction.
 struct Work<'a> {
-    tx: Tx,
+    /// The transaction it reads from and is written in; none while a group is applied
+    /// ahead (see [`Prepared::write`]).
+    tx: Option<Tx>,
+    /// Applying needed a read without a transaction to read from.
+    unread: bool,
     now: DateTime<Utc>,
     planner: &'a Planner,
     reservations: Rows<Reservation>,
@@ -237,7 +346,7 @@ macro_rules! row {
             if let Some(known) = self.$field.known(id) {
                 return Ok(known);
             }
-            let row = $load(&mut self.tx, id).await?;
+            let row = $load(self.reader()?, id).await?;
             self.$field.rows.insert(id.to_string(), row.clone());
             Ok(row)
         }
@@ -245,9 +354,10 @@ macro_rules! row {
 }
 
 impl<'a> Work<'a> {
-    fn new(tx: Tx, now: DateTime<Utc>, planner: &'a Planner) -> Self {
+    fn new(tx: Option<Tx>, now: DateTime<Utc>, planner: &'a Planner) -> Self {
         Self {
             tx,
+            unread: false,
             now,
             planner,
             reservations: Rows::new(),
@@ -270,6 +380,57 @@ impl<'a> Work<'a> {
     row!(contact, contacts, db::load_contact, Contact);
     row!(rental, rentals, db::load_unit_rental, UnitRental);
     row!(invoice, invoices, db::load_invoice, Invoice);
+
+    /// The transaction to read from. A group applied ahead has none: a read it would
+    /// need is noted, and the group is applied afresh in its own transaction.
+    fn reader(&mut self) -> Result<&mut Tx, StoreError> {
+        match self.tx.as_mut() {
+            Some(tx) => Ok(tx),
+            None => {
+                self.unread = true;
+                Err(unread())
+            }
+        }
+    }
+
+    /// Applies `ops` in order, each against what the ops before it left. The store
+    /// failing fails them all.
+    async fn apply_all(
+        &mut self,
+        ops: &[&Op],
+    ) -> Result<Vec<Result<Staged, ServiceError>>, StoreError> {
+        let mut staged = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            if self.tx.is_none() && i % AHEAD_YIELD_EVERY == AHEAD_YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+            let mark = self.events.len();
+            match self.apply(op).await {
+                Ok(s) => staged.push(Ok(s)),
+                Err(ServiceError::Store(e)) => return Err(e),
+                Err(refused) => {
+                    self.events.truncate(mark);
+                    staged.push(Err(refused));
+                }
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Whether this working set holds a row (present or read absent) or an entity's
+    /// timers that `other` holds too.
+    fn overlaps(&self, other: &Work<'_>) -> bool {
+        fn shared<T>(a: &Rows<T>, b: &Rows<T>) -> bool {
+            a.rows.keys().any(|id| b.rows.contains_key(id))
+        }
+        shared(&self.reservations, &other.reservations)
+            || shared(&self.orders, &other.orders)
+            || shared(&self.items, &other.items)
+            || shared(&self.contacts, &other.contacts)
+            || shared(&self.rentals, &other.rentals)
+            || shared(&self.invoices, &other.invoices)
+            || self.timers.keys().any(|k| other.timers.contains_key(k))
+    }
 
     /// Reads what `ops` name, a few statements per table.
     async fn prefetch(&mut self, ops: &[&Op]) -> Result<(), StoreError> {
@@ -317,18 +478,18 @@ impl<'a> Work<'a> {
         }
         let (reservations, orders, items) = (v(reservations), v(orders), v(items));
         let (contacts, rentals, invoices) = (v(contacts), v(rentals), v(invoices));
-        let found = db::load_reservations(&mut self.tx, &reservations).await?;
+        let found = db::load_reservations(self.reader()?, &reservations).await?;
         self.reservations
             .loaded(&reservations, found, |r| r.id.as_str());
-        let found = db::load_orders(&mut self.tx, &orders).await?;
+        let found = db::load_orders(self.reader()?, &orders).await?;
         self.orders.loaded(&orders, found, |r| r.id.as_str());
-        let found = db::load_items(&mut self.tx, &items).await?;
+        let found = db::load_items(self.reader()?, &items).await?;
         self.items.loaded(&items, found, |r| r.id.as_str());
-        let found = db::load_contacts(&mut self.tx, &contacts).await?;
+        let found = db::load_contacts(self.reader()?, &contacts).await?;
         self.contacts.loaded(&contacts, found, |r| r.id.as_str());
-        let found = db::load_unit_rentals(&mut self.tx, &rentals).await?;
+        let found = db::load_unit_rentals(self.reader()?, &rentals).await?;
         self.rentals.loaded(&rentals, found, |r| r.id.as_str());
-        let found = db::load_invoices(&mut self.tx, &invoices).await?;
+        let found = db::load_invoices(self.reader()?, &invoices).await?;
         self.invoices.loaded(&invoices, found, |r| r.id.as_str());
         self.load_timers("reservation", &reservations).await?;
         self.load_timers("order", &orders).await?;
@@ -351,7 +512,7 @@ impl<'a> Work<'a> {
             self.timers
                 .insert((kind, id.to_string()), EntityTimers::default());
         }
-        for row in timers::plan_rows_of(&mut self.tx, kind, &ids).await? {
+        for row in timers::plan_rows_of(self.reader()?, kind, &ids).await? {
             let Some(t) = self.timers.get_mut(&(kind, row.entity_id.clone())) else {
                 continue;
             };
@@ -444,7 +605,8 @@ impl<'a> Work<'a> {
     /// through the outbox, whether a timer was planned within the horizon and how many
     /// timers were written.
     async fn flush(mut self) -> Result<(Tx, Vec<NewEvent>, bool, usize), StoreError> {
-        let tx = &mut self.tx;
+        let mut owned = self.tx.take().ok_or_else(unread)?;
+        let tx = &mut owned;
         db::save_reservations(tx, &self.reservations.changed()).await?;
         db::save_orders(tx, &self.orders.changed()).await?;
         db::save_items(tx, &self.items.changed()).await?;
@@ -477,7 +639,7 @@ impl<'a> Work<'a> {
         timers::insert_many(tx, &rows, self.now).await?;
         let planned = rows.len();
         drop(rows);
-        Ok((self.tx, self.events, self.wake, planned))
+        Ok((owned, self.events, self.wake, planned))
     }
 
     fn emit(
@@ -791,7 +953,7 @@ impl<'a> Work<'a> {
         // The rental's invoices as this transaction holds them: the stored ones, each
         // as changed here if it was, and those created here.
         let mut invoices: HashMap<String, Invoice> =
-            db::load_invoices_of_rental(&mut self.tx, &rental.id)
+            db::load_invoices_of_rental(self.reader()?, &rental.id)
                 .await?
                 .into_iter()
                 .map(|i| (i.id.clone(), i))
@@ -824,6 +986,17 @@ impl<'a> Work<'a> {
         );
         Ok(())
     }
+}
+
+/// Ops a group applied ahead applies between two turns it leaves to the write beside
+/// it (see [`Prepared::write`]). Both run in one task: applying reads nothing, so
+/// without a pause it would run to its end while the write's next statement waits to
+/// be built and SQLite's thread sits idle.
+const AHEAD_YIELD_EVERY: usize = 16;
+
+/// What [`Work::reader`] answers without a transaction.
+fn unread() -> StoreError {
+    StoreError::Corrupt("a group applied ahead needed a read of its own".into())
 }
 
 fn unchanged(entity: Entity) -> Staged {

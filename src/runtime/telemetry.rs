@@ -78,6 +78,9 @@ pub mod names {
     pub const TIMER_OUTCOMES: &str = "duehook_timers_total";
     pub const TIMER_LAG: &str = "duehook_timer_lag_seconds";
     pub const EVENTS: &str = "duehook_events_total";
+    /// Ingest transactions committed, by `applied`: `ahead` when the group was applied
+    /// while the transaction before it was written, `in_turn` otherwise.
+    pub const INGEST_TRANSACTIONS: &str = "duehook_ingest_transactions_total";
     pub const WHEEL_TIMERS: &str = "duehook_wheel_timers";
     pub const TIMERS_BY_STATE: &str = "duehook_timers";
     pub const OUTBOX_DEPTH: &str = "duehook_outbox_depth";

@@ -52,6 +52,23 @@ impl Tx {
         Ok(self.inner.commit().await?)
     }
 
+    /// Whether this transaction holds the process's writer lock (SQLite), which
+    /// [`Tx::commit_keeping_turn`] can keep for the next transaction.
+    pub fn holds_writer(&self) -> bool {
+        self._writer.is_some()
+    }
+
+    /// Commits, keeping the process's writer lock (SQLite) for the next transaction
+    /// ([`Store::begin_in_turn`]): between the two no other writer of this process
+    /// runs, and no other process writes a SQLite store (see [`lock`]), so what was
+    /// read in this transaction still holds in the next. `None` on PostgreSQL, whose
+    /// writers do not exclude each other.
+    pub async fn commit_keeping_turn(mut self) -> Result<Option<Turn>, StoreError> {
+        let writer = self._writer.take();
+        self.inner.commit().await?;
+        Ok(writer.map(Turn))
+    }
+
     pub async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.inner.rollback().await?)
     }
@@ -92,6 +109,10 @@ impl Tx {
         Ok(())
     }
 }
+
+/// The process's writer lock kept from one committed transaction for the next (see
+/// [`Tx::commit_keeping_turn`]).
+pub struct Turn(OwnedMutexGuard<()>);
 
 /// A statement built at run time with its bound values (see [`Tx::execute_chunks`]).
 pub type Statement = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
@@ -180,6 +201,8 @@ pub struct Store {
     sealer: Option<std::sync::Arc<sealed::Sealer>>,
     /// SQLite only: admits one writer of this process at a time (see [`Store::begin`]).
     writer: Option<Arc<Mutex<()>>>,
+    /// SQLite only: writers waiting for the writer lock (see [`Store::writer_wanted`]).
+    waiting: Arc<AtomicU64>,
     /// SQLite only: WAL checkpoints, taken beside the writers.
     checkpoints: Option<Arc<Checkpoints>>,
     /// PostgreSQL only: when the timers' planner statistics are refreshed.
@@ -312,6 +335,7 @@ impl Store {
             backend,
             sealer: None,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            waiting: Arc::new(AtomicU64::new(0)),
             checkpoints: (backend == Backend::Sqlite).then(|| Arc::new(Checkpoints::default())),
             statistics: (backend == Backend::Postgres).then(|| Arc::new(Statistics::default())),
         })
@@ -429,6 +453,40 @@ impl Store {
         })
     }
 
+    /// Begins a write transaction in a turn kept from the last one (SQLite's writer
+    /// lock, see [`Tx::commit_keeping_turn`]).
+    pub async fn begin_in_turn(&self, turn: Turn) -> Result<Tx, StoreError> {
+        self.count_write().await;
+        let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Tx {
+            inner,
+            backend: self.backend,
+            _writer: Some(turn.0),
+        })
+    }
+
+    /// Whether another writer of this process waits for the writer lock (SQLite): a
+    /// writer that keeps its turn from one transaction to the next
+    /// ([`Tx::commit_keeping_turn`]) lets it go instead when one does, so that the
+    /// scheduler and the delivery recorder wait no longer than they would otherwise.
+    pub fn writer_wanted(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits for the writer lock, counted among those waiting for it (until it has
+    /// the lock, or stops waiting: a request may go away meanwhile).
+    async fn wait_for_writer(&self, writer: &Arc<Mutex<()>>) -> OwnedMutexGuard<()> {
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        writer.clone().lock_owned().await
+    }
+
     /// Begins a read-only transaction (a consistent snapshot); it takes no write lock.
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
@@ -450,7 +508,7 @@ impl Store {
     pub async fn exclusive(&self) -> Option<OwnedMutexGuard<()>> {
         match &self.writer {
             Some(m) => {
-                let guard = m.clone().lock_owned().await;
+                let guard = self.wait_for_writer(m).await;
                 self.count_write().await;
                 Some(guard)
             }
@@ -496,7 +554,7 @@ impl Store {
         if let Some(writer) = &self.writer
             && passive_checkpoint(&self.pool).await == Checkpoint::Ran
         {
-            let _queued = writer.lock().await;
+            let _queued = self.wait_for_writer(writer).await;
             let at = c.writes.load(Ordering::Acquire);
             if passive_checkpoint(&self.pool).await == Checkpoint::Ran {
                 c.done_at.fetch_max(at, Ordering::AcqRel);

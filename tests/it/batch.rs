@@ -392,6 +392,152 @@ async fn an_answered_batch_survives_a_restart(backend: Backend) {
     );
 }
 
+/// A batch larger than a transaction is written as a queue of transactions; on SQLite
+/// the writer applies the next while the one before it is written, reading what the
+/// next names before the writes it must not see, and applies afresh, after the commit,
+/// a group that names a row the one before it held or that needs a read of its own.
+/// Either way each operation sees the ones before it, exactly as when sent alone: here
+/// a group cancels the reservations the group before it created, another changes
+/// reservations created three groups earlier, and a paid invoice lifts its rental's
+/// overdue mark (a read of the rental's other invoices, made while applying).
+async fn transactions_of_a_batch_see_the_ones_before(backend: Backend) {
+    let Some(batched) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let Some(single) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let invoice = |state: &str| json!({"unit_rental_id": "u-1", "due_at": "2030-03-05T00:00:00Z", "state": state});
+    for app in [&batched, &single] {
+        app.put("/v1/unit-rentals/u-1", json!({})).await;
+        app.put("/v1/invoices/n-1", invoice("sent")).await;
+        app.advance_to("2030-03-05T00:00:01Z").await;
+        assert_eq!(app.get("/v1/unit-rentals/u-1").await.body["overdue"], true);
+    }
+    let reservation = |day: u32| {
+        json!({"contact_id": "c-1", "item_ids": ["i-1"],
+               "starts_at": format!("2030-03-{day}T09:00:00Z"),
+               "ends_at": format!("2030-03-{}T09:00:00Z", day + 1)})
+    };
+    // SQLite's transactions of a batch hold 1,024 operations (PostgreSQL's 512).
+    let group = 1024;
+    let mut ops: Vec<(&str, String, Option<Value>)> = Vec::new();
+    for i in 0..group {
+        ops.push((
+            "PUT",
+            format!("/v1/reservations/r-{i}"),
+            Some(reservation(10)),
+        ));
+    }
+    for i in 0..group {
+        ops.push((
+            "PUT",
+            format!("/v1/reservations/q-{i}"),
+            Some(reservation(10)),
+        ));
+    }
+    for i in 0..group {
+        ops.push(("POST", format!("/v1/reservations/q-{i}/cancel"), None));
+    }
+    for i in 0..10 {
+        ops.push((
+            "PUT",
+            format!("/v1/reservations/r-{i}"),
+            Some(reservation(12)),
+        ));
+    }
+    ops.push(("PUT", "/v1/invoices/n-1".into(), Some(invoice("paid"))));
+
+    let ahead_before = applied_ahead(&batched).await;
+    let r = batched.post("/v1/batch", Some(operations(&ops))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let statuses: Vec<u64> = r.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_u64().expect("status"))
+        .collect();
+    let mut expected = vec![201; 2 * group];
+    expected.extend(vec![200; group + 11]);
+    assert_eq!(statuses, expected);
+
+    // The same operations of three of the entities, sent alone.
+    for (method, path, body) in ops.iter().filter(|(_, path, _)| {
+        path.ends_with("/r-3") || path.contains("/q-3") || path.ends_with("/n-1")
+    }) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let r = single.request(method, path, body.clone()).await;
+        assert!(r.status.is_success(), "{path}: {}", r.body);
+    }
+    let (got, want) = (picture(&batched).await, picture(&single).await);
+    assert_eq!(got, want);
+    assert_eq!(got["entities"][1]["status"], "cancelled");
+    assert_eq!(got["entities"][2]["overdue"], false, "{got:#}");
+    assert_eq!(
+        batched.get("/v1/reservations/q-1023").await.body["status"],
+        "cancelled"
+    );
+
+    if backend == Backend::Sqlite {
+        assert!(
+            applied_ahead(&batched).await > ahead_before,
+            "a transaction of the batch was applied while the one before it was written"
+        );
+    }
+}
+
+/// Three entities of `transactions_of_a_batch_see_the_ones_before` as the app holds
+/// them: through the API, their events, their timers.
+async fn picture(app: &TestApp) -> Value {
+    let mut entities = Vec::new();
+    for path in [
+        "/v1/reservations/r-3",
+        "/v1/reservations/q-3",
+        "/v1/unit-rentals/u-1",
+        "/v1/invoices/n-1",
+    ] {
+        entities.push(app.get(path).await.body);
+    }
+    let events: Vec<Value> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| ["r-3", "q-3", "u-1"].contains(&e.entity_id.as_str()))
+        .map(|e| json!([e.event_type, e.entity_id, e.data_value()]))
+        .collect();
+    let mut timers = Vec::new();
+    for (kind, id) in [
+        ("reservation", "r-3"),
+        ("reservation", "q-3"),
+        ("invoice", "n-1"),
+    ] {
+        for mut t in app.timers_of(kind, id).await {
+            if let Some(m) = t.as_object_mut() {
+                m.remove("id");
+                m.remove("event_id");
+            }
+            timers.push(t);
+        }
+    }
+    json!({"entities": entities, "events": events, "timers": timers})
+}
+
+/// Ingest transactions applied ahead so far (`/metrics`; the recorder is the test
+/// process's, shared by the apps of every test).
+async fn applied_ahead(app: &TestApp) -> f64 {
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("duehook_ingest_transactions_total{applied=\"ahead\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// PostgreSQL plans reads with the statistics it last gathered; an import into a new
 /// store outgrows them long before autovacuum's refresh, so the store refreshes the
 /// timers' statistics itself (`last_analyze`, not autovacuum's `last_autoanalyze`).
@@ -435,4 +581,5 @@ both_backends!(
     limits,
     one_entity_twice_in_order,
     an_answered_batch_survives_a_restart,
+    transactions_of_a_batch_see_the_ones_before,
 );
