@@ -530,7 +530,7 @@ impl Store {
             // SQLite's checkpointer lock) finishes soon, then this one runs.
             for _ in 0..CHECKPOINT_BUSY_TRIES {
                 match passive_checkpoint(&self.pool).await {
-                    Checkpoint::Ran => {
+                    Checkpoint::Ran(_) => {
                         c.done_at.fetch_max(n, Ordering::AcqRel);
                         break;
                     }
@@ -547,20 +547,44 @@ impl Store {
     }
 
     /// The checkpoint task's work (see [`Checkpoints`]); the caller set `running`.
+    /// The step beside the writers is taken again while the frames written during
+    /// the last one were many: the step in their queue copies what they wrote during
+    /// the last step beside them, and in an import a step beside them can last long
+    /// enough for that to hold the writers back for a tenth of a second.
     async fn checkpoint_in_two_steps(&self) {
         let Some(c) = &self.checkpoints else {
             return;
         };
         if let Some(writer) = &self.writer
-            && passive_checkpoint(&self.pool).await == Checkpoint::Ran
+            && self.checkpoint_beside_writers().await
         {
             let _queued = self.wait_for_writer(writer).await;
             let at = c.writes.load(Ordering::Acquire);
-            if passive_checkpoint(&self.pool).await == Checkpoint::Ran {
+            if let Checkpoint::Ran(_) = passive_checkpoint(&self.pool).await {
                 c.done_at.fetch_max(at, Ordering::AcqRel);
             }
         }
         c.running.store(false, Ordering::Release);
+    }
+
+    /// Passive checkpoints beside the writers, until one finds few frames written
+    /// during the one before it (at most [`CHECKPOINT_PASSES`]); whether they ran.
+    async fn checkpoint_beside_writers(&self) -> bool {
+        let mut last = None;
+        for _ in 0..CHECKPOINT_PASSES {
+            let Checkpoint::Ran(frames) = passive_checkpoint(&self.pool).await else {
+                return false;
+            };
+            let written_meanwhile = match last {
+                Some(before) => frames.saturating_sub(before),
+                None => frames,
+            };
+            if written_meanwhile < CHECKPOINT_QUEUED_FRAMES {
+                break;
+            }
+            last = Some(frames);
+        }
+        true
     }
 
     /// SQLite: checkpoints once the writers have paused for [`CHECKPOINT_IDLE`] after
@@ -684,8 +708,9 @@ impl Store {
 /// What a checkpoint did.
 #[derive(Debug, PartialEq, Eq)]
 enum Checkpoint {
-    /// It copied what the WAL held (up to what open reads still need).
-    Ran,
+    /// It copied what the WAL held (up to what open reads still need); the WAL's
+    /// frames when it began.
+    Ran(i64),
     /// Another checkpoint held SQLite's checkpointer lock: this one copied nothing. The
     /// pragma says so in its first column, not as an error, so taking this for a
     /// checkpoint let writers run on while the WAL grew.
@@ -693,6 +718,12 @@ enum Checkpoint {
     /// It failed (logged): the next one catches up, the WAL only grows meanwhile.
     Failed,
 }
+
+/// Passive checkpoints beside the writers at most before the one in their queue.
+const CHECKPOINT_PASSES: usize = 4;
+/// WAL frames (pages, 4 KiB each) that the checkpoint in the writers' queue may
+/// have to copy: a few milliseconds of their time.
+const CHECKPOINT_QUEUED_FRAMES: i64 = 1_000;
 
 /// How often a writer over [`CHECKPOINT_LAG_MAX`] tries again, 1 ms apart, while
 /// another checkpoint runs.
@@ -707,8 +738,11 @@ async fn passive_checkpoint(pool: &AnyPool) -> Checkpoint {
         .await
     {
         // (busy, frames in the WAL, frames checkpointed)
-        Ok(rows) => match rows.first().map(|r| r.try_get::<i64, _>(0)) {
-            Some(Ok(0)) => Checkpoint::Ran,
+        Ok(rows) => match rows
+            .first()
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+        {
+            Some(Ok((0, frames))) => Checkpoint::Ran(frames),
             Some(Ok(_)) => Checkpoint::Busy,
             other => {
                 tracing::warn!(result = ?other, "SQLite checkpoint answered no result");
