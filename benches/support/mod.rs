@@ -107,6 +107,8 @@ pub struct Log {
 #[derive(Default)]
 pub struct Receiver {
     pub count: AtomicU64,
+    /// Webhooks whose payload carries a `scheduled_at`: events of timers that fired.
+    pub scheduled: AtomicU64,
     pub log: Mutex<Log>,
     pub samples: Mutex<Vec<(HeaderMap, Bytes)>>,
 }
@@ -129,6 +131,13 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
         log.sequences.push(sequence);
     }
     rx.count.fetch_add(1, Ordering::Relaxed);
+    // The payload's fields come in a fixed order (`id`, `type`, `created`,
+    // `scheduled_at`, `data`): the head is enough, whatever the size of `data`.
+    const SCHEDULED: &[u8] = b"\"scheduled_at\":\"";
+    let head = &body[..body.len().min(256)];
+    if head.windows(SCHEDULED.len()).any(|w| w == SCHEDULED) {
+        rx.scheduled.fetch_add(1, Ordering::Relaxed);
+    }
     let mut samples = rx.samples.lock().expect("lock");
     if samples.len() < SIGNATURE_SAMPLES {
         samples.push((headers, body));
