@@ -166,12 +166,7 @@ async fn metrics_move_when_things_happen(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let scrape = || async {
-        let r = reqwest::get(app.url("/metrics")).await.expect("scrape");
-        assert_eq!(r.status(), StatusCode::OK);
-        r.text().await.expect("text")
-    };
-    let before = scrape().await;
+    let before = app.metrics().await;
     app.put(
         "/v1/orders/o-1",
         json!({"contact_id": "c", "item_ids": ["a"], "due_at": "2030-03-02T12:00:00Z"}),
@@ -179,7 +174,7 @@ async fn metrics_move_when_things_happen(backend: Backend) {
     .await;
     app.post("/v1/orders/o-1/checkout", None).await;
     app.advance(3 * DAY).await;
-    let after = scrape().await;
+    let after = app.metrics().await;
     // Counters are process-wide (other tests run beside this one): they only grow by at least ours.
     let grew = |name: &str, label: &str, by: f64| {
         let (a, b) = (metric(&before, name, label), metric(&after, name, label));
@@ -262,12 +257,7 @@ async fn endpoint_health_for_operators(backend: Backend) {
     // at a few scrapes before calling it wrong.
     let mut text = String::new();
     for _ in 0..20 {
-        text = reqwest::get(app.url("/metrics"))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text");
+        text = app.metrics().await;
         if listed.iter().all(|l| text.lines().any(|t| t == l)) {
             break;
         }

@@ -93,17 +93,42 @@ fn operations(ops: &[(&str, String, Option<Value>)]) -> Value {
 /// (type, entity, data without instants of the moment it was written) and every
 /// timer of each entity.
 async fn snapshot(app: &TestApp) -> Value {
+    picture(
+        app,
+        &[
+            "/v1/contacts/c-1",
+            "/v1/items/i-1",
+            "/v1/reservations/r-1",
+            "/v1/reservations/r-2",
+            "/v1/orders/o-1",
+            "/v1/orders/o-2",
+            "/v1/unit-rentals/u-1",
+            "/v1/invoices/n-1",
+        ],
+        None,
+        &[
+            ("item", "i-1"),
+            ("reservation", "r-1"),
+            ("reservation", "r-2"),
+            ("order", "o-1"),
+            ("order", "o-2"),
+            ("invoice", "n-1"),
+        ],
+    )
+    .await
+}
+
+/// Entities as the app holds them, to compare two apps: each at `paths` through the
+/// API, the events of the entities `ids` (every event with `None`), and the timers of
+/// the entities `timers`, without what names the moment or the node (ids).
+async fn picture(
+    app: &TestApp,
+    paths: &[&str],
+    ids: Option<&[&str]>,
+    timers: &[(&str, &str)],
+) -> Value {
     let mut entities = Vec::new();
-    for path in [
-        "/v1/contacts/c-1",
-        "/v1/items/i-1",
-        "/v1/reservations/r-1",
-        "/v1/reservations/r-2",
-        "/v1/orders/o-1",
-        "/v1/orders/o-2",
-        "/v1/unit-rentals/u-1",
-        "/v1/invoices/n-1",
-    ] {
+    for path in paths {
         let r = app.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
         entities.push(r.body);
@@ -112,25 +137,20 @@ async fn snapshot(app: &TestApp) -> Value {
         .events()
         .await
         .into_iter()
+        .filter(|e| ids.is_none_or(|ids| ids.contains(&e.entity_id.as_str())))
         .map(|e| json!([e.event_type, e.entity_kind, e.entity_id, e.data]))
         .collect();
-    let mut timers = Vec::new();
-    for (kind, id) in [
-        ("item", "i-1"),
-        ("reservation", "r-1"),
-        ("reservation", "r-2"),
-        ("order", "o-1"),
-        ("order", "o-2"),
-        ("invoice", "n-1"),
-    ] {
+    let mut rows = Vec::new();
+    for (kind, id) in timers {
         for mut t in app.timers_of(kind, id).await {
             if let Some(m) = t.as_object_mut() {
                 m.remove("id");
+                m.remove("event_id");
             }
-            timers.push(t);
+            rows.push(t);
         }
     }
-    json!({"entities": entities, "events": events, "timers": timers})
+    json!({"entities": entities, "events": events, "timers": rows})
 }
 
 async fn same_as_sent_singly(backend: Backend) {
@@ -301,14 +321,7 @@ async fn one_entity_twice_in_order(backend: Backend) {
         {"method": "PATCH", "path": "/v1/orders/o-1", "body": {"due_at": "2030-03-04T09:00:00Z"}}
     ]});
     let r = app.post("/v1/batch", Some(body)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let statuses: Vec<u64> = r.body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_u64().expect("status"))
-        .collect();
-    assert_eq!(statuses, vec![201, 200, 200, 409, 200], "{}", r.body);
+    assert_eq!(statuses(&r), vec![201, 200, 200, 409, 200], "{}", r.body);
     assert_eq!(
         r.body["results"][2]["body"]["due_at"],
         "2030-03-06T09:00:00Z"
@@ -450,16 +463,9 @@ async fn transactions_of_a_batch_see_the_ones_before(backend: Backend) {
 
     let ahead_before = applied_ahead(&batched).await;
     let r = batched.post("/v1/batch", Some(operations(&ops))).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let statuses: Vec<u64> = r.body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["status"].as_u64().expect("status"))
-        .collect();
     let mut expected = vec![201; 2 * group];
     expected.extend(vec![200; group + 11]);
-    assert_eq!(statuses, expected);
+    assert_eq!(statuses(&r), expected);
 
     // The same operations of three of the entities, sent alone.
     for (method, path, body) in ops.iter().filter(|(_, path, _)| {
@@ -469,7 +475,20 @@ async fn transactions_of_a_batch_see_the_ones_before(backend: Backend) {
         let r = single.request(method, path, body.clone()).await;
         assert!(r.status.is_success(), "{path}: {}", r.body);
     }
-    let (got, want) = (picture(&batched).await, picture(&single).await);
+    let paths = [
+        "/v1/reservations/r-3",
+        "/v1/reservations/q-3",
+        "/v1/unit-rentals/u-1",
+        "/v1/invoices/n-1",
+    ];
+    let ids: &[&str] = &["r-3", "q-3", "u-1"];
+    let timers = [
+        ("reservation", "r-3"),
+        ("reservation", "q-3"),
+        ("invoice", "n-1"),
+    ];
+    let got = picture(&batched, &paths, Some(ids), &timers).await;
+    let want = picture(&single, &paths, Some(ids), &timers).await;
     assert_eq!(got, want);
     assert_eq!(got["entities"][1]["status"], "cancelled");
     assert_eq!(got["entities"][2]["overdue"], false, "{got:#}");
@@ -486,52 +505,21 @@ async fn transactions_of_a_batch_see_the_ones_before(backend: Backend) {
     }
 }
 
-/// Three entities of `transactions_of_a_batch_see_the_ones_before` as the app holds
-/// them: through the API, their events, their timers.
-async fn picture(app: &TestApp) -> Value {
-    let mut entities = Vec::new();
-    for path in [
-        "/v1/reservations/r-3",
-        "/v1/reservations/q-3",
-        "/v1/unit-rentals/u-1",
-        "/v1/invoices/n-1",
-    ] {
-        entities.push(app.get(path).await.body);
-    }
-    let events: Vec<Value> = app
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| ["r-3", "q-3", "u-1"].contains(&e.entity_id.as_str()))
-        .map(|e| json!([e.event_type, e.entity_id, e.data_value()]))
-        .collect();
-    let mut timers = Vec::new();
-    for (kind, id) in [
-        ("reservation", "r-3"),
-        ("reservation", "q-3"),
-        ("invoice", "n-1"),
-    ] {
-        for mut t in app.timers_of(kind, id).await {
-            if let Some(m) = t.as_object_mut() {
-                m.remove("id");
-                m.remove("event_id");
-            }
-            timers.push(t);
-        }
-    }
-    json!({"entities": entities, "events": events, "timers": timers})
+/// The status of each operation of an answered batch, in order.
+fn statuses(r: &support::Reply) -> Vec<u64> {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["status"].as_u64().expect("status"))
+        .collect()
 }
 
-/// Ingest transactions applied ahead so far (`/metrics`; the recorder is the test
-/// process's, shared by the apps of every test).
+/// Ingest transactions applied ahead so far, in the apps of every test.
 async fn applied_ahead(app: &TestApp) -> f64 {
-    let metrics = reqwest::get(app.url("/metrics"))
+    app.metrics()
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    metrics
         .lines()
         .find_map(|l| l.strip_prefix("duehook_ingest_transactions_total{applied=\"ahead\"} "))
         .and_then(|v| v.trim().parse().ok())

@@ -246,12 +246,7 @@ async fn a_failed_head_moves_on_or_holds_its_key(backend: Backend) {
     assert_eq!(ep["held"]["keys"], 1, "{ep}");
     assert_eq!(ep["held"]["waiting"], 1, "{ep}");
     assert_eq!(ep["held"]["oldest_delivery_id"], failed["id"]);
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("duehook_deliveries_held 1"),
         "the held gauge: {metrics}"

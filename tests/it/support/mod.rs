@@ -270,6 +270,14 @@ impl TestApp {
         self.request(Method::GET, path, None).await
     }
 
+    /// `GET /metrics`: the Prometheus text (the recorder is the test process's, shared
+    /// by the apps of every test).
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::get(self.url("/metrics")).await.expect("scrape");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("text")
+    }
+
     /// `POST /admin/clock/advance {seconds}`: lives through every timer on the way.
     pub async fn advance(&self, seconds: i64) -> Reply {
         let r = self
