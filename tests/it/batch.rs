@@ -432,8 +432,8 @@ async fn transactions_of_a_batch_see_the_ones_before(backend: Backend) {
                "starts_at": format!("2030-03-{day}T09:00:00Z"),
                "ends_at": format!("2030-03-{}T09:00:00Z", day + 1)})
     };
-    // SQLite's transactions of a batch hold 1,024 operations (PostgreSQL's 512).
-    let group = 1024;
+    // SQLite's transactions of a batch hold 2,048 operations (PostgreSQL's 512).
+    let group = 2048;
     let mut ops: Vec<(&str, String, Option<Value>)> = Vec::new();
     for i in 0..group {
         ops.push((
