@@ -442,6 +442,19 @@ impl Store {
     /// with SQLITE_BUSY when another writer got there first, whatever the busy timeout.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let writer = self.exclusive().await;
+        self.begin_holding(writer).await
+    }
+
+    /// Begins a write transaction in a turn kept from the last one (SQLite's writer
+    /// lock, see [`Tx::commit_keeping_turn`]).
+    pub async fn begin_in_turn(&self, turn: Turn) -> Result<Tx, StoreError> {
+        self.count_write().await;
+        self.begin_holding(Some(turn.0)).await
+    }
+
+    /// Begins a write transaction that holds `writer` (the writer lock on SQLite,
+    /// none on PostgreSQL) until it ends.
+    async fn begin_holding(&self, writer: Option<OwnedMutexGuard<()>>) -> Result<Tx, StoreError> {
         let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -450,18 +463,6 @@ impl Store {
             inner,
             backend: self.backend,
             _writer: writer,
-        })
-    }
-
-    /// Begins a write transaction in a turn kept from the last one (SQLite's writer
-    /// lock, see [`Tx::commit_keeping_turn`]).
-    pub async fn begin_in_turn(&self, turn: Turn) -> Result<Tx, StoreError> {
-        self.count_write().await;
-        let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Tx {
-            inner,
-            backend: self.backend,
-            _writer: Some(turn.0),
         })
     }
 
