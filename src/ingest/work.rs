@@ -146,11 +146,12 @@ impl<'c> Prepared<'c> {
             ahead,
         } = self;
         let now = work.now;
+        let mut tx = work.tx.take().ok_or_else(|| {
+            StoreError::Corrupt("a group to write without its transaction".into())
+        })?;
         // The reads are done: the writes need no plans made for their values.
-        if let Some(tx) = work.tx.as_mut() {
-            core.store.plan_for_any_values(tx).await?;
-        }
-        let (mut tx, events, wake, planned) = work.flush().await?;
+        core.store.plan_for_any_values(&mut tx).await?;
+        let (events, wake, planned) = work.flush(&mut tx).await?;
         if wake {
             timers::notify_planned(&mut tx).await?;
         }
@@ -601,12 +602,10 @@ impl<'a> Work<'a> {
         Ok(())
     }
 
-    /// Writes what the ops changed; returns the transaction, the events to write
-    /// through the outbox, whether a timer was planned within the horizon and how many
-    /// timers were written.
-    async fn flush(mut self) -> Result<(Tx, Vec<NewEvent>, bool, usize), StoreError> {
-        let mut owned = self.tx.take().ok_or_else(unread)?;
-        let tx = &mut owned;
+    /// Writes what the ops changed in `tx`; returns the events to write through the
+    /// outbox, whether a timer was planned within the horizon and how many timers were
+    /// written.
+    async fn flush(self, tx: &mut Tx) -> Result<(Vec<NewEvent>, bool, usize), StoreError> {
         db::save_reservations(tx, &self.reservations.changed()).await?;
         db::save_orders(tx, &self.orders.changed()).await?;
         db::save_items(tx, &self.items.changed()).await?;
@@ -639,7 +638,7 @@ impl<'a> Work<'a> {
         timers::insert_many(tx, &rows, self.now).await?;
         let planned = rows.len();
         drop(rows);
-        Ok((owned, self.events, self.wake, planned))
+        Ok((self.events, self.wake, planned))
     }
 
     fn emit(
