@@ -103,19 +103,33 @@ pub struct NewTimer<'a> {
 /// moment (pending or fired), in the unique index on the moment.
 const SAME_MOMENT: &str = "ON CONFLICT (entity_kind, entity_id, fire_at, rule, live) DO NOTHING";
 
-/// The head and tail of a multi-row insert into `timers` that gives way to the same
-/// moment ([`SAME_MOMENT`]). On SQLite, `INSERT OR IGNORE`: a statement that writes many
-/// rows and may stop halfway on a conflict keeps a statement journal, a copy of every
-/// page it changes taken before its first change, so that it can undo its own rows
-/// alone; an import whose timers land all over the due index copies a page for almost
-/// every row. With `OR IGNORE` no conflict stops the statement and SQLite keeps no such
-/// copy. The moment's unique index is the one constraint a timer row can meet: every
-/// `NOT NULL` column is filled from a value that cannot be null, and `timers` has no
-/// check, foreign key or trigger.
-fn insert_giving_way(backend: Backend) -> (&'static str, &'static str) {
+/// The head of [`insert_many`]'s statement. Its rows never repeat a moment
+/// already held: ingest plans them against the entity's pending and done timers, read
+/// in the same transaction under the entity's lock (on PostgreSQL the advisory lock
+/// every writer and the scheduler take first; on SQLite the one writer), and a closed
+/// row holds no moment. So the insert need not give way, and each backend takes the
+/// form that costs it least.
+///
+/// On SQLite, `INSERT OR IGNORE`: a statement that writes many rows and may stop
+/// halfway on a conflict keeps a statement journal, a copy of every page it changes
+/// taken before its first change, so that it can undo its own rows alone; an import
+/// whose timers land all over the due index copies a page for almost every row. With
+/// `OR IGNORE` no conflict stops the statement and SQLite keeps no such copy. The
+/// moment's unique index is the one constraint a timer row can meet: every `NOT NULL`
+/// column is filled from a value that cannot be null, and `timers` has no check,
+/// foreign key or trigger.
+///
+/// On PostgreSQL, a plain `INSERT`: `ON CONFLICT … DO NOTHING` makes each row a
+/// speculative insertion (a probe of the unique index before the row is written, a
+/// token lock, a confirmation record in the WAL), about 40 % more server time per
+/// timer row, and the server's time is what bounds an import there. Should a row
+/// repeat a held moment after all, the unique index refuses the transaction and
+/// nothing of it is written (its ops are then applied one by one, see
+/// `ingest::group`): a planning fault shows instead of hiding.
+fn insert_head(backend: Backend) -> &'static str {
     match backend {
-        Backend::Sqlite => ("INSERT OR IGNORE INTO", ""),
-        Backend::Postgres => ("INSERT INTO", SAME_MOMENT),
+        Backend::Sqlite => "INSERT OR IGNORE INTO",
+        Backend::Postgres => "INSERT INTO",
     }
 }
 
@@ -243,8 +257,9 @@ pub struct TimerRow<'a> {
 }
 
 /// Inserts `rows` as [`insert_pending`] inserts one, in multi-row statements (a
-/// skipped or cancelled row with its reason); a pending row whose moment is already
-/// pending or fired is left out, as a repeat of the same plan.
+/// skipped or cancelled row with its reason). A pending row must not repeat a moment
+/// already pending or fired (see [`insert_head`]): SQLite leaves such a row out,
+/// PostgreSQL refuses the transaction.
 pub async fn insert_many(
     tx: &mut Tx,
     rows: &[TimerRow<'_>],
@@ -272,7 +287,7 @@ pub async fn insert_many(
         .iter()
         .flat_map(|g| super::statement_chunks(g))
         .collect();
-    let (insert, give_way) = insert_giving_way(tx.backend());
+    let insert = insert_head(tx.backend());
     tx.execute_each(parts, |chunk, mut p| {
         let all_pending = chunk
             .iter()
@@ -289,7 +304,7 @@ pub async fn insert_many(
         let sql = format!(
             "{insert} timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at, state, reason, live, created_at, updated_at)
              SELECT {kind}, column1, {rule}, {event_type}, column2, column3, {state}, {created}, {updated}
-             FROM (VALUES {}) AS v WHERE true {give_way}",
+             FROM (VALUES {}) AS v",
             p.rows(chunk.len(), width)
         );
         let first = &chunk[0].timer;
