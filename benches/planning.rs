@@ -11,6 +11,7 @@
 //! | `PLANNING_CONCURRENCY` | 2 (64 with `single`) | requests in flight at once |
 //! | `PLANNING_VIA` | `batch` | `batch`, or `single`: one `PUT /v1/reservations/{id}` per reservation (the single route, whose concurrent requests group commit gathers) |
 //! | `PLANNING_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL where the bench may create (and then drops) its own database |
+//! | `PLANNING_IDS` | `sequential` | `sequential`: reservation `i` is `r-{i}`, so consecutive reservations sit side by side in every index keyed by entity id; `random`: 16 hex digits that spread them over those indexes, as ids made by the application (UUIDs, hashes) do |
 //! | `PLANNING_ORDER` | `time` | `time`: reservation `i` starts `i` seconds after the first, so the timers arrive in due order; `shuffled`: the same start times in a fixed scrambled order, as an import sorted by anything but time sends them |
 //!
 //! Any `DUEHOOK_<SECTION>_<KEY>` variable overrides the service configuration. Reported:
@@ -83,6 +84,19 @@ async fn send_singly(
 /// `shuffled` a fixed permutation of `0..n` (`i` times a stride near `n`'s golden
 /// section that shares no factor with `n`, modulo `n`), which sends neighbouring
 /// reservations far apart in time.
+/// Reservation `i`'s id: `r-{i}`, or with `random` 16 hex digits of a bijective mix of
+/// `i` (the finaliser of SplitMix64), distinct for every `i` and spread over the key
+/// space.
+fn reservation_id(i: usize, random: bool) -> String {
+    if !random {
+        return format!("r-{i}");
+    }
+    let mut z = i as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("r-{:016x}", z ^ (z >> 31))
+}
+
 fn start_offset(i: usize, n: usize, shuffled: bool) -> i64 {
     fn gcd(a: usize, b: usize) -> usize {
         if b == 0 { a } else { gcd(b, a % b) }
@@ -97,7 +111,19 @@ fn start_offset(i: usize, n: usize, shuffled: bool) -> i64 {
     ((i as u128 * stride as u128) % n as u128) as i64
 }
 
-async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool, shuffled: bool) {
+/// What a run plans: how many reservations, their ids and the order of their start times.
+struct Plan {
+    entities: usize,
+    random_ids: bool,
+    shuffled: bool,
+}
+
+async fn run(plan: Plan, concurrency: usize, store_spec: &str, single: bool) {
+    let Plan {
+        entities,
+        random_ids,
+        shuffled,
+    } = plan;
     let loadavg = loadavg();
     let speed = MachineSpeed::read();
     let store = BenchStore::create(store_spec).await;
@@ -110,7 +136,7 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool
     let base = clock.now() + TimeDelta::days(30);
     let op = move |i: usize| {
         let starts = base + TimeDelta::seconds(start_offset(i, entities, shuffled));
-        json!({"method": "PUT", "path": format!("/v1/reservations/r-{i}"), "body": {
+        json!({"method": "PUT", "path": format!("/v1/reservations/{}", reservation_id(i, random_ids)), "body": {
             "contact_id": format!("c-{}", i % 1000),
             "item_ids": [format!("i-{i}")],
             "starts_at": starts.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -162,8 +188,12 @@ async fn run(entities: usize, concurrency: usize, store_spec: &str, single: bool
         true => "start times shuffled",
         false => "in start order",
     };
+    let ids = match random_ids {
+        true => "random ids",
+        false => "sequential ids",
+    };
     println!(
-        "planning:    {entities} reservations ({order}) through {via} on {}",
+        "planning:    {entities} reservations ({order}, {ids}) through {via} on {}",
         store.describe()
     );
     println!(
@@ -191,9 +221,19 @@ fn main() {
         Ok("time") | Err(_) => false,
         Ok(other) => panic!("PLANNING_ORDER={other}: `time` or `shuffled`"),
     };
+    let random_ids = match std::env::var("PLANNING_IDS").as_deref() {
+        Ok("random") => true,
+        Ok("sequential") | Err(_) => false,
+        Ok(other) => panic!("PLANNING_IDS={other}: `sequential` or `random`"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(entities, concurrency, &store, single, shuffled));
+    let plan = Plan {
+        entities,
+        random_ids,
+        shuffled,
+    };
+    rt.block_on(run(plan, concurrency, &store, single));
 }
