@@ -141,7 +141,7 @@ async fn duehook_run(n: usize, planning: Planning) -> Run {
     loop {
         let pending: i64 = probe
             .scalar(
-                "SELECT EXISTS (SELECT 1 FROM timers WHERE state = 'pending')",
+                "SELECT COUNT(*) FROM (SELECT 1 FROM timers WHERE state = 'pending' LIMIT 1) AS p",
                 &[],
             )
             .await
