@@ -192,6 +192,13 @@ struct Worker {
     /// attempts are recorded, the store may hold the key's next (written or claimed
     /// back while they were in flight, so no claim could take it), and a claim asks.
     key_ends: HashSet<String>,
+    /// Held deliveries that a claim took again, so that the store says this node holds
+    /// them: their lease lapsed (the clock jumped), a node that took this one for dead
+    /// released them, or their attempt was recorded and they came due again before
+    /// the recorder's report reached the worker. The claim left them out (they are
+    /// held); once the recorder reports them, their claim goes back for the next claim
+    /// to take them, or nobody would send them while the heartbeat renews it.
+    reclaimed: HashSet<String>,
 }
 
 pub async fn run(p: Pipeline, shutdown: CancellationToken) {
@@ -233,6 +240,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) {
         drained: Vec::new(),
         limit_lifts_at: None,
         key_ends: HashSet::new(),
+        reclaimed: HashSet::new(),
         unreleased: Vec::new(),
         release_at: None,
         p,
@@ -473,9 +481,17 @@ impl Worker {
             let at = at.trunc_subsecs(3);
             self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
         }
+        let mut give_back = Vec::new();
         for id in &r.ids {
             self.claimed.remove(id);
             if self.key_ends.remove(id) {
+                self.poked = true;
+            }
+            if self.reclaimed.remove(id) && !r.unrecorded {
+                // Released only where this node still holds it; no claim is out now,
+                // so it is in no lane again.
+                tracing::debug!(delivery = %id, "a claim took it again while it was held; it goes back");
+                give_back.push(id.clone());
                 self.poked = true;
             }
         }
@@ -486,7 +502,6 @@ impl Worker {
         for lane in self.lanes.values_mut() {
             lane.queue.recorded(&r.ids);
         }
-        let mut give_back = Vec::new();
         for ep in &r.stopped {
             if let Some(lane) = self.lanes.get_mut(ep) {
                 give_back.extend(lane.queue.drain().into_iter().map(|c| c.id));
@@ -502,6 +517,7 @@ impl Worker {
     async fn give_back(&mut self, ids: Vec<String>) {
         for id in &ids {
             self.claimed.remove(id);
+            self.reclaimed.remove(id);
         }
         self.p.sending.store(self.claimed.len(), Ordering::Release);
         if ids.is_empty() {
@@ -632,12 +648,10 @@ impl Worker {
             self.settle_lanes(&HashMap::new(), filled, cap, poked, &full, &limited);
             return Some(0);
         }
-        // Our own deliveries, still held past their lease (the clock jumped): the claim
-        // just renewed the lease; do not send them twice.
-        let ids: Vec<String> = ids
-            .into_iter()
-            .filter(|id| !self.claimed.contains(id))
-            .collect();
+        // Our own deliveries, still held (see `reclaimed`): not sent twice.
+        let (again, ids): (Vec<String>, Vec<String>) =
+            ids.into_iter().partition(|id| self.claimed.contains(id));
+        self.reclaimed.extend(again);
         let (claimed, found) = match read {
             Ok(x) => x,
             Err(e) => {
