@@ -274,6 +274,10 @@ async fn limits(backend: Backend) {
     let big = app.post("/v1/batch", Some(too_many)).await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", big.body);
     assert_eq!(big.body["error"], "body_too_large");
+    assert_eq!(
+        big.headers["connection"], "close",
+        "the unread rest of the body ends the connection, and the answer says so"
+    );
     assert!(
         big.body["detail"]
             .as_str()
