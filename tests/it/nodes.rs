@@ -108,8 +108,9 @@ fn arrivals(rx: &Receiver) -> (BTreeMap<String, Instant>, BTreeMap<String, usize
     (first, count)
 }
 
-/// Waits until every id in `owed` arrived at `rx`, for at most `limit`.
-async fn wait_all(rx: &Receiver, owed: &[String], limit: Duration) {
+/// Waits until every id in `owed` arrived at `rx`, for at most `limit`; a failure
+/// shows `logs()` (the logs of the nodes that owed them).
+async fn wait_all(rx: &Receiver, owed: &[String], limit: Duration, logs: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     loop {
         let (first, _) = arrivals(rx);
@@ -119,8 +120,9 @@ async fn wait_all(rx: &Receiver, owed: &[String], limit: Duration) {
         }
         assert!(
             Instant::now() < deadline,
-            "{missing} of {} webhooks still missing after {limit:?}",
-            owed.len()
+            "{missing} of {} webhooks still missing after {limit:?}\n{}",
+            owed.len(),
+            logs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -244,7 +246,7 @@ async fn sqlite_kill_9_mid_burst_then_everything_owed_within_5s_of_ready() {
         });
         ready = node.start().await;
     }
-    wait_all(&rx, &owed, Duration::from_secs(30)).await;
+    wait_all(&rx, &owed, Duration::from_secs(30), || node.log()).await;
     let (first, _) = arrivals(&rx);
     let last_kill = kills.last().expect("a kill").at;
     let slowest = owed
@@ -294,7 +296,7 @@ async fn a_killed_nodes_webhooks_are_taken_over(lease_secs: u64) {
     assert!(held_by_a > 0, "a kill mid-burst leaves A's claims behind");
 
     let limit = Duration::from_secs(lease_secs + 5).min(Duration::from_secs(40));
-    wait_all(&rx, &owed, limit + Duration::from_secs(20)).await;
+    wait_all(&rx, &owed, limit + Duration::from_secs(20), || b.log()).await;
     let (first, _) = arrivals(&rx);
     let slowest = owed
         .iter()
@@ -512,7 +514,10 @@ async fn soak_postgres_server_restart_mid_burst() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let lost: Vec<&String> = acked.iter().filter(|id| !events.contains(id)).collect();
-    wait_all(&rx, &events, Duration::from_secs(60)).await;
+    wait_all(&rx, &events, Duration::from_secs(60), || {
+        format!("node-a:\n{}\nnode-b:\n{}", a.log(), b.log())
+    })
+    .await;
     no_claims_left(store.url()).await;
     let (_, count) = arrivals(&rx);
     let doubled = count.values().filter(|n| **n > 1).count();
@@ -580,7 +585,14 @@ async fn soak_rolling_restart_of_three_nodes_under_load() {
     let (acked, refused) = emitter.await.expect("emitter");
     let (events, _, _) = stored_events(store.url()).await;
     let lost: Vec<&String> = acked.iter().filter(|id| !events.contains(id)).collect();
-    wait_all(&rx, &events, Duration::from_secs(60)).await;
+    wait_all(&rx, &events, Duration::from_secs(60), || {
+        nodes
+            .iter()
+            .map(|n| n.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    })
+    .await;
     no_claims_left(store.url()).await;
     let (_, count) = arrivals(&rx);
     let doubled = count.values().filter(|n| **n > 1).count();

@@ -35,6 +35,17 @@ pub enum StoreHandle {
     },
 }
 
+/// With `DUEHOOK_TEST_LOG` set (a filter such as `duehook=debug`), the in-process apps
+/// log to the output of the test that started them, which a failing test prints.
+fn log_to_test_output() {
+    if let Ok(filter) = std::env::var("DUEHOOK_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
+}
+
 impl StoreHandle {
     pub fn url(&self) -> &str {
         match self {
@@ -44,6 +55,7 @@ impl StoreHandle {
 
     /// A fresh store, or None (with a printed reason) when PostgreSQL is not configured.
     pub async fn new(backend: Backend) -> Option<StoreHandle> {
+        log_to_test_output();
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
