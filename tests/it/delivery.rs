@@ -469,6 +469,85 @@ async fn posted_data_keeps_its_key_order(backend: Backend) {
     );
 }
 
+/// Retries that come due while the attempts before them are still being recorded (the
+/// clock runs on fast, as after a pause): a claim then finds a delivery due whose last
+/// attempt the worker has not yet heard recorded. Every delivery still gets its retry,
+/// once, and none is left claimed with nothing sending it.
+async fn retries_due_while_attempts_are_recorded_each_go_out_once(backend: Backend) {
+    const N: i64 = 300;
+    // No circuit breaker: a run of first attempts failing would open it, and the
+    // deliveries would wait for it rather than race their own recording.
+    let Some(app) = TestApp::spawn_config(backend, |c| {
+        c.delivery.circuit_breaker_failures = 0;
+        c.delivery.disable_after_failing_hours = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    // Every webhook's first attempt fails; its retry, a second later, succeeds.
+    rx.fail_first_attempts(1.0, 7);
+    create_endpoint(
+        &app,
+        json!({"name": "r", "url": rx.url("/"), "topics": ["*"], "retry": {"schedule": "1s"}}),
+    )
+    .await;
+    let mut emitted = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let done = app
+            .scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'",
+                &[],
+            )
+            .await;
+        if done == N {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let left = app
+                .rows(
+                    "SELECT status, attempts, CASE WHEN claimed_by IS NULL THEN 0 ELSE 1 END AS claimed,
+                         COUNT(*) AS n
+                     FROM deliveries WHERE status <> 'succeeded'
+                     GROUP BY status, attempts, CASE WHEN claimed_by IS NULL THEN 0 ELSE 1 END",
+                    &[],
+                )
+                .await;
+            panic!(
+                "{done} of {N} delivered; the rest (status, attempts, claimed, count): {left:?}"
+            );
+        }
+        // New events keep the worker claiming, and a second of service time passes
+        // with each: retries come due while attempts are in flight and being recorded.
+        if emitted < N {
+            emit(
+                &app,
+                "booking.create",
+                json!({"id": format!("b-{emitted}")}),
+            )
+            .await;
+            emitted += 1;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        app.forward(TimeDelta::seconds(1));
+    }
+    let attempts = app.scalar("SELECT COUNT(*) FROM attempts", &[]).await;
+    assert_eq!(attempts, 2 * N, "two attempts each");
+    let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    for r in rx.received() {
+        *per_id.entry(r.header("webhook-id")).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), N as usize, "every webhook arrived");
+    assert!(
+        per_id.values().all(|n| *n == 2),
+        "each arrived twice, its failed attempt and its retry: {:?}",
+        per_id.values().filter(|n| **n != 2).collect::<Vec<_>>()
+    );
+}
+
 async fn retries_keep_the_webhook_id(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -908,6 +987,7 @@ both_backends!(
     formats_and_schemes,
     posted_data_keeps_its_key_order,
     retries_keep_the_webhook_id,
+    retries_due_while_attempts_are_recorded_each_go_out_once,
     retry_after_is_honoured,
     gone_disables_the_endpoint,
     exhausted_retries_fail_then_retry_and_recover,
