@@ -442,7 +442,8 @@ pub const BATCH_OPS: usize = 10_000;
 /// Sends the `count` operations `op(i)` through `POST {base}/v1/batch`, [`BATCH_OPS`]
 /// per request, `concurrency` requests in flight (so that one request's JSON is read
 /// while the store writes another's); asserts every operation answered 2xx. `done` is
-/// told how many operations have been answered so far. An answered batch is committed:
+/// told how many operations have been answered so far. Each request says
+/// `Prefer: return=minimal` unless [`full_answers`]. An answered batch is committed:
 /// when this returns, every operation is stored.
 pub async fn send_batches(
     http: &reqwest::Client,
@@ -453,6 +454,7 @@ pub async fn send_batches(
     op: impl Fn(usize) -> Value,
     done: impl Fn(usize),
 ) {
+    let full = full_answers();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut answered = 0;
     let mut next = 0;
@@ -461,11 +463,14 @@ pub async fn send_batches(
             let end = count.min(next + BATCH_OPS);
             let ops: Vec<Value> = (next..end).map(&op).collect();
             let body = json!({ "operations": ops }).to_string();
-            let req = http
+            let mut req = http
                 .post(format!("{base}/v1/batch"))
                 .bearer_auth(token)
-                .header("content-type", "application/json")
-                .body(body);
+                .header("content-type", "application/json");
+            if !full {
+                req = req.header("prefer", "return=minimal");
+            }
+            let req = req.body(body);
             in_flight.spawn(async move {
                 let res = req.send().await.expect("batch sent");
                 let status = res.status();
@@ -476,13 +481,17 @@ pub async fn send_batches(
                     "{}",
                     String::from_utf8_lossy(&bytes)
                 );
-                let v: Value = serde_json::from_slice(&bytes).expect("JSON");
-                let results = v["results"].as_array().expect("results");
-                for r in results {
-                    let s = r["status"].as_u64().unwrap_or(0);
-                    assert!((200..300).contains(&s), "an operation refused: {r}");
+                let answer: BatchAnswer = serde_json::from_slice(&bytes).expect("JSON");
+                for r in &answer.results {
+                    assert!(
+                        (200..300).contains(&r.status),
+                        "an operation refused: {} {}",
+                        r.status,
+                        r.body.as_ref().map_or("", |b| b.get())
+                    );
+                    assert_eq!(r.body.is_some(), full, "a result's body as asked");
                 }
-                results.len()
+                answer.results.len()
             });
             next = end;
         }
@@ -491,4 +500,24 @@ pub async fn send_batches(
             done(answered);
         }
     }
+}
+
+/// Whether batches ask for every applied operation's entity back (`BATCH_ANSWERS=full`)
+/// instead of their statuses only (`Prefer: return=minimal`, what an import that
+/// checks statuses sends).
+pub fn full_answers() -> bool {
+    std::env::var("BATCH_ANSWERS").is_ok_and(|v| v == "full")
+}
+
+/// The answer of `POST /v1/batch`, read as far as the bench checks it.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchResult {
+    status: u16,
+    #[serde(default)]
+    body: Option<Box<serde_json::value::RawValue>>,
 }

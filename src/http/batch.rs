@@ -2,10 +2,15 @@
 //! ingest route (method, path, body) and is translated exactly as that route's handler
 //! translates its request; the ingest service applies them all, in order, many per
 //! transaction. Each gets the result its own route would have answered.
+//!
+//! `Prefer: return=minimal` (RFC 7240) leaves the body out of every applied
+//! operation's result: an import that only checks statuses then neither pays for
+//! thousands of entities serialised back nor reads them. Failed operations keep their
+//! error body either way.
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -27,13 +32,17 @@ use crate::ingest::{Ingest, MAX_BATCH_OPS, Op, Outcome};
     path = "/v1/batch",
     tag = "ingest",
     request_body = BatchRequest,
+    params(
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: applied operations' results carry their status only", example = "return=minimal")
+    ),
     responses(
-        (status = 200, description = "One result per operation, in order, each what its own route would answer; every applied operation is committed", body = BatchResponse),
+        (status = 200, description = "One result per operation, in order, each what its own route would answer; every applied operation is committed. With `Prefer: return=minimal` an applied operation's result has no body (and the answer says `Preference-Applied: return=minimal`)", body = BatchResponse),
         BodyErrors,
         StoreErrors
     )
 )]
 pub async fn batch(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let minimal = prefers_minimal(req.headers());
     let bytes = json::body_bytes(req, &s, "[server] max_batch_bytes").await?;
     let body: BatchRequest = json::parse_request(&bytes)?;
     if body.operations.len() > MAX_BATCH_OPS {
@@ -65,7 +74,7 @@ pub async fn batch(State(s): State<AppState>, req: Request) -> Result<Response, 
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| match applied.next() {
-                Some(Ok(outcome)) => outcome_result(outcome),
+                Some(Ok(outcome)) => outcome_result(outcome, minimal),
                 Some(Err(e)) => error_result(e.into()),
                 None => error_result(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,7 +84,34 @@ pub async fn batch(State(s): State<AppState>, req: Request) -> Result<Response, 
             })
         })
         .collect();
-    Ok(Json(BatchResponse { results }).into_response())
+    let mut res = Json(BatchResponse { results }).into_response();
+    if minimal {
+        res.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("return=minimal"),
+        );
+    }
+    Ok(res)
+}
+
+/// Whether the request's `Prefer` headers ask for `return=minimal` (RFC 7240: a
+/// comma-separated list, each preference a token, optionally `=value`, then
+/// `;`-separated parameters; names are case-insensitive, values may be quoted).
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|pref| {
+            let pref = pref.split(';').next().unwrap_or_default();
+            let (name, value) = pref.split_once('=').unwrap_or((pref, ""));
+            name.trim().eq_ignore_ascii_case("return")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("minimal")
+        })
 }
 
 /// The ingest routes a batch may name, for the error that names another.
@@ -176,8 +212,10 @@ fn percent_decode(s: &str) -> Option<String> {
 fn result(status: StatusCode, body: &impl Serialize) -> BatchResult {
     BatchResult {
         status: status.as_u16(),
-        body: serde_json::value::to_raw_value(body)
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON")),
+        body: Some(
+            serde_json::value::to_raw_value(body)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON")),
+        ),
     }
 }
 
@@ -185,14 +223,36 @@ fn error_result(e: ApiError) -> BatchResult {
     result(e.status, &e)
 }
 
-fn outcome_result(o: Outcome) -> BatchResult {
+/// The status the operation's own route answers for `o`.
+fn outcome_status(o: &Outcome) -> StatusCode {
     match o {
-        Outcome::Reservation(a) => result(status_of(&a), &Reservation::from(a.entity)),
-        Outcome::Order(a) => result(status_of(&a), &Order::from(a.entity)),
-        Outcome::UnitRental(a) => result(status_of(&a), &UnitRental::from(a.entity)),
-        Outcome::Invoice(a) => result(status_of(&a), &Invoice::from(a.entity)),
-        Outcome::Item(a) => result(status_of(&a), &Item::from(a.entity)),
-        Outcome::Contact(a) => result(status_of(&a), &Contact::from(a.entity)),
-        Outcome::Event(e) => result(StatusCode::CREATED, &Event::from(e)),
+        Outcome::Reservation(a) => status_of(a),
+        Outcome::Order(a) => status_of(a),
+        Outcome::UnitRental(a) => status_of(a),
+        Outcome::Invoice(a) => status_of(a),
+        Outcome::Item(a) => status_of(a),
+        Outcome::Contact(a) => status_of(a),
+        Outcome::Event(_) => StatusCode::CREATED,
+    }
+}
+
+/// The result of an applied operation: its route's status and, unless `minimal`, the
+/// entity (or event) its route answers with.
+fn outcome_result(o: Outcome, minimal: bool) -> BatchResult {
+    let status = outcome_status(&o);
+    if minimal {
+        return BatchResult {
+            status: status.as_u16(),
+            body: None,
+        };
+    }
+    match o {
+        Outcome::Reservation(a) => result(status, &Reservation::from(a.entity)),
+        Outcome::Order(a) => result(status, &Order::from(a.entity)),
+        Outcome::UnitRental(a) => result(status, &UnitRental::from(a.entity)),
+        Outcome::Invoice(a) => result(status, &Invoice::from(a.entity)),
+        Outcome::Item(a) => result(status, &Item::from(a.entity)),
+        Outcome::Contact(a) => result(status, &Contact::from(a.entity)),
+        Outcome::Event(e) => result(status, &Event::from(e)),
     }
 }

@@ -260,6 +260,63 @@ async fn a_bad_operation_fails_alone(backend: Backend) {
     );
 }
 
+/// `Prefer: return=minimal`: applied operations answer their status only, failed ones
+/// keep their error, and everything applied is stored as without the preference.
+async fn a_minimal_answer_carries_statuses_and_errors(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let body = json!({"operations": [
+        {"method": "PUT", "path": "/v1/items/i-1", "body": {"name": "Camera", "expires_at": "2030-06-01T00:00:00Z"}},
+        {"method": "PUT", "path": "/v1/orders/o-1", "body": {"contact_id": "c-1", "item_ids": ["i-1"], "due_at": "next tuesday"}},
+        {"method": "POST", "path": "/v1/events", "body": {"type": "booking.create", "data": {"id": "b-1"}}},
+        {"method": "PUT", "path": "/v1/items/i-1", "body": {"name": "Camera A", "expires_at": "2030-06-01T00:00:00Z"}}
+    ]});
+    let res = app
+        .client
+        .post(app.url("/v1/batch"))
+        .bearer_auth(support::TOKEN)
+        .header("prefer", "handling=lenient, Return=\"minimal\"; x=1")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["preference-applied"], "return=minimal");
+    let answer: Value = serde_json::from_str(&res.text().await.expect("answer")).expect("JSON");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results[0], json!({"status": 201}), "{answer}");
+    assert_eq!(results[1]["status"], 422, "{answer}");
+    assert_eq!(
+        results[1]["body"]["field"], "due_at",
+        "a failed operation keeps its error: {answer}"
+    );
+    assert_eq!(results[2], json!({"status": 201}), "{answer}");
+    assert_eq!(results[3], json!({"status": 200}), "{answer}");
+    assert_eq!(app.get("/v1/items/i-1").await.body["name"], "Camera A");
+    assert_eq!(
+        app.event_types().await,
+        vec!["item.create", "booking.create", "item.update"]
+    );
+    assert_eq!(app.timers_of("item", "i-1").await.len(), 1);
+
+    // Any other preference leaves the answer whole.
+    let other = app
+        .client
+        .post(app.url("/v1/batch"))
+        .bearer_auth(support::TOKEN)
+        .header("prefer", "return=representation")
+        .header("content-type", "application/json")
+        .body(json!({"operations": [{"method": "PUT", "path": "/v1/contacts/c-1", "body": {"name": "Ada"}}]}).to_string())
+        .send()
+        .await
+        .expect("batch");
+    assert!(other.headers().get("preference-applied").is_none());
+    let answer: Value = serde_json::from_str(&other.text().await.expect("answer")).expect("JSON");
+    assert_eq!(answer["results"][0]["body"]["name"], "Ada", "{answer}");
+}
+
 async fn limits(backend: Backend) {
     let Some(app) = TestApp::spawn_config(backend, |c| {
         c.server.max_body_bytes = 4096;
@@ -570,6 +627,7 @@ async fn postgres_statistics_follow_an_import() {
 both_backends!(
     same_as_sent_singly,
     a_bad_operation_fails_alone,
+    a_minimal_answer_carries_statuses_and_errors,
     limits,
     one_entity_twice_in_order,
     an_answered_batch_survives_a_restart,

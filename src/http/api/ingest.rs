@@ -726,6 +726,9 @@ pub struct BatchResult {
     #[schema(example = 201)]
     pub status: u16,
     /// Its body: the entity (or the posted event), or an `ApiError` naming the field.
-    #[schema(value_type = Object)]
-    pub body: Box<serde_json::value::RawValue>,
+    /// Left out of an applied operation's result when the request said
+    /// `Prefer: return=minimal`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Box<serde_json::value::RawValue>>,
 }
