@@ -8,12 +8,21 @@ service's `CHECKPOINT_EVERY`), WAL and `synchronous = NORMAL` as the service set
 
     python3 benches/sqlite_planning_replay.py              # 200,000 reservations
     python3 benches/sqlite_planning_replay.py 1000000 --migrations ../other/migrations/sqlite
+    python3 benches/sqlite_planning_replay.py 400000 --ids random   # ids spread like UUIDs
+    python3 benches/sqlite_planning_replay.py 400000 --ids random --entity-key ordered
 
 The rows are staged in an in-memory table first and each statement is an
 `INSERT … SELECT` over 1,024 of them, so what is timed is SQLite's work on the rows
 (b-tree inserts, index seeks, the commit's WAL writes, the checkpoints), with no
 value bound one by one. It prints microseconds per reservation, per statement kind.
 An approximation: Python's SQLite, not the one sqlx builds.
+
+`--ids random` gives reservation `i` 16 hex digits spread over the key space, as the
+planning bench's `PLANNING_IDS=random` does. `--entity-key ordered` weighs a key the
+schema does not have: the events' and timers' `entity_id` is then a number given in
+insertion order (`res-00000042`) while the reservation keeps its id, so the indexes
+by entity take each new entity's rows at their end, as an integer key handed out per
+entity would.
 """
 import argparse, glob, json, os, sqlite3, tempfile, time
 
@@ -35,6 +44,8 @@ def body(i):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=200_000)
+    ap.add_argument("--ids", choices=["start", "random"], default="start")
+    ap.add_argument("--entity-key", choices=["id", "ordered"], default="id")
     ap.add_argument("--migrations", default=os.path.join(HERE, "..", "migrations", "sqlite"))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,10 +60,14 @@ def replay(a, path):
     for f in sorted(glob.glob(os.path.join(a.migrations, "*.sql"))):
         c.executescript(open(f).read())
     c.execute("ATTACH ':memory:' AS s")
-    c.execute("CREATE TABLE s.r (n INTEGER PRIMARY KEY, id TEXT, body TEXT, evid TEXT)")
+    c.execute("CREATE TABLE s.r (n INTEGER PRIMARY KEY, id TEXT, body TEXT, evid TEXT, ekey TEXT)")
     c.execute("BEGIN")
-    c.executemany("INSERT INTO s.r VALUES (?, ?, ?, ?)",
-                  ((i, f"res-{i:08d}", body(i), f"evt_{i:032x}") for i in range(a.n)))
+    ident = (lambda i: f"{i * 0x9E3779B97F4A7C15 % (1 << 64):016x}") if a.ids == "random" \
+        else (lambda i: f"res-{i:08d}")
+    c.executemany("INSERT INTO s.r VALUES (?, ?, ?, ?, ?)",
+                  ((i, ident(i), body(i), f"evt_{i:032x}",
+                    f"res-{i:08d}" if a.entity_key == "ordered" else ident(i))
+                   for i in range(a.n)))
     c.execute("COMMIT")
 
     spent = {"row": 0.0, "event": 0.0, "timers": 0.0, "commit": 0.0, "checkpoint": 0.0}
@@ -69,13 +84,13 @@ def replay(a, path):
         t, spent["row"] = time.perf_counter(), spent["row"] + time.perf_counter() - t
         c.execute(f"""INSERT INTO events (id, type, entity_kind, entity_id, created_at, scheduled_at,
                         timer_id, data, fanned_out)
-                      SELECT evid, 'reservation.reserve', 'reservation', id, {T0}, NULL, NULL, body, 1
+                      SELECT evid, 'reservation.reserve', 'reservation', ekey, {T0}, NULL, NULL, body, 1
                       FROM s.r WHERE n >= ? AND n < ?""", (lo, hi))
         t, spent["event"] = time.perf_counter(), spent["event"] + time.perf_counter() - t
         for j, rule in enumerate(RULES):
             c.execute(f"""INSERT OR IGNORE INTO timers (entity_kind, entity_id, rule, event_type, anchor_at, fire_at,
                             state, reason, live, created_at, updated_at)
-                          SELECT 'reservation', id, ?, ?, {T0}, {T0} + (n * 7919 % 2592000000) + {j} * 3600000,
+                          SELECT 'reservation', ekey, ?, ?, {T0}, {T0} + (n * 7919 % 2592000000) + {j} * 3600000,
                             'pending', NULL, 1, {T0}, {T0}
                           FROM s.r WHERE n >= ? AND n < ?""",
                       (rule, rule, lo, hi))
