@@ -8,6 +8,8 @@
 //! | `LOAD_PENDING` | 1000000 | timers loaded in bulk, spread over the next 30 days (from 1 h ahead, so none fires during the run) |
 //! | `LOAD_BURST` | 10000 | timers due within one second, a few seconds after loading ends |
 //! | `LOAD_BURST_SPAN_MS` | 1000 | how long the burst's due instants are spread over (`0`: all due at one instant, which measures how fast firing can go rather than whether it keeps up) |
+//! | `LOAD_BURST_PLANNED` | `last` | `last`: the burst is planned after the pending timers, so its timers and items sit side by side in the store; `scattered`: each burst item is planned among the pending ones while they load (one in every `LOAD_PENDING / LOAD_BURST`), as timers due together but planned over weeks are, so firing the burst writes rows on pages far apart; the burst is then due `LOAD_BURST_AFTER_S` after loading starts |
+//! | `LOAD_BURST_AFTER_S` | 60 | with `scattered`: seconds from the start of loading to the burst's first due instant (loading must end before it) |
 //! | `LOAD_EVENTS_PER_SEC` | 200 | immediate events posted to `POST /v1/events` during the burst |
 //! | `LOAD_STORE` | `sqlite` | `sqlite` (a temp file) or a `postgres://` URL of a server where the user may create databases (the bench creates its own and drops it) |
 //!
@@ -56,6 +58,9 @@ struct Params {
     pending: usize,
     burst: usize,
     burst_span_ms: usize,
+    /// The burst's items planned among the pending ones rather than after them.
+    scattered: bool,
+    burst_after_s: usize,
     events_per_sec: usize,
     store: String,
 }
@@ -66,20 +71,25 @@ impl Params {
             pending: env_usize("LOAD_PENDING", 1_000_000),
             burst: env_usize("LOAD_BURST", 10_000),
             burst_span_ms: env_usize("LOAD_BURST_SPAN_MS", 1_000),
+            scattered: match std::env::var("LOAD_BURST_PLANNED").as_deref() {
+                Err(_) | Ok("last") => false,
+                Ok("scattered") => true,
+                Ok(other) => panic!("LOAD_BURST_PLANNED={other}: `last` or `scattered`"),
+            },
+            burst_after_s: env_usize("LOAD_BURST_AFTER_S", 60),
             events_per_sec: env_usize("LOAD_EVENTS_PER_SEC", 200),
             store: std::env::var("LOAD_STORE").unwrap_or_else(|_| "sqlite".into()),
         }
     }
 }
 
-/// Stores and plans `count` items named `{prefix}{i}`, expiring at `at(i)`, through
-/// `POST /v1/batch`; every batch is committed (and its timers due soon handed to the
-/// scheduler) before it is answered.
+/// Stores and plans `count` items, the `i`th named and expiring as `item(i)` says,
+/// through `POST /v1/batch`; every batch is committed (and its timers due soon handed
+/// to the scheduler) before it is answered.
 async fn plan_items(
     app: &App,
-    prefix: &str,
     count: usize,
-    at: impl Fn(usize) -> DateTime<Utc>,
+    item: impl Fn(usize) -> (String, DateTime<Utc>),
     progress: bool,
 ) {
     // Drawn to stderr; hidden when stderr is not a terminal, so logs stay clean.
@@ -103,9 +113,10 @@ async fn plan_items(
         count,
         2,
         |i| {
-            json!({"method": "PUT", "path": format!("/v1/items/{prefix}{i}"), "body": {
+            let (id, at) = item(i);
+            json!({"method": "PUT", "path": format!("/v1/items/{id}"), "body": {
                 "name": "load",
-                "expires_at": at(i).to_rfc3339_opts(SecondsFormat::Millis, true),
+                "expires_at": at.to_rfc3339_opts(SecondsFormat::Millis, true),
             }})
         },
         |done| bar.set_position(done as u64),
@@ -195,39 +206,71 @@ async fn run(p: &Params) {
         "endpoint signs with Standard Webhooks: {created}"
     );
 
-    // 1. The pending timers, from 1 h ahead to 30 days ahead, evenly spread.
+    // 1. The pending timers, from 1 h ahead to 30 days ahead, evenly spread (with the
+    //    burst's among them when it is planned scattered).
     let t_load = Instant::now();
     let cpu_load = CpuTicks::read();
-    let base = clock.now() + TimeDelta::hours(1);
+    let start = clock.now();
+    let base = start + TimeDelta::hours(1);
     let span_ms = (TimeDelta::days(30) - TimeDelta::hours(1)).num_milliseconds() as f64;
     let n = p.pending.max(1) as f64;
-    plan_items(
-        &app,
-        "pending-",
-        p.pending,
-        |i| base + TimeDelta::milliseconds((i as f64 * span_ms / n) as i64),
-        true,
-    )
-    .await;
+    let pending_at = |i: usize| base + TimeDelta::milliseconds((i as f64 * span_ms / n) as i64);
+    let burst_n = p.burst.max(1) as i64;
+    let burst_at = |due: DateTime<Utc>, k: usize| {
+        due + TimeDelta::milliseconds(k as i64 * p.burst_span_ms as i64 / burst_n)
+    };
+    let scattered_due = DateTime::from_timestamp(start.timestamp(), 0).expect("instant")
+        + TimeDelta::seconds(p.burst_after_s as i64);
+    // Every `every`th item of the stream is a burst item.
+    let every = (p.pending + p.burst) / p.burst.max(1);
+    if p.scattered {
+        plan_items(
+            &app,
+            p.pending + p.burst,
+            |i| {
+                let k = i / every;
+                if i % every == every - 1 && k < p.burst {
+                    (format!("burst-{k}"), burst_at(scattered_due, k))
+                } else {
+                    let j = i - (i / every).min(p.burst);
+                    (format!("pending-{j}"), pending_at(j))
+                }
+            },
+            true,
+        )
+        .await;
+    } else {
+        plan_items(
+            &app,
+            p.pending,
+            |i| (format!("pending-{i}"), pending_at(i)),
+            true,
+        )
+        .await;
+    }
     let load = t_load.elapsed();
+    let loaded = p.pending + if p.scattered { p.burst } else { 0 };
     let cpu_loaded = CpuTicks::read();
     let (hwm_loaded, _) = memory_mib();
 
     // 2. The burst: `burst` timers due within the `burst_span_ms` starting at `due`.
-    let lead = TimeDelta::seconds(3) + TimeDelta::microseconds(p.burst as i64 * 100);
-    let now = clock.now();
-    let due = DateTime::from_timestamp(now.timestamp(), 0).expect("instant")
-        + lead
-        + TimeDelta::seconds(1);
-    let burst_n = p.burst.max(1) as i64;
-    plan_items(
-        &app,
-        "burst-",
-        p.burst,
-        |i| due + TimeDelta::milliseconds(i as i64 * p.burst_span_ms as i64 / burst_n),
-        false,
-    )
-    .await;
+    let due = if p.scattered {
+        scattered_due
+    } else {
+        let lead = TimeDelta::seconds(3) + TimeDelta::microseconds(p.burst as i64 * 100);
+        let now = clock.now();
+        let due = DateTime::from_timestamp(now.timestamp(), 0).expect("instant")
+            + lead
+            + TimeDelta::seconds(1);
+        plan_items(
+            &app,
+            p.burst,
+            |k| (format!("burst-{k}"), burst_at(due, k)),
+            false,
+        )
+        .await;
+        due
+    };
     let planned_at = clock.now();
     if planned_at >= due {
         eprintln!(
@@ -418,11 +461,12 @@ async fn run(p: &Params) {
     println!("== duehook load benchmark ==");
     println!("{}", speed_at_start.line_until_now());
     println!(
-        "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_BURST_SPAN_MS={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
+        "store {store_name}; {} CPUs, load average at start {loadavg}; LOAD_PENDING={} LOAD_BURST={} LOAD_BURST_SPAN_MS={} LOAD_BURST_PLANNED={} LOAD_EVENTS_PER_SEC={}; max_connections {}, max_concurrent_sends {}, max_in_flight_per_endpoint {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         p.pending,
         p.burst,
         p.burst_span_ms,
+        if p.scattered { "scattered" } else { "last" },
         p.events_per_sec,
         config.store.max_connections,
         config.delivery.max_concurrent_sends,
@@ -430,9 +474,9 @@ async fn run(p: &Params) {
     );
     println!(
         "load:        {} timers stored and planned through POST /v1/batch in {:.1} s ({:.0}/s)",
-        p.pending,
+        loaded,
         load.as_secs_f64(),
-        p.pending as f64 / load.as_secs_f64()
+        loaded as f64 / load.as_secs_f64()
     );
     println!(
         "burst:       {} timers fired between {:.3} s of first and last fire = {:.0} fires/s",
