@@ -272,19 +272,9 @@ async fn a_minimal_answer_carries_statuses_and_errors(backend: Backend) {
         {"method": "POST", "path": "/v1/events", "body": {"type": "booking.create", "data": {"id": "b-1"}}},
         {"method": "PUT", "path": "/v1/items/i-1", "body": {"name": "Camera A", "expires_at": "2030-06-01T00:00:00Z"}}
     ]});
-    let res = app
-        .client
-        .post(app.url("/v1/batch"))
-        .bearer_auth(support::TOKEN)
-        .header("prefer", "handling=lenient, Return=\"minimal\"; x=1")
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("batch");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["preference-applied"], "return=minimal");
-    let answer: Value = serde_json::from_str(&res.text().await.expect("answer")).expect("JSON");
+    let (applied, answer) =
+        batch_preferring(&app, "handling=lenient, Return=\"minimal\"; x=1", body).await;
+    assert_eq!(applied.as_deref(), Some("return=minimal"));
     let results = answer["results"].as_array().expect("results");
     assert_eq!(results[0], json!({"status": 201}), "{answer}");
     assert_eq!(results[1]["status"], 422, "{answer}");
@@ -302,19 +292,34 @@ async fn a_minimal_answer_carries_statuses_and_errors(backend: Backend) {
     assert_eq!(app.timers_of("item", "i-1").await.len(), 1);
 
     // Any other preference leaves the answer whole.
-    let other = app
+    let body = json!({"operations": [
+        {"method": "PUT", "path": "/v1/contacts/c-1", "body": {"name": "Ada"}}
+    ]});
+    let (applied, answer) = batch_preferring(&app, "return=representation", body).await;
+    assert_eq!(applied, None);
+    assert_eq!(answer["results"][0]["body"]["name"], "Ada", "{answer}");
+}
+
+/// `POST /v1/batch` with `body` and the header `Prefer: {prefer}`; asserts a 200 and
+/// returns the answer's `Preference-Applied` and its JSON.
+async fn batch_preferring(app: &TestApp, prefer: &str, body: Value) -> (Option<String>, Value) {
+    let res = app
         .client
         .post(app.url("/v1/batch"))
         .bearer_auth(support::TOKEN)
-        .header("prefer", "return=representation")
+        .header("prefer", prefer)
         .header("content-type", "application/json")
-        .body(json!({"operations": [{"method": "PUT", "path": "/v1/contacts/c-1", "body": {"name": "Ada"}}]}).to_string())
+        .body(body.to_string())
         .send()
         .await
         .expect("batch");
-    assert!(other.headers().get("preference-applied").is_none());
-    let answer: Value = serde_json::from_str(&other.text().await.expect("answer")).expect("JSON");
-    assert_eq!(answer["results"][0]["body"]["name"], "Ada", "{answer}");
+    assert_eq!(res.status(), StatusCode::OK);
+    let applied = res
+        .headers()
+        .get("preference-applied")
+        .map(|v| v.to_str().expect("header text").to_string());
+    let answer = serde_json::from_str(&res.text().await.expect("answer")).expect("JSON");
+    (applied, answer)
 }
 
 async fn limits(backend: Backend) {
