@@ -196,6 +196,9 @@ pub struct PendingMigration {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite only: the one connection a chain of write transactions runs on (see
+    /// [`Store::begin_in_turn`]).
+    writes: Option<AnyPool>,
     backend: Backend,
     /// Seals endpoint secrets at rest when `[store] secret_key` is set.
     sealer: Option<std::sync::Arc<sealed::Sealer>>,
@@ -280,58 +283,24 @@ impl Store {
             sqlite_memory::untrack();
         }
         let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Unavailable)?;
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend)
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings an idle connection before lending it out. A PostgreSQL socket
-            // can die while idle; a SQLite connection is a file handle served by a
-            // thread of its own, and the ping is a round trip to that thread (two
-            // thread wake-ups) before every transaction and every pooled query.
-            .test_before_acquire(backend != Backend::Sqlite)
-            // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
-            // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
-            // counting the transaction as open, so every later BEGIN on that pooled
-            // connection fails ("begin_with at non-zero transaction depth") even after
-            // space is freed. Such a connection is closed instead of reused.
-            .before_acquire(move |conn, _meta| {
-                Box::pin(async move {
-                    Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
-                })
-            })
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; NORMAL is durable
-                        // in WAL mode across process crashes (not power loss mid-checkpoint).
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        // Checkpoints are taken beside the writers, not by whichever
-                        // write happens to commit the 1,000th page (see `Checkpoints`).
-                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                        // Pages of the indexes a large import or a busy hour walks. With
-                        // SQLite's default (2 MiB) a transaction of a thousand entities
-                        // outgrows the cache, spills dirty pages to the WAL before it
-                        // commits and reads its index pages back through system calls.
-                        // The cache grows only as pages are used, up to this bound per
-                        // connection.
-                        conn.execute("PRAGMA cache_size = -65536").await?;
-                        // A multi-row statement keeps its undo (the statement journal)
-                        // in memory rather than in a temporary file created and deleted
-                        // for each one.
-                        conn.execute("PRAGMA temp_store = MEMORY").await?;
-                    } else if let Err(e) = pg_nodelay::set_on(conn).await {
-                        // Only a latency matter (see `pg_nodelay`): the connection works.
-                        tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        // SQLite: the connection a chain of write transactions runs on (see
+        // `begin_in_turn`).
+        let writes = match backend {
+            Backend::Sqlite => Some(
+                pool_options(backend)
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?,
+            ),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
+            writes,
             backend,
             sealer: None,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
@@ -442,22 +411,37 @@ impl Store {
     /// with SQLITE_BUSY when another writer got there first, whatever the busy timeout.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let writer = self.exclusive().await;
-        self.begin_holding(writer).await
+        self.begin_holding(&self.pool, writer).await
     }
 
     /// Begins a write transaction in a turn kept from the last one (SQLite's writer
     /// lock, see [`Tx::commit_keeping_turn`]).
+    ///
+    /// On SQLite such a chain of transactions (an import, a batch written in
+    /// several) runs on one connection of its own, which wrote the one before: its
+    /// page cache is still valid. A connection's cache lasts only while no other
+    /// connection writes, and the pool lends its connections in turn, so each
+    /// transaction of the chain would otherwise begin with an empty cache and read the
+    /// indexes' pages back from the operating system. Other writes (single changes,
+    /// firing, delivery records) take any pool connection: waiting for one connection
+    /// to come back to its pool (sqlx checks each one returned) would cost them more
+    /// than its cache saves them.
     pub async fn begin_in_turn(&self, turn: Turn) -> Result<Tx, StoreError> {
         self.count_write().await;
-        self.begin_holding(Some(turn.0)).await
+        let chained = self.writes.as_ref().unwrap_or(&self.pool);
+        self.begin_holding(chained, Some(turn.0)).await
     }
 
     /// Begins a write transaction that holds `writer` (the writer lock on SQLite,
     /// none on PostgreSQL) until it ends.
-    async fn begin_holding(&self, writer: Option<OwnedMutexGuard<()>>) -> Result<Tx, StoreError> {
+    async fn begin_holding(
+        &self,
+        pool: &AnyPool,
+        writer: Option<OwnedMutexGuard<()>>,
+    ) -> Result<Tx, StoreError> {
         let inner = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
         };
         Ok(Tx {
             inner,
@@ -702,6 +686,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writes) = &self.writes {
+            writes.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -761,6 +748,57 @@ async fn passive_checkpoint(pool: &AnyPool) -> Checkpoint {
             Checkpoint::Failed
         }
     }
+}
+
+/// The pool settings of a store's connections: how they are opened, checked and lent.
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(10))
+    // sqlx pings an idle connection before lending it out. A PostgreSQL socket
+    // can die while idle; a SQLite connection is a file handle served by a
+    // thread of its own, and the ping is a round trip to that thread (two
+    // thread wake-ups) before every transaction and every pooled query.
+    .test_before_acquire(backend != Backend::Sqlite)
+    // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
+    // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
+    // counting the transaction as open, so every later BEGIN on that pooled
+    // connection fails ("begin_with at non-zero transaction depth") even after
+    // space is freed. Such a connection is closed instead of reused.
+    .before_acquire(move |conn, _meta| {
+        Box::pin(async move {
+            Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+        })
+    })
+    .after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            if backend == Backend::Sqlite {
+                // WAL lets readers run beside the one writer; NORMAL is durable
+                // in WAL mode across process crashes (not power loss mid-checkpoint).
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                // Checkpoints are taken beside the writers, not by whichever
+                // write happens to commit the 1,000th page (see `Checkpoints`).
+                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                // Pages of the indexes a large import or a busy hour walks. With
+                // SQLite's default (2 MiB) a transaction of a thousand entities
+                // outgrows the cache, spills dirty pages to the WAL before it
+                // commits and reads its index pages back through system calls.
+                // The cache grows only as pages are used, up to this bound per
+                // connection.
+                conn.execute("PRAGMA cache_size = -65536").await?;
+                // A multi-row statement keeps its undo (the statement journal)
+                // in memory rather than in a temporary file created and deleted
+                // for each one.
+                conn.execute("PRAGMA temp_store = MEMORY").await?;
+            } else if let Err(e) = pg_nodelay::set_on(conn).await {
+                // Only a latency matter (see `pg_nodelay`): the connection works.
+                tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Makes `sqlite://path` create the file when missing, and tells the backend.
@@ -849,6 +887,52 @@ mod tests {
             wal < 4 * 1024 * 1024,
             "the WAL stays small: {wal} bytes after 1,000 writes of 8 KiB"
         );
+        store.close().await;
+    }
+
+    /// A chain of write transactions, each begun in the turn the one before kept,
+    /// runs on one connection (its page cache stays valid from one to the next),
+    /// whichever connections the pool lends meanwhile. A temporary table lives on the
+    /// connection that made it: the chain's next transaction sees it, a read on a
+    /// pool connection does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_a_chain_of_writes_runs_on_one_connection() {
+        let (_dir, store, _) = temp_sqlite_store().await;
+        let tx = store.begin().await.expect("begin");
+        let turn = tx.commit_keeping_turn().await.expect("commit");
+        let mut tx = store
+            .begin_in_turn(turn.expect("SQLite keeps the turn"))
+            .await
+            .expect("begin in turn");
+        sqlx::query("CREATE TEMP TABLE written_here (x INTEGER)")
+            .execute(&mut *tx)
+            .await
+            .expect("temp table");
+        let mut turn = tx.commit_keeping_turn().await.expect("commit");
+        for _ in 0..3 {
+            // Every pool connection open and lent at once, then back in the pool.
+            let mut reads = Vec::new();
+            for _ in 0..4 {
+                reads.push(store.begin_read().await.expect("read"));
+            }
+            for read in &mut reads {
+                let seen = sqlx::query("SELECT 1 FROM temp.written_here")
+                    .execute(&mut **read)
+                    .await;
+                assert!(seen.is_err(), "a read runs on a pool connection");
+            }
+            drop(reads);
+            let mut tx = store
+                .begin_in_turn(turn.expect("SQLite keeps the turn"))
+                .await
+                .expect("begin in turn");
+            sqlx::query("INSERT INTO temp.written_here VALUES (1)")
+                .execute(&mut *tx)
+                .await
+                .expect("the chain's own connection");
+            turn = tx.commit_keeping_turn().await.expect("commit");
+        }
+        drop(turn);
         store.close().await;
     }
 
