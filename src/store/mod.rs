@@ -899,34 +899,31 @@ mod tests {
     async fn sqlite_a_chain_of_writes_runs_on_one_connection() {
         let (_dir, store, _) = temp_sqlite_store().await;
         let tx = store.begin().await.expect("begin");
-        let turn = tx.commit_keeping_turn().await.expect("commit");
-        let mut tx = store
-            .begin_in_turn(turn.expect("SQLite keeps the turn"))
-            .await
-            .expect("begin in turn");
-        sqlx::query("CREATE TEMP TABLE written_here (x INTEGER)")
-            .execute(&mut *tx)
-            .await
-            .expect("temp table");
         let mut turn = tx.commit_keeping_turn().await.expect("commit");
-        for _ in 0..3 {
-            // Every pool connection open and lent at once, then back in the pool.
-            let mut reads = Vec::new();
-            for _ in 0..4 {
-                reads.push(store.begin_read().await.expect("read"));
+        for round in 0..4 {
+            if round > 0 {
+                // Every pool connection open and lent at once, then back in the pool.
+                let mut reads = Vec::new();
+                for _ in 0..4 {
+                    reads.push(store.begin_read().await.expect("read"));
+                }
+                for read in &mut reads {
+                    let seen = sqlx::query("SELECT 1 FROM temp.written_here")
+                        .execute(&mut **read)
+                        .await;
+                    assert!(seen.is_err(), "a read runs on a pool connection");
+                }
             }
-            for read in &mut reads {
-                let seen = sqlx::query("SELECT 1 FROM temp.written_here")
-                    .execute(&mut **read)
-                    .await;
-                assert!(seen.is_err(), "a read runs on a pool connection");
-            }
-            drop(reads);
             let mut tx = store
                 .begin_in_turn(turn.expect("SQLite keeps the turn"))
                 .await
                 .expect("begin in turn");
-            sqlx::query("INSERT INTO temp.written_here VALUES (1)")
+            let write = if round == 0 {
+                "CREATE TEMP TABLE written_here (x INTEGER)"
+            } else {
+                "INSERT INTO temp.written_here VALUES (1)"
+            };
+            sqlx::query(write)
                 .execute(&mut *tx)
                 .await
                 .expect("the chain's own connection");
