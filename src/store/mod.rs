@@ -754,51 +754,51 @@ async fn passive_checkpoint(pool: &AnyPool) -> Checkpoint {
 fn pool_options(backend: Backend) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(10))
-    // sqlx pings an idle connection before lending it out. A PostgreSQL socket
-    // can die while idle; a SQLite connection is a file handle served by a
-    // thread of its own, and the ping is a round trip to that thread (two
-    // thread wake-ups) before every transaction and every pooled query.
-    .test_before_acquire(backend != Backend::Sqlite)
-    // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
-    // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
-    // counting the transaction as open, so every later BEGIN on that pooled
-    // connection fails ("begin_with at non-zero transaction depth") even after
-    // space is freed. Such a connection is closed instead of reused.
-    .before_acquire(move |conn, _meta| {
-        Box::pin(async move {
-            Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+        // sqlx pings an idle connection before lending it out. A PostgreSQL socket
+        // can die while idle; a SQLite connection is a file handle served by a
+        // thread of its own, and the ping is a round trip to that thread (two
+        // thread wake-ups) before every transaction and every pooled query.
+        .test_before_acquire(backend != Backend::Sqlite)
+        // A SQLite transaction that fails to commit on a full disk (SQLITE_FULL) is
+        // rolled back by SQLite itself; sqlx's ROLLBACK then fails and it keeps
+        // counting the transaction as open, so every later BEGIN on that pooled
+        // connection fails ("begin_with at non-zero transaction depth") even after
+        // space is freed. Such a connection is closed instead of reused.
+        .before_acquire(move |conn, _meta| {
+            Box::pin(async move {
+                Ok(backend != Backend::Sqlite || !sqlx::Connection::is_in_transaction(conn))
+            })
         })
-    })
-    .after_connect(move |conn, _meta| {
-        Box::pin(async move {
-            if backend == Backend::Sqlite {
-                // WAL lets readers run beside the one writer; NORMAL is durable
-                // in WAL mode across process crashes (not power loss mid-checkpoint).
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
-                conn.execute("PRAGMA busy_timeout = 10000").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                // Checkpoints are taken beside the writers, not by whichever
-                // write happens to commit the 1,000th page (see `Checkpoints`).
-                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                // Pages of the indexes a large import or a busy hour walks. With
-                // SQLite's default (2 MiB) a transaction of a thousand entities
-                // outgrows the cache, spills dirty pages to the WAL before it
-                // commits and reads its index pages back through system calls.
-                // The cache grows only as pages are used, up to this bound per
-                // connection.
-                conn.execute("PRAGMA cache_size = -65536").await?;
-                // A multi-row statement keeps its undo (the statement journal)
-                // in memory rather than in a temporary file created and deleted
-                // for each one.
-                conn.execute("PRAGMA temp_store = MEMORY").await?;
-            } else if let Err(e) = pg_nodelay::set_on(conn).await {
-                // Only a latency matter (see `pg_nodelay`): the connection works.
-                tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
-            }
-            Ok(())
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the one writer; NORMAL is durable
+                    // in WAL mode across process crashes (not power loss mid-checkpoint).
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    // Checkpoints are taken beside the writers, not by whichever
+                    // write happens to commit the 1,000th page (see `Checkpoints`).
+                    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                    // Pages of the indexes a large import or a busy hour walks. With
+                    // SQLite's default (2 MiB) a transaction of a thousand entities
+                    // outgrows the cache, spills dirty pages to the WAL before it
+                    // commits and reads its index pages back through system calls.
+                    // The cache grows only as pages are used, up to this bound per
+                    // connection.
+                    conn.execute("PRAGMA cache_size = -65536").await?;
+                    // A multi-row statement keeps its undo (the statement journal)
+                    // in memory rather than in a temporary file created and deleted
+                    // for each one.
+                    conn.execute("PRAGMA temp_store = MEMORY").await?;
+                } else if let Err(e) = pg_nodelay::set_on(conn).await {
+                    // Only a latency matter (see `pg_nodelay`): the connection works.
+                    tracing::warn!(error = %e, "cannot check the PostgreSQL connection's socket for TCP_NODELAY");
+                }
+                Ok(())
+            })
         })
-    })
 }
 
 /// Makes `sqlite://path` create the file when missing, and tells the backend.
